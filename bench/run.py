@@ -1,0 +1,60 @@
+"""Runs every benchmark module ``bench/bench_*.py`` and writes ``build/bench/results.json``.
+
+Each module has ``run(workdir: Path) -> dict[str, float | int | str]``; the figures of all
+modules are merged into one flat JSON object and printed as a table. A module that fails is
+reported and the others still run; the exit status is non-zero if any failed.
+
+    python -m bench.run            # everything
+    python -m bench.run bank wire  # only bench_bank.py and bench_wire.py
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+OUT = Path("build/bench")
+
+
+def main(argv: list[str]) -> int:
+    names = argv or sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
+    results: dict[str, object] = {}
+    failed = []
+    for name in names:
+        module = importlib.import_module(f"bench.bench_{name}")
+        started = time.monotonic()
+        print(f"bench {name}: running", flush=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"ecoin-bench-{name}-") as tmp:
+                figures = module.run(Path(tmp))
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        results.update(figures)
+        print(f"bench {name}: done in {time.monotonic() - started:.1f}s", flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "results.json"
+    merged = json.loads(path.read_text()) if argv and path.exists() else {}
+    merged.update(results)
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    width = max((len(k) for k in merged), default=10)
+    print(f"\n{'figure'.ljust(width)}  value")
+    for key in sorted(merged):
+        value = merged[key]
+        shown = f"{value:,.2f}" if isinstance(value, float) else str(value)
+        print(f"{key.ljust(width)}  {shown}")
+    print(f"\nwritten: {path}")
+    if failed:
+        print(f"FAILED benchmarks: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
