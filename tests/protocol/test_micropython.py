@@ -1,0 +1,86 @@
+"""The same vectors under the real MicroPython unix port, and vectors made there checked here."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from ecoin import crypto as cr
+from ecoin.protocol import session, wire
+
+from .conftest import PROTOCOL_SRC, VECTORS, micropython, private_key
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_mp(*args: str, heap: str = "4M", path: Path = PROTOCOL_SRC) -> str:
+    proc = subprocess.run(
+        [micropython(), "-X", f"heapsize={heap}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"MICROPYPATH": str(path)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_cpython_vectors_verify_under_micropython():
+    out = run_mp(str(HERE / "mp_vectors.py"), "check", str(VECTORS))
+    assert "FAIL" not in out, out
+    m = re.search(r"^(\d+) passed, (\d+) failed$", out, re.M)
+    assert m, out
+    counts = json.loads((VECTORS / "primitives.json").read_text())
+    msgs = json.loads((VECTORS / "messages.json").read_text())
+    invalid = json.loads((VECTORS / "invalid.json").read_text())["frames"]
+    expected = (
+        sum(len(v) for v in counts.values())
+        + sum(len(v) for v in msgs.values())
+        + len(invalid)
+        + 2  # the two bit-flip sweeps
+    )
+    assert (int(m.group(1)), int(m.group(2))) == (expected, 0)
+
+
+def test_micropython_vectors_verify_on_cpython(tmp_path):
+    out_file = tmp_path / "mp.json"
+    run_mp(str(HERE / "mp_vectors.py"), "make", str(out_file), str(VECTORS / "keys.json"))
+    v = {k: (bytes.fromhex(s) if isinstance(s, str) else s) for k, s in json.loads(out_file.read_text()).items()}
+    key = private_key(v["key_bits"])
+    op_id, kid, service, header, _ct, _tag = wire.decode_operation(v["operation"])
+    coin, iv, h_op, s_tag = session.split_header(key.decrypt(header, cr.oaep(session.HEADER_LABEL)))
+    assert (coin, h_op, s_tag, service) == (v["coin"], op_id, session.service_tag(cr, "average"), "average")
+    assert kid == session.key_id(cr, key.public_key().public_numbers().n)
+    k_enc, k_mac = session.session_keys(cr, coin, op_id)
+    assert session.open_operation(cr, v["operation"], k_enc, k_mac, iv) == v["readings"]
+    assert session.open_result(cr, v["result"], op_id, k_enc, k_mac) == b'{"service":"average","result":2.1}'
+    dkey = v["device_key"]
+    assert session.check_topup_request(cr, dkey, v["topup_request"])[1:] == ("dev-7", 7, 3)
+    assert session.open_topup_response(cr, dkey, v["topup_response"], v["topup_op_id"], 7)[0] == 1858000000
+    assert cr.sha256(v["readings"]) == v["sha256"]
+    assert cr.hmac_sha256(coin, v["readings"]) == v["hmac"]
+    assert cr.hkdf_sha256(coin, op_id, b"info", 80) == v["hkdf"]
+    assert cr.aes_cbc_decrypt(k_enc, op_id, v["aes_cbc"]) == v["readings"]
+    assert key.decrypt(v["oaep_empty"], cr.oaep(b"")) == b""
+
+
+def test_device_builds_an_operation_from_mpy_within_a_64k_heap(tmp_path):
+    """The shared modules, compiled with mpy-cross as they are deployed, run in a board-sized heap."""
+    mpy_cross = Path(micropython()).with_name("mpy-cross")
+    for name in ("wire", "session", "ucrypto"):
+        subprocess.run(
+            [str(mpy_cross), "-o", str(tmp_path / f"{name}.mpy"), str(PROTOCOL_SRC / f"{name}.py")], check=True
+        )
+    n = private_key(2048).public_key().public_numbers().n
+    script = tmp_path / "one_op.py"
+    script.write_text(
+        "import ucrypto as cr, session, wire\n"
+        f"n = {n}\n"
+        "op, ke, km, f = session.seal_operation(cr, (n, 65537), session.key_id(cr, n), cr.random(32),"
+        " 'average', b'x' * 1024)\n"
+        "print(len(f), wire.decode_operation(f)[2])\n"
+    )
+    out = run_mp(str(script), heap="64K", path=tmp_path)
+    assert out.split() == [str(18 + 8 + 1 + 7 + 2 + 256 + 2 + 1040 + 32), "average"]
