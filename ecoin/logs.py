@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+import typing
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -32,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-def setup(level: str = "info", stream=None) -> None:  # type: ignore[no-untyped-def]
+def setup(level: str = "info", stream: typing.TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -81,7 +81,9 @@ class Mosquitto:
             wait_for_port(self.port)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"mosquitto did not start: {(self.workdir / 'mosquitto.log').read_text()}")
+            raise RuntimeError(
+                f"mosquitto did not start: {(self.workdir / 'mosquitto.log').read_text()}"
+            ) from None
         return self
 
     def stop(self) -> None:
@@ -107,38 +109,23 @@ def postgres(workdir: Path, port: int | None = None) -> Iterator[str]:
     port = port or free_port()
     data = workdir / "pgdata"
     workdir.mkdir(parents=True, exist_ok=True)
-    run_as: dict[str, object] = {}
+    uid = gid = None
     if os.geteuid() == 0:
-        user = next(u for u in ("postgres", "nobody") if _has_user(u))
-        pw = pwd.getpwnam(user)
-        os.chown(workdir, pw.pw_uid, pw.pw_gid)
-        run_as = {"user": pw.pw_uid, "group": pw.pw_gid}
-    subprocess.run(
-        [_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "ecoin", "--no-sync"],
-        check=True,
-        capture_output=True,
-        **run_as,  # type: ignore[arg-type]
-    )
-    opts = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=on"
-    subprocess.run(
-        [_pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l", str(workdir / "pg.log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-        **run_as,  # type: ignore[arg-type]
-    )
+        pw = pwd.getpwnam(next(u for u in ("postgres", "nobody") if _has_user(u)))
+        uid, gid = pw.pw_uid, pw.pw_gid
+        os.chown(workdir, uid, gid)
+
+    def pg(*args: str, check: bool = True) -> None:
+        subprocess.run([_pg_bin(args[0]), *args[1:]], check=check, capture_output=True, user=uid, group=gid)
+
+    pg("initdb", "-D", str(data), "-A", "trust", "-U", "ecoin", "--no-sync")
+    opts = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1"
+    pg("pg_ctl", "-D", str(data), "-o", opts, "-l", str(workdir / "pg.log"), "-w", "start")
     try:
-        subprocess.run(
-            [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "ecoin", "ecoin_test"],
-            check=True,
-            capture_output=True,
-        )
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "ecoin", "ecoin_test")
         yield f"postgresql://ecoin@127.0.0.1:{port}/ecoin_test"
     finally:
-        subprocess.run(
-            [_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-            capture_output=True,
-            **run_as,  # type: ignore[arg-type]
-        )
+        pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop", check=False)
 
 
 def _has_user(name: str) -> bool:

@@ -7,7 +7,7 @@
 try:
     from . import wire
 except ImportError:  # MicroPython: the firmware's modules are flat
-    import wire
+    import wire  # type: ignore[no-redef]
 
 HEADER_LABEL = b"ecoin/v1 coin header"
 SESSION_INFO = b"ecoin/v1 session keys"

@@ -64,8 +64,13 @@ def check_primitives(p, keys):
     for v in p["hmac"]:
         check("hmac", lambda v: eq(cr.hmac_sha256(x(v["key"]), x(v["data"])), x(v["mac"]), "mac"), v)
     for v in p["hkdf"]:
-        check("hkdf", lambda v: eq(cr.hkdf_sha256(x(v["ikm"]), x(v["salt"]), x(v["info"]), v["length"]),
-                                  x(v["okm"]), "okm"), v)
+        check(
+            "hkdf",
+            lambda v: eq(
+                cr.hkdf_sha256(x(v["ikm"]), x(v["salt"]), x(v["info"]), v["length"]), x(v["okm"]), "okm"
+            ),
+            v,
+        )
 
     def aes(v):
         eq(cr.aes_cbc_encrypt(x(v["key"]), x(v["iv"]), x(v["plaintext"])), x(v["ciphertext"]), "ct")
@@ -99,8 +104,9 @@ def check_operation(v, keys):
     eq(session.open_operation(cr, frame, k_enc, k_mac, x(v["iv"])), x(v["readings"]), "readings")
     seed, plain = oaep_seed(n, d, header, session.HEADER_LABEL)
     eq(plain, x(v["coin"]) + x(v["iv"]) + op_id + x(v["service_tag"]), "header plaintext")
-    again = session.seal_operation(cr, (n, 65537), kid, x(v["coin"]), service, x(v["readings"]),
-                                   op_id, x(v["iv"]), seed)[3]
+    again = session.seal_operation(
+        cr, (n, 65537), kid, x(v["coin"]), service, x(v["readings"]), op_id, x(v["iv"]), seed
+    )[3]
     eq(again, frame, "resealed frame")
 
 
@@ -115,18 +121,29 @@ def check_messages(m, keys):
 
     for v in m["result"]:
         check("result", result, v)
-    for kind, enc, dec in (("error", wire.encode_error, wire.decode_error),
-                           ("status", wire.encode_status, wire.decode_status)):
-        for v in m[kind]:
-            check(kind, lambda v: (eq(enc(x(v["op_id"]), v["code"]), x(v["frame"]), "frame"),
-                                   dec(x(v["frame"])) == (x(v["op_id"]), v["code"]) or 1 / 0), v)
+
+    def code_frame(v, enc, dec):
+        eq(enc(x(v["op_id"]), v["code"]), x(v["frame"]), "frame")
+        if dec(x(v["frame"])) != (x(v["op_id"]), v["code"]):
+            raise AssertionError("decoded fields")
+
+    for v in m["error"]:
+        check("error", code_frame, v, wire.encode_error, wire.decode_error)
+    for v in m["status"]:
+        check("status", code_frame, v, wire.encode_status, wire.decode_status)
+
+    def query(v):
+        eq(wire.encode_query(x(v["op_id"]), v["service"]), x(v["frame"]), "frame")
+        if wire.decode_query(x(v["frame"]))[1] != v["service"]:
+            raise AssertionError("service")
+
     for v in m["query"]:
-        check("query", lambda v: (eq(wire.encode_query(x(v["op_id"]), v["service"]), x(v["frame"]), "f"),
-                                  wire.decode_query(x(v["frame"]))[1] == v["service"] or 1 / 0), v)
+        check("query", query, v)
 
     def topup_request(v):
-        _, frame = session.seal_topup_request(cr, x(v["device_key"]), v["device_id"], v["counter"],
-                                              v["count"], x(v["op_id"]))
+        _, frame = session.seal_topup_request(
+            cr, x(v["device_key"]), v["device_id"], v["counter"], v["count"], x(v["op_id"])
+        )
         eq(frame, x(v["frame"]), "frame")
         got = session.check_topup_request(cr, x(v["device_key"]), frame)
         if got[1:] != (v["device_id"], v["counter"], v["count"]):
@@ -134,7 +151,9 @@ def check_messages(m, keys):
 
     def topup_response(v):
         key, op_id = x(v["device_key"]), x(v["op_id"])
-        frame = session.seal_topup_response(cr, key, op_id, v["counter"], v["expires"], x(v["coins"]), x(v["iv"]))
+        frame = session.seal_topup_response(
+            cr, key, op_id, v["counter"], v["expires"], x(v["coins"]), x(v["iv"])
+        )
         eq(frame, x(v["frame"]), "frame")
         expires, coins = session.open_topup_response(cr, key, frame, op_id, v["counter"])
         eq(coins, x(v["coins"]), "coins")
@@ -147,9 +166,15 @@ def check_messages(m, keys):
         check("topup_response", topup_response, v)
 
 
-DECODERS = {"operation": wire.decode_operation, "result": wire.decode_result, "error": wire.decode_error,
-            "status": wire.decode_status, "query": wire.decode_query,
-            "topup_request": wire.decode_topup_request, "topup_response": wire.decode_topup_response}
+DECODERS = {
+    "operation": wire.decode_operation,
+    "result": wire.decode_result,
+    "error": wire.decode_error,
+    "status": wire.decode_status,
+    "query": wire.decode_query,
+    "topup_request": wire.decode_topup_request,
+    "topup_response": wire.decode_topup_response,
+}
 
 
 def check_invalid(inv):
@@ -158,7 +183,7 @@ def check_invalid(inv):
             DECODERS[v["kind"]](x(v["frame"]))
         except wire.InvalidFrame as exc:
             if v["match"] not in str(exc):
-                raise AssertionError("message " + repr(str(exc)))
+                raise AssertionError("message " + repr(str(exc))) from None
             return
         raise AssertionError("accepted")
 
@@ -184,7 +209,9 @@ def check_bit_flips(m):
                 pass
             buf[i >> 3] ^= 1 << (i & 7)
 
-    check("bit flips operation", flips, x(v["frame"]), lambda b: session.open_operation(cr, b, k_enc, k_mac, iv))
+    check(
+        "bit flips operation", flips, x(v["frame"]), lambda b: session.open_operation(cr, b, k_enc, k_mac, iv)
+    )
     check("bit flips result", flips, x(r["frame"]), lambda b: session.open_result(cr, b, *rargs))
 
 
@@ -203,13 +230,23 @@ def make(out):
     t_op, treq = session.seal_topup_request(cr, dkey, "dev-7", 7, 3)
     tresp = session.seal_topup_response(cr, dkey, t_op, 7, 1858000000, cr.random(96))
     h = lambda b: hexlify(b).decode()  # noqa: E731
-    doc = {"key_bits": keys[0]["bits"], "coin": h(coin), "op_id": h(op_id), "readings": h(readings),
-           "operation": h(frame), "result": h(rframe), "device_key": h(dkey), "topup_op_id": h(t_op),
-           "topup_request": h(treq), "topup_response": h(tresp),
-           "sha256": h(cr.sha256(readings)), "hmac": h(cr.hmac_sha256(coin, readings)),
-           "hkdf": h(cr.hkdf_sha256(coin, op_id, b"info", 80)),
-           "aes_cbc": h(cr.aes_cbc_encrypt(k_enc, op_id, readings)),
-           "oaep_empty": h(cr.oaep_encrypt(pub, b"", b""))}
+    doc = {
+        "key_bits": keys[0]["bits"],
+        "coin": h(coin),
+        "op_id": h(op_id),
+        "readings": h(readings),
+        "operation": h(frame),
+        "result": h(rframe),
+        "device_key": h(dkey),
+        "topup_op_id": h(t_op),
+        "topup_request": h(treq),
+        "topup_response": h(tresp),
+        "sha256": h(cr.sha256(readings)),
+        "hmac": h(cr.hmac_sha256(coin, readings)),
+        "hkdf": h(cr.hkdf_sha256(coin, op_id, b"info", 80)),
+        "aes_cbc": h(cr.aes_cbc_encrypt(k_enc, op_id, readings)),
+        "oaep_empty": h(cr.oaep_encrypt(pub, b"", b"")),
+    }
     with open(out, "w") as f:
         json.dump(doc, f)
     print("made", out)

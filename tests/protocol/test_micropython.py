@@ -47,7 +47,10 @@ def test_cpython_vectors_verify_under_micropython():
 def test_micropython_vectors_verify_on_cpython(tmp_path):
     out_file = tmp_path / "mp.json"
     run_mp(str(HERE / "mp_vectors.py"), "make", str(out_file), str(VECTORS / "keys.json"))
-    v = {k: (bytes.fromhex(s) if isinstance(s, str) else s) for k, s in json.loads(out_file.read_text()).items()}
+    v = {
+        k: (bytes.fromhex(s) if isinstance(s, str) else s)
+        for k, s in json.loads(out_file.read_text()).items()
+    }
     key = private_key(v["key_bits"])
     op_id, kid, service, header, _ct, _tag = wire.decode_operation(v["operation"])
     coin, iv, h_op, s_tag = session.split_header(key.decrypt(header, cr.oaep(session.HEADER_LABEL)))
@@ -71,7 +74,8 @@ def test_device_builds_an_operation_from_mpy_within_a_64k_heap(tmp_path):
     mpy_cross = Path(micropython()).with_name("mpy-cross")
     for name in ("wire", "session", "ucrypto"):
         subprocess.run(
-            [str(mpy_cross), "-o", str(tmp_path / f"{name}.mpy"), str(PROTOCOL_SRC / f"{name}.py")], check=True
+            [str(mpy_cross), "-o", str(tmp_path / f"{name}.mpy"), str(PROTOCOL_SRC / f"{name}.py")],
+            check=True,
         )
     n = private_key(2048).public_key().public_numbers().n
     script = tmp_path / "one_op.py"

@@ -64,7 +64,11 @@ def test_result(v):
 
 @pytest.mark.parametrize("kind", ["error", "status"])
 def test_code_frames(kind):
-    enc, dec = (wire.encode_error, wire.decode_error) if kind == "error" else (wire.encode_status, wire.decode_status)
+    enc, dec = (
+        (wire.encode_error, wire.decode_error)
+        if kind == "error"
+        else (wire.encode_status, wire.decode_status)
+    )
     for v in MSG[kind]:
         assert enc(x(v["op_id"]), v["code"]) == x(v["frame"])
         assert dec(x(v["frame"])) == (x(v["op_id"]), v["code"])
