@@ -1,0 +1,61 @@
+"""The one place that builds ecoin's TLS contexts, and reads who is on the other end.
+
+Every party trusts only the project CA (never the system store), speaks TLS 1.2 or newer,
+and authenticates with a certificate whose CN is its name and OU its role. OpenSSL checks
+the extended key usage: a client certificate cannot serve, a server certificate cannot
+log in as a client.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+StrPath = str | Path
+
+
+class PeerIdentityError(Exception):
+    """The peer presented no certificate, or one without a CN and an OU."""
+
+
+def _base(protocol: int, cert: StrPath, key: StrPath, ca: StrPath) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(protocol)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.load_verify_locations(cafile=str(ca))  # the project CA only
+    return ctx
+
+
+def server_context(
+    cert: StrPath, key: StrPath, ca: StrPath, *, require_client: bool = True
+) -> ssl.SSLContext:
+    """A server context; by default every client must show a certificate from the project CA."""
+    ctx = _base(ssl.PROTOCOL_TLS_SERVER, cert, key, ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_NONE
+    return ctx
+
+
+def client_context(cert: StrPath, key: StrPath, ca: StrPath) -> ssl.SSLContext:
+    """A client context: presents our certificate, verifies the server's against the project
+    CA and checks its host name (the SAN holds localhost, 127.0.0.1 and any --host)."""
+    ctx = _base(ssl.PROTOCOL_TLS_CLIENT, cert, key, ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = True
+    return ctx
+
+
+def peer_identity(peer: ssl.SSLObject | ssl.SSLSocket | dict[str, Any] | None) -> tuple[str, str]:
+    """(name, role) = (CN, OU) of the verified peer certificate. Takes an SSL object or
+    socket, or the dict from its ``getpeercert()``."""
+    info: Any = peer if isinstance(peer, dict) or peer is None else peer.getpeercert()
+    if not info:
+        raise PeerIdentityError("the peer presented no verified certificate")
+    fields: dict[str, str] = {}
+    for rdn in info.get("subject", ()):  # ((("commonName", "alice"),), (("organizationalUnitName", ...),))
+        for attr, value in rdn:
+            fields.setdefault(attr, value)
+    name, role = fields.get("commonName"), fields.get("organizationalUnitName")
+    if not name or not role:
+        raise PeerIdentityError("the peer certificate has no CN or no OU")
+    return name, role

@@ -1,0 +1,1 @@
+"""Operator tools: the PKI (``ecoin-pki``) and device provisioning (``ecoin-provision``)."""

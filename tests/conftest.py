@@ -1,0 +1,42 @@
+"""Fixtures shared by every part of the suite: the project PKI and a plain Mosquitto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecoin.testing import Mosquitto
+from ecoin.tools import pki as pki_tool
+
+# Issued on top of what `init` makes (CA, bank, broker, admin, auditor, one 2048-bit coin key).
+PARTIES = (
+    ("analyst", "alice"),
+    ("analyst", "bob"),
+    ("gateway", "gw1"),
+    ("owner", "olive"),
+    ("owner", "oscar"),
+)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PKI directory shared by the whole session; treat it as read-only (issue extra
+    parties into your own ``pki_tool.init(tmp_path)`` if you need them).
+    Certs: ``pki / role / f"{name}.crt"`` (and ``.key``), CA: ``pki / "ca.crt"``."""
+    path = tmp_path_factory.mktemp("pki")
+    pki_tool.init(path)
+    for role, name in PARTIES:
+        pki_tool.issue(path, role, name)
+    return path
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A started anonymous plain-TCP broker on loopback (``.port``), for tests not about the broker."""
+    broker = Mosquitto.plain(tmp_path / "mosquitto").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
