@@ -105,7 +105,9 @@ def _subject(name: str, role: str) -> x509.Name:
     )
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey, days: int):
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey, days: int
+) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -174,8 +176,12 @@ def issue(
         raise PKIError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
     _check_name(name)
     server = role in SERVER_ROLES
-    if hosts and not server:
+    if hosts and not server:  # a client never needs to be reachable by name
         raise PKIError(f"--host applies only to server roles ({', '.join(SERVER_ROLES)})")
+    # The broker's ACLs see only the CN, so a name belongs to one role.
+    taken = [p.parent.name for p in pki_dir.glob(f"*/{name}.crt") if p.parent.name != role]
+    if taken:
+        raise PKIError(f"name {name!r} is already used by role {taken[0]}; names are unique across roles")
     cert_path, key_path = leaf_paths(pki_dir, role, name)
     if cert_path.exists() or key_path.exists():
         if not force:
@@ -305,9 +311,7 @@ def show(pki_dir: Path | str) -> list[str]:
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
         label = "ca" if crt.parent == pki_dir else f"{crt.parent.name}/{crt.stem}"
         lines.append(f"{label:<24} until {cert.not_valid_after_utc:%Y-%m-%d}  serial {cert.serial_number:x}")
-    current = (
-        (pki_dir / "coin" / "current").read_text().strip() if (pki_dir / "coin" / "current").exists() else ""
-    )
+    current = current_kid(pki_dir) if (pki_dir / "coin" / "current").exists() else ""
     for meta_path in sorted((pki_dir / "coin").glob("*.json")):
         meta = json.loads(meta_path.read_text())
         mark = " (current)" if meta["kid"] == current else ""

@@ -237,6 +237,11 @@ def test_issue_refuses_overwrite_unless_forced(pki: Path, tmp_path: Path) -> Non
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
+def test_names_are_unique_across_roles(pki: Path) -> None:
+    with pytest.raises(pki_tool.PKIError, match="already used by role analyst"):
+        pki_tool.issue(pki, "owner", "alice")
+
+
 @pytest.mark.parametrize("name", ["", "a" * 33, "../x", "a b", "é"])
 def test_issue_validates_names(pki: Path, name: str) -> None:
     with pytest.raises(pki_tool.PKIError, match="invalid name"):
