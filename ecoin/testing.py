@@ -73,7 +73,12 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(self.config + "persistence false\nlog_dest stderr\nlog_type error\n")
+        extra = "persistence false\nlog_dest stderr\nlog_type error\n"
+        if os.geteuid() == 0 and "\nuser " not in f"\n{self.config}":
+            # As root Mosquitto would switch to the 'mosquitto' user before reading the test
+            # PKI's 0600 keys; a throwaway loopback broker keeps the caller's identity.
+            extra += "user root\n"
+        conf.write_text(self.config + extra)
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
         program = find_program("mosquitto", "/usr/sbin")
         self.proc = subprocess.Popen([program, "-c", str(conf)], stdout=log, stderr=log)
