@@ -1,0 +1,55 @@
+"""The gateway's Prometheus metrics, in a registry of its own (several gateways can live in
+one test process). Children are bound once: the hot path only increments."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ERROR_KINDS = ("failed", "unavailable", "timeout", "dropped", "rejected")
+IN_KINDS = ("operation", "query", "topup")
+OUT_KINDS = ("result", "error", "status", "topup")
+SOURCES = ("mqtt", "serial", "reply")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        frames_in = Counter("ecoin_gateway_ops_in", "Frames accepted from devices", ["kind"], registry=r)
+        frames_out = Counter("ecoin_gateway_ops_out", "Frames sent to devices", ["kind"], registry=r)
+        errors = Counter(
+            "ecoin_gateway_errors", "ERROR frames the gateway sent, by code", ["kind"], registry=r
+        )
+        malformed = Counter("ecoin_gateway_malformed", "Malformed frames dropped", ["source"], registry=r)
+        self.frames_in = {k: frames_in.labels(k) for k in IN_KINDS}
+        self.frames_out = {k: frames_out.labels(k) for k in OUT_KINDS}
+        self.errors = {k: errors.labels(k) for k in ERROR_KINDS}
+        self.malformed = {k: malformed.labels(k) for k in SOURCES}
+        self.forwarded = Counter("ecoin_gateway_forwarded", "Operations published upstream", registry=r)
+        self.duplicates = Counter("ecoin_gateway_duplicates", "Repeated operations ignored", registry=r)
+        self.late_replies = Counter(
+            "ecoin_gateway_late_replies", "Replies for no pending operation", registry=r
+        )
+        self.undeliverable = Counter(
+            "ecoin_gateway_undeliverable", "Answers that found no way to their device", registry=r
+        )
+        self.callback_errors = Counter(
+            "ecoin_gateway_callback_errors", "Unexpected exceptions caught in handlers", registry=r
+        )
+        self.queue_depth = Gauge("ecoin_gateway_queue_depth", "Operations waiting in the queue", registry=r)
+        self.queue_bytes = Gauge("ecoin_gateway_queue_bytes", "Bytes of frames in the queue", registry=r)
+        self.pending = Gauge("ecoin_gateway_pending", "Operations waiting for an answer", registry=r)
+        self.latency = Histogram(
+            "ecoin_gateway_latency_seconds",
+            "From a device's frame to its answer",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
+        link_up = Gauge("ecoin_gateway_link_up", "1 while a broker connection is up", ["link"], registry=r)
+        reconnects = Counter("ecoin_gateway_reconnects", "Broker connections made", ["link"], registry=r)
+        self.link_up = {k: link_up.labels(k) for k in ("edge", "upstream")}
+        self.reconnects = {k: reconnects.labels(k) for k in ("edge", "upstream")}
+        serial_up = Gauge("ecoin_gateway_serial_up", "1 while a serial port is open", ["device"], registry=r)
+        self.serial_up = serial_up
+        self.serial_reopens = Counter(
+            "ecoin_gateway_serial_opens", "Serial port opens", ["device"], registry=r
+        )

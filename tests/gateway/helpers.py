@@ -1,0 +1,162 @@
+"""Test parties for the gateway: an echo "analyst", MQTT devices, frame builders.
+
+The gateway never looks inside a frame, so the echo analyst answers every operation with a
+RESULT-shaped frame (right op_id, random body) and counts what it received, per op_id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ecoin.gateway import config as gwconfig
+from ecoin.protocol import wire
+
+
+def operation(service: str = "echo", op_id: bytes | None = None, size: int = 64) -> bytes:
+    """An OPERATION frame with the right layout and random content (no coin needed)."""
+    return bytes(
+        wire.encode_operation(op_id or os.urandom(16), os.urandom(8), service, os.urandom(256), os.urandom(size))
+    )
+
+
+def query(service: str, op_id: bytes | None = None) -> bytes:
+    return bytes(wire.encode_query(op_id or os.urandom(16), service))
+
+
+def result_for(op_frame: bytes) -> bytes:
+    return bytes(wire.encode_result(op_frame[2:18], os.urandom(16), os.urandom(32)))
+
+
+def config(tmp: Path, port: int, upstream_port: int | None = None, **over: Any) -> gwconfig.Config:
+    """A gateway config for a plain loopback broker (edge and upstream may be the same)."""
+    table: dict[str, Any] = {
+        "gateway_id": "gw1",
+        "op_timeout_s": 10.0,
+        "backoff_min_s": 0.1,
+        "backoff_max_s": 1.0,
+        "edge": {"port": port},
+        "upstream": {"port": upstream_port or port},
+        "queue": {"path": str(tmp / "queue.sqlite")},
+        "limits": {"rate_per_s": 1000.0, "burst": 1000},
+        "health": {"port": 0},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(table.get(key), dict):
+            table[key] = {**table[key], **value}
+        else:
+            table[key] = value
+    return gwconfig.from_table(table)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class EchoAnalyst:
+    """Announces ``services`` (retained, cleared by its will) and echoes every operation."""
+
+    def __init__(self, port: int, services: tuple[str, ...] = ("echo",), name: str = "echo1", **tls: Any):
+        self.services = services
+        self.name = name
+        self.received: Counter[bytes] = Counter()
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"analyst-{name}", protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        for svc in services:
+            self.client.will_set(f"ecoin/svc/{svc}/analyst/{name}", b"", qos=1, retain=True)
+        if tls:
+            self.client.tls_set_context(tls["context"])
+        self.client.on_connect = self._connected
+        self.client.on_message = self._message
+        self.port = port
+        self.ready = threading.Event()
+
+    def _connected(self, client: mqtt.Client, *args: Any) -> None:
+        for svc in self.services:
+            client.subscribe(f"$share/ecoin-{svc}/ecoin/svc/{svc}/op", 1)
+            announcement = {"service": svc, "analyst": self.name, "description": "echo", "schema": {}}
+            client.publish(f"ecoin/svc/{svc}/analyst/{self.name}", json.dumps(announcement), 1, retain=True)
+        self.ready.set()
+
+    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        frame = bytes(msg.payload)
+        with self.lock:
+            self.received[frame[2:18]] += 1
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = msg.properties.CorrelationData
+        client.publish(msg.properties.ResponseTopic, result_for(frame), 1, properties=props)
+
+    def start(self, host: str = "127.0.0.1") -> EchoAnalyst:
+        self.client.connect(host, self.port)
+        self.client.loop_start()
+        assert self.ready.wait(10)
+        return self
+
+    def retract(self) -> None:
+        for svc in self.services:
+            self.client.publish(f"ecoin/svc/{svc}/analyst/{self.name}", b"", 1, retain=True).wait_for_publish(5)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Device:
+    """An MQTT 3.1.1 device: publishes frames on its up topic, collects answers by op_id."""
+
+    def __init__(self, port: int, device_id: str, username: str = "", password: str = "", context: Any = None):
+        self.device_id = device_id
+        self.answers: dict[bytes, list[bytes]] = defaultdict(list)
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}", protocol=mqtt.MQTTv311)
+        if username:
+            self.client.username_pw_set(username, password)
+        if context is not None:
+            self.client.tls_set_context(context)
+        self.client.on_message = self._message
+        self.client.on_connect = lambda c, *a: c.subscribe(f"ecoin/dev/{device_id}/down", 1)
+        self.port = port
+
+    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        frame = bytes(msg.payload)
+        with self.cond:
+            self.answers[frame[2:18]].append(frame)
+            self.cond.notify_all()
+
+    def start(self) -> Device:
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        return self
+
+    def send(self, frame: bytes, topic_device: str | None = None) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(f"ecoin/dev/{topic_device or self.device_id}/up", frame, 1)
+
+    def wait(self, op_id: bytes, timeout: float = 15.0) -> bytes:
+        with self.cond:
+            if not self.cond.wait_for(lambda: op_id in self.answers, timeout):
+                raise AssertionError(f"{self.device_id}: no answer for {op_id.hex()}")
+            return self.answers[op_id][0]
+
+    def ask(self, frame: bytes, timeout: float = 15.0) -> bytes:
+        self.send(frame)
+        return self.wait(frame[2:18], timeout)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,81 @@
+"""Routing against a real Mosquitto: operations, queries, unavailable services, timeouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ecoin.gateway.service import Gateway
+from ecoin.protocol import wire
+from ecoin.testing import Mosquitto
+from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, wait_until
+
+
+def test_operation_round_trip(gateway: Gateway, mosquitto: Mosquitto, analyst: EchoAnalyst) -> None:
+    dev = Device(mosquitto.port, "dev-a").start()
+    try:
+        for _ in range(20):
+            op = operation()
+            answer = dev.ask(op)
+            assert wire.frame_type(answer) == (wire.T_RESULT, op[2:18])
+            assert analyst.received[op[2:18]] == 1
+    finally:
+        dev.stop()
+    assert gateway.metrics.forwarded._value.get() == 20
+
+
+def test_query_live_and_unavailable(gateway: Gateway, mosquitto: Mosquitto) -> None:
+    dev = Device(mosquitto.port, "dev-q").start()
+    try:
+        assert wire.decode_status(dev.ask(query("echo")))[1] == wire.S_LIVE
+        assert wire.decode_status(dev.ask(query("nobody")))[1] == wire.S_UNAVAILABLE
+    finally:
+        dev.stop()
+
+
+def test_unavailable_service_is_not_forwarded(gateway: Gateway, mosquitto: Mosquitto, analyst: EchoAnalyst) -> None:
+    dev = Device(mosquitto.port, "dev-u").start()
+    try:
+        op = operation("nobody")
+        assert wire.decode_error(dev.ask(op)) == (op[2:18], wire.E_UNAVAILABLE)
+        assert gateway.metrics.forwarded._value.get() == 0
+    finally:
+        dev.stop()
+
+
+def test_retracted_announcement_makes_service_unavailable(
+    gateway: Gateway, mosquitto: Mosquitto, analyst: EchoAnalyst
+) -> None:
+    analyst.retract()
+    wait_until(lambda: not gateway.directory.is_live("echo"), what="retraction seen")
+    dev = Device(mosquitto.port, "dev-r").start()
+    try:
+        op = operation()
+        assert wire.decode_error(dev.ask(op))[1] == wire.E_UNAVAILABLE
+    finally:
+        dev.stop()
+
+
+def test_analyst_will_clears_service(gateway: Gateway, mosquitto: Mosquitto) -> None:
+    other = EchoAnalyst(mosquitto.port, ("other",), name="o1").start()
+    wait_until(lambda: gateway.directory.is_live("other"), what="announcement")
+    other.client._sock.close()  # an unclean end: the broker publishes the will  # type: ignore[union-attr]
+    other.client.loop_stop()
+    wait_until(lambda: not gateway.directory.is_live("other"), what="will", timeout=30)
+
+
+def test_timeout_answers_generic_error(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    silent = EchoAnalyst(mosquitto.port, ("mute",), name="m1")
+    silent._message = lambda *a: None  # type: ignore[method-assign]  # swallows every operation
+    silent.client.on_message = silent._message
+    silent.start()
+    gw = Gateway(config(tmp_path, mosquitto.port, op_timeout_s=0.5)).start()
+    dev = Device(mosquitto.port, "dev-t").start()
+    try:
+        wait_until(lambda: gw.directory.is_live("mute"))
+        op = operation("mute")
+        assert wire.decode_error(dev.ask(op)) == (op[2:18], wire.E_TIMEOUT)
+        assert gw.metrics.errors["timeout"]._value.get() == 1
+    finally:
+        dev.stop()
+        gw.stop()
+        silent.stop()
