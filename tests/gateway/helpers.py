@@ -27,7 +27,9 @@ from ecoin.protocol import wire
 def operation(service: str = "echo", op_id: bytes | None = None, size: int = 64) -> bytes:
     """An OPERATION frame with the right layout and random content (no coin needed)."""
     return bytes(
-        wire.encode_operation(op_id or os.urandom(16), os.urandom(8), service, os.urandom(256), os.urandom(size))
+        wire.encode_operation(
+            op_id or os.urandom(16), os.urandom(8), service, os.urandom(256), os.urandom(size)
+        )
     )
 
 
@@ -76,7 +78,9 @@ class EchoAnalyst:
         self.name = name
         self.received: Counter[bytes] = Counter()
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"analyst-{name}", protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"analyst-{name}", protocol=mqtt.MQTTv5
+        )
         self.client.max_inflight_messages_set(1000)
         for svc in services:
             self.client.will_set(f"ecoin/svc/{svc}/analyst/{name}", b"", qos=1, retain=True)
@@ -110,7 +114,9 @@ class EchoAnalyst:
 
     def retract(self) -> None:
         for svc in self.services:
-            self.client.publish(f"ecoin/svc/{svc}/analyst/{self.name}", b"", 1, retain=True).wait_for_publish(5)
+            self.client.publish(f"ecoin/svc/{svc}/analyst/{self.name}", b"", 1, retain=True).wait_for_publish(
+                5
+            )
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -120,11 +126,15 @@ class EchoAnalyst:
 class Device:
     """An MQTT 3.1.1 device: publishes frames on its up topic, collects answers by op_id."""
 
-    def __init__(self, port: int, device_id: str, username: str = "", password: str = "", context: Any = None):
+    def __init__(
+        self, port: int, device_id: str, username: str = "", password: str = "", context: Any = None
+    ):
         self.device_id = device_id
         self.answers: dict[bytes, list[bytes]] = defaultdict(list)
         self.cond = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}", protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}", protocol=mqtt.MQTTv311
+        )
         if username:
             self.client.username_pw_set(username, password)
         if context is not None:

@@ -32,7 +32,9 @@ def test_query_live_and_unavailable(gateway: Gateway, mosquitto: Mosquitto) -> N
         dev.stop()
 
 
-def test_unavailable_service_is_not_forwarded(gateway: Gateway, mosquitto: Mosquitto, analyst: EchoAnalyst) -> None:
+def test_unavailable_service_is_not_forwarded(
+    gateway: Gateway, mosquitto: Mosquitto, analyst: EchoAnalyst
+) -> None:
     dev = Device(mosquitto.port, "dev-u").start()
     try:
         op = operation("nobody")
