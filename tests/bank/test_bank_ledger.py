@@ -1,0 +1,185 @@
+"""The ledger's rules on a real database, SQLite and PostgreSQL (each test runs on both)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ecoin import crypto
+from ecoin.bank import errors
+from ecoin.bank.audit import verify
+from ecoin.bank.ledger import DAY
+from ecoin.protocol import session
+
+from .helpers import DEVICE_KEY, OTHER_KEY
+
+
+def keys_of(coin: bytes, op_id: bytes) -> tuple[bytes, bytes]:
+    return session.session_keys(crypto, coin, op_id)
+
+
+def assert_audit_ok(ledger) -> None:
+    report = verify(ledger.store)
+    assert report.problems == []
+
+
+def test_redeem_spends_once_and_retry_is_idempotent(ledger, make_item):
+    coins = ledger.withdraw("olive", "dev1", 3, "w1").coins
+    first = make_item(coins[0])
+    [r] = ledger.redeem("alice", [first])
+    assert r["status"] == "ok"
+    assert (r["k_enc"], r["k_mac"]) == keys_of(coins[0], first.op_id)
+    # The same analyst, same header and op_id: the same answer, no second credit.
+    assert ledger.redeem("alice", [first]) == [r]
+    assert ledger.balance("alice").balance == 1
+    # Anyone else, or another op_id for the same coin: already spent.
+    assert ledger.redeem("bob", [first])[0]["code"] == "already_spent"
+    assert ledger.redeem("alice", [make_item(coins[0])])[0]["code"] == "already_spent"
+    assert ledger.balance("bob").balance == 0
+    assert_audit_ok(ledger)
+
+
+def test_duplicates_inside_one_batch(ledger, make_item):
+    coin = ledger.withdraw("olive", "dev1", 1, "w1").coins[0]
+    a, b = make_item(coin), make_item(coin)
+    results = ledger.redeem("alice", [a, a, b])
+    assert [r["status"] for r in results] == ["ok", "ok", "refused"]
+    assert results[2]["code"] == "already_spent"
+    assert ledger.balance("alice").balance == 1
+    assert_audit_ok(ledger)
+
+
+def test_every_refusal_has_its_reason_and_leaves_the_coin_unspent(ledger, make_item, clock):
+    coins = ledger.withdraw("olive", "dev1", 4, "w1").coins
+    good = make_item(coins[0], "stats")
+    wrong_op = good.__class__(good.kid, good.header, os.urandom(16), good.service)
+    wrong_service = good.__class__(good.kid, good.header, good.op_id, "average")
+    garbage = good.__class__(good.kid, os.urandom(256), good.op_id, good.service)
+    unknown_kid = good.__class__(b"\x00" * 8, good.header, good.op_id, good.service)
+    results = ledger.redeem(
+        "bob",  # bob does not offer stats
+        [good, wrong_op, wrong_service, garbage, unknown_kid, make_item(os.urandom(32))],
+    )
+    codes = [r.get("code") for r in results]
+    assert codes == ["not_authorised", "malformed", "malformed", "malformed", "unknown_key", "unknown_coin"]
+    assert all(r["message"] for r in results)
+    # Every refused coin is still spendable by an authorised analyst.
+    assert ledger.redeem("alice", [good])[0]["status"] == "ok"
+    clock.now += 731 * DAY
+    assert ledger.redeem("alice", [make_item(coins[1])])[0]["code"] == "expired"
+    assert_audit_ok(ledger)
+
+
+def test_withdraw_is_idempotent_per_request_id(ledger):
+    first = ledger.withdraw("olive", "dev1", 5, "req-1")
+    again = ledger.withdraw("olive", "dev1", 5, "req-1")
+    assert again.coins == first.coins and again.expires == first.expires
+    assert ledger.balance("olive").balance == 10_000 - 5
+    with pytest.raises(errors.Exists):
+        ledger.withdraw("olive", "dev1", 6, "req-1")
+    other = ledger.withdraw("olive", "dev1", 5, "req-2")
+    assert set(other.coins).isdisjoint(first.coins)
+    assert_audit_ok(ledger)
+
+
+def test_withdraw_refusals_change_nothing(ledger):
+    with pytest.raises(errors.InsufficientFunds):
+        ledger.withdraw("oscar", "dev2", 1_001, "big")
+    with pytest.raises(errors.UnknownDevice):
+        ledger.withdraw("olive", "dev2", 1, "not-mine")  # oscar's device
+    with pytest.raises(errors.UnknownAccount):
+        ledger.withdraw("alice", "dev1", 1, "analyst")
+    assert ledger.balance("oscar").balance == 1_000
+    # The failed request id is free again: nothing of it was kept.
+    assert len(ledger.withdraw("oscar", "dev2", 10, "big").coins) == 10
+    assert_audit_ok(ledger)
+
+
+def test_topup_checks_mac_and_counter(ledger):
+    op_id, frame = session.seal_topup_request(crypto, DEVICE_KEY, "dev1", 7, 3)
+    answer = ledger.topup(bytes(frame))
+    expires, coins = session.open_topup_response(crypto, DEVICE_KEY, answer, op_id, 7)
+    assert len(coins) == 3 * 32 and expires > 0
+    # The very same request again (a lost answer): the same coins, no second debit.
+    again = session.open_topup_response(crypto, DEVICE_KEY, ledger.topup(bytes(frame)), op_id, 7)
+    assert again[1] == coins
+    assert ledger.balance("olive").balance == 10_000 - 3
+    # An old counter with a new op_id is a replay.
+    with pytest.raises(errors.ReplayedCounter):
+        ledger.topup(bytes(session.seal_topup_request(crypto, DEVICE_KEY, "dev1", 7, 3)[1]))
+    with pytest.raises(errors.ReplayedCounter):
+        ledger.topup(bytes(session.seal_topup_request(crypto, DEVICE_KEY, "dev1", 5, 3)[1]))
+    # A wrong key or a flipped bit does not authenticate.
+    forged = bytearray(session.seal_topup_request(crypto, DEVICE_KEY, "dev1", 8, 3)[1])
+    forged[-1] ^= 1
+    with pytest.raises(errors.Malformed):
+        ledger.topup(bytes(forged))
+    with pytest.raises(errors.Malformed):
+        ledger.topup(b"\x01\x06garbage")
+    with pytest.raises(errors.UnknownDevice):
+        ledger.topup(bytes(session.seal_topup_request(crypto, DEVICE_KEY, "ghost", 1, 1)[1]))
+    assert_audit_ok(ledger)
+
+
+def test_topup_without_funds_does_not_burn_the_counter(ledger):
+    ledger.withdraw("oscar", "dev2", 999, "drain")
+    _, frame = session.seal_topup_request(crypto, OTHER_KEY, "dev2", 1, 5)
+    with pytest.raises(errors.InsufficientFunds):
+        ledger.topup(bytes(frame))
+    ledger.fund("oscar", 10)
+    op_id, frame = session.seal_topup_request(crypto, OTHER_KEY, "dev2", 1, 5)
+    answer = ledger.topup(bytes(frame))
+    assert len(session.open_topup_response(crypto, OTHER_KEY, answer, op_id, 1)[1]) == 5 * 32
+    assert_audit_ok(ledger)
+
+
+def test_claims_refund_only_unspent_coins_of_ones_own_device(ledger, make_item):
+    coins = ledger.withdraw("olive", "dev1", 4, "w1").coins
+    theirs = ledger.withdraw("oscar", "dev2", 1, "w2").coins
+    ledger.redeem("alice", [make_item(coins[0])])
+    results = ledger.claim("olive", "dev1", [coins[0], coins[1], theirs[0]])
+    assert [r["state"] for r in results] == ["redeemed", "refunded", "unknown"]
+    assert results[0]["by"] == "alice" and results[0]["at"] > 0
+    assert ledger.claim("olive", "dev1", [coins[1]])[0]["state"] == "already_refunded"
+    assert ledger.claim("olive", "dev1", [coins[2]], refund=False)[0]["state"] == "outstanding"
+    # A refunded coin can never be redeemed after, and the owner got exactly one unit back.
+    assert ledger.redeem("alice", [make_item(coins[1])])[0]["code"] == "already_spent"
+    assert ledger.balance("olive").balance == 10_000 - 4 + 1
+    with pytest.raises(errors.UnknownDevice):
+        ledger.claim("oscar", "dev1", [coins[2]])
+    assert_audit_ok(ledger)
+
+
+def test_expiry_refunds_owners_and_purges(ledger, make_item, clock):
+    coins = ledger.withdraw("olive", "dev1", 10, "w1").coins
+    ledger.redeem("alice", [make_item(c) for c in coins[:3]])
+    ledger.claim("olive", "dev1", coins[3:4])
+    clock.now += 731 * DAY
+    fresh = ledger.withdraw("olive", "dev1", 2, "w2").coins  # not expired
+    assert ledger.expire() == 6
+    assert ledger.expire() == 0  # a second run finds nothing: no double refund
+    assert ledger.balance("olive").balance == 10_000 - 10 + 1 + 6 - 2
+    assert ledger.redeem("alice", [make_item(coins[5])])[0]["code"] == "unknown_coin"
+    assert ledger.redeem("alice", [make_item(fresh[0])])[0]["status"] == "ok"
+    report = verify(ledger.store)
+    assert report.problems == []
+    assert report.figures["expired"] == 6 and report.figures["redeemed"] == 4
+
+
+def test_accounts(ledger):
+    with pytest.raises(errors.Exists):
+        ledger.create_account("olive", "owner")
+    with pytest.raises(errors.Malformed):
+        ledger.create_account("bad name!", "owner")
+    with pytest.raises(errors.Malformed):
+        ledger.create_account("carol", "analyst", ["Not A Service"])
+    with pytest.raises(errors.UnknownAccount):
+        ledger.fund("alice", 5)  # analysts are paid by redemptions only
+    assert ledger.fund("olive", 5, "f1").balance == 10_005
+    assert ledger.fund("olive", 5, "f1").balance == 10_005  # a repeat changes nothing
+    with pytest.raises(errors.Exists):
+        ledger.fund("olive", 6, "f1")
+    names = [a.name for a in ledger.accounts()]
+    assert names == ["alice", "bob", "olive", "oscar"]
+    assert_audit_ok(ledger)
