@@ -1,0 +1,209 @@
+"""The bank as a real process over mutual TLS: calls, roles, refusals and bad input."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import sqlite3
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecoin import crypto, tls
+from ecoin.bank import errors
+from ecoin.bank.client import BankClient, RedeemItem
+from ecoin.bank.testing import BankProcess, seal_header
+from ecoin.protocol import session
+from ecoin.tools import pki as pki_tool
+
+from .helpers import DEVICE_KEY
+
+
+@pytest.fixture(scope="module")
+def bank(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BankProcess]:
+    b = BankProcess(tmp_path_factory.mktemp("bank"), pki, workers=1).start()
+    b.admin.create_account("olive", "owner")
+    b.admin.create_account("alice", "analyst", ["average"])
+    b.admin.create_account("bob", "analyst", ["average"])
+    b.admin.fund("olive", 5_000)
+    with b.client("owner", "olive") as olive:
+        olive.register_device("dev1", DEVICE_KEY)
+    yield b
+    b.stop()
+
+
+def items_for(w, coins, service="average"):
+    return [RedeemItem(*seal_header(w.public_key, w.kid, c, service), service) for c in coins]
+
+
+def raw_call(bank: BankProcess, method: str, path: str, body: bytes | None, role="analyst", name="alice"):
+    """An HTTP exchange with exactly these bytes; returns (status, decoded JSON)."""
+    ctx = tls.client_context(
+        bank.pki / role / f"{name}.crt", bank.pki / role / f"{name}.key", bank.pki / "ca.crt"
+    )
+    conn = http.client.HTTPSConnection("127.0.0.1", bank.port, context=ctx, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_end_to_end_over_mtls(bank):
+    with bank.client("owner", "olive") as olive, bank.client("analyst", "alice") as alice:
+        w = olive.withdraw("dev1", 20, request_id="e2e")
+        assert len(w.coins) == 20 and w.kid == bytes.fromhex(pki_tool.current_kid(bank.pki))
+        items = items_for(w, w.coins[:10])
+        results = alice.redeem(items)
+        assert all(r.ok for r in results)
+        for item, r, coin in zip(items, results, w.coins, strict=False):
+            assert (r.k_enc, r.k_mac) == session.session_keys(crypto, coin, item.op_id)
+        again = alice.redeem(items[:1])[0]
+        assert again.ok and again.k_enc == results[0].k_enc  # idempotent retry
+        with bank.client("analyst", "bob") as bob:
+            refused = bob.redeem(items[:1])[0]
+            assert (refused.ok, refused.code) == (False, "already_spent")
+        claims = olive.claim("dev1", w.coins[9:12])
+        assert [c["state"] for c in claims] == ["redeemed", "refunded", "refunded"]
+        assert alice.balance() == 10
+        assert olive.withdraw("dev1", 20, request_id="e2e").coins == w.coins
+
+
+def test_topup_through_a_gateway(bank):
+    op_id, frame = session.seal_topup_request(crypto, DEVICE_KEY, "dev1", 1, 4)
+    with bank.client("gateway", "gw1") as gw:
+        answer = gw.topup(bytes(frame))
+        with pytest.raises(errors.ReplayedCounter):
+            gw.topup(bytes(session.seal_topup_request(crypto, DEVICE_KEY, "dev1", 1, 4)[1]))
+    expires, coins = session.open_topup_response(crypto, DEVICE_KEY, answer, op_id, 1)
+    assert len(coins) == 4 * 32
+
+
+def test_roles_are_checked_on_every_call(bank):
+    with bank.client("analyst", "alice") as alice:
+        with pytest.raises(errors.Forbidden):
+            alice.withdraw("dev1", 1)
+        with pytest.raises(errors.Forbidden):
+            alice.create_account("mallory", "owner")
+        with pytest.raises(errors.Forbidden):
+            alice.topup(b"x")
+    with bank.client("owner", "olive") as olive, pytest.raises(errors.Forbidden):
+        olive.redeem([RedeemItem(bytes(8), bytes(256), bytes(16), "average")])
+    with bank.client("auditor", "auditor") as auditor:
+        assert {a["id"] for a in auditor.accounts()} >= {"olive", "alice"}
+        with pytest.raises(errors.Forbidden):
+            auditor.fund("olive", 1)
+    with bank.client("owner", "oscar") as oscar, pytest.raises(errors.UnknownAccount):
+        oscar.balance()  # a valid certificate, but no account
+
+
+def test_handshake_without_a_client_certificate_is_refused(bank):
+    ctx = ssl.create_default_context(cafile=str(bank.pki / "ca.crt"))
+    got = b""
+    with socket.create_connection(("127.0.0.1", bank.port), timeout=10) as sock:
+        try:
+            with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as conn:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: bank\r\n\r\n")
+                got = conn.recv(100)
+        except (ssl.SSLError, ConnectionError):
+            pass
+    assert got == b""
+
+
+def test_a_certificate_from_another_ca_is_refused(bank, tmp_path):
+    other = tmp_path / "other-pki"
+    pki_tool.init(other)
+    cert, key = pki_tool.issue(other, "analyst", "alice")
+    # It trusts the real CA (so it reaches the bank) but shows a certificate of another CA.
+    with (
+        BankClient(bank.url, cert, key, bank.pki / "ca.crt") as impostor,
+        pytest.raises(errors.Unauthenticated),
+    ):
+        impostor.healthz()
+    metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{bank.metrics_port}/metrics", timeout=10).read().decode()
+    )
+    refused = [line for line in metrics.splitlines() if line.startswith("ecoin_bank_tls_refused_total")]
+    assert refused and float(refused[0].split()[-1]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "malformed"),
+        (b"[1, 2]", 400, "malformed"),
+        (b'{"items": "abc"}', 400, "malformed"),
+        (b'{"items": [{"kid": 5, "header": "", "op_id": "", "service": "x"}]}', 400, "malformed"),
+        (
+            b'{"items": [{"kid": "00000000000000ff", "header": "!!!", "op_id": "00", "service": "x"}]}',
+            400,
+            "malformed",
+        ),
+        (b'{"items": []}', 400, "malformed"),
+        (b"{}", 400, "malformed"),
+        (b'{"items": [1e999]}', 400, "malformed"),
+        (json.dumps({"items": [{}] * 257}).encode(), 400, "batch_too_large"),
+        (b" " * (1 << 20) + b"{}", 413, "too_large"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(bank, body, status, code):
+    got_status, answer = raw_call(bank, "POST", "/v1/redeem", body)
+    assert (got_status, answer["error"]["code"]) == (status, code)
+    assert answer["error"]["message"]
+
+
+def test_bad_fields_and_paths(bank):
+    assert raw_call(bank, "POST", "/v1/nowhere", b"{}")[0] == 404
+    assert raw_call(bank, "GET", "/v1/redeem", None)[0] == 404
+    status, answer = raw_call(bank, "POST", "/v1/accounts/olive/fund", b'{"amount": true}', "admin", "admin")
+    assert (status, answer["error"]["code"]) == (400, "malformed")
+    status, answer = raw_call(
+        bank, "POST", "/v1/devices/dev1/withdraw", b'{"count": 10001, "request_id": "x"}', "owner", "olive"
+    )
+    assert (status, answer["error"]["code"]) == (400, "malformed")
+    status, answer = raw_call(
+        bank, "POST", "/v1/devices", b'{"device_id": "d2", "device_key": "AAAA"}', "owner", "olive"
+    )
+    assert (status, answer["error"]["code"]) == (400, "malformed")
+    # Still serving, and no traceback was written for any of it.
+    with bank.client("analyst", "alice") as alice:
+        assert alice.healthz()
+    assert "Traceback" not in bank.log.read_text()
+
+
+def test_connections_persist(bank):
+    with bank.client("analyst", "alice") as alice:
+        alice.healthz()
+        first = alice._conn.sock if alice._conn else None
+        for _ in range(5):
+            alice.balance()
+        assert first is not None and alice._conn is not None and alice._conn.sock is first
+
+
+def test_database_unavailable_gives_503_and_changes_nothing(pki, tmp_path):
+    with BankProcess(tmp_path / "bank", pki, workers=0, busy_timeout_ms=200) as bank:
+        bank.admin.create_account("olive", "owner")
+        bank.admin.create_account("alice", "analyst", ["average"])
+        bank.admin.fund("olive", 10)
+        with bank.client("owner", "olive") as olive, bank.client("analyst", "alice") as alice:
+            olive.register_device("dev1", DEVICE_KEY)
+            w = olive.withdraw("dev1", 2)
+            items = items_for(w, w.coins)
+            blocker = sqlite3.connect(bank.db, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            try:
+                with pytest.raises(errors.Unavailable):
+                    alice.redeem(items)
+                with pytest.raises(errors.Unavailable):
+                    olive.withdraw("dev1", 1)
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert all(r.ok for r in alice.redeem(items))  # nothing had been spent
+            assert alice.balance() == 2 and olive.balance() == 8
+        assert bank.cli("audit").returncode == 0
