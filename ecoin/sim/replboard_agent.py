@@ -22,6 +22,9 @@ def _replboard_boot(root):
             self.posix = vfs.VfsPosix()
             self.cwd = "/"
 
+        def __repr__(self):  # what `mpremote df` prints as the filesystem
+            return "<Flash>"
+
         def _path(self, path):
             if not path.startswith("/"):
                 path = self.cwd + "/" + path
