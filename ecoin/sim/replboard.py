@@ -146,8 +146,16 @@ class ReplBoard:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> ReplBoard:
+        if self._thread is not None:
+            raise BoardError(f"the board on {self.port} is already running")
         if not self.flash_dir.is_dir():
             raise BoardError(f"flash directory {self.flash_dir} does not exist")
+        self._stopping.clear()  # a stopped board may be started again, as a power cycle
+        self._booted.clear()
+        self.error = ""
+        self._to_host.clear()
+        self._to_dev.clear()
+        self._tail = b""
         self._host_m, self._host_s = os.openpty()
         tty.setraw(self._host_s)
         # We keep our own handle on the slave so the pty survives mpremote closing it.

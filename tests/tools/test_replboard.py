@@ -175,6 +175,8 @@ def test_stop_ends_the_process_and_closes_the_pty(flash):
     assert not Path(f"/proc/{pid}").exists()
     assert open_ptys() <= before
     board.stop()  # twice is fine
+    with board:  # and it powers up again
+        assert "again" in mpremote(board.port, "exec", "print('again')")
 
 
 def test_a_missing_flash_directory_or_bad_heap_is_a_clear_error(tmp_path):
