@@ -1,0 +1,75 @@
+# The collector application, run by main.py at boot. It boots in two phases so that the heap
+# is not fragmented: start.py (configuration, coin store repair) is loaded, used and dropped
+# before the modules that stay are loaded into the room it leaves. Then it steps the
+# collector forever (or for max_ops operations): out-of-memory and I/O errors are reported
+# on the console and survived; the watchdog is fed from every wait.
+import gc
+import sys
+import time
+
+import board
+import coinstore  # noqa: F401 - permanent modules first, at the bottom of the heap
+import session  # noqa: F401
+import wire  # noqa: F401
+
+
+def _blink(op_id, result):
+    board.led(True)
+    time.sleep_ms(20)
+    board.led(False)
+
+
+def _device():
+    try:
+        import start
+
+        cfg, store = start.boot(board)
+    finally:
+        sys.modules.pop("start", None)  # boot code: give its memory back
+    gc.collect()
+    if cfg["transport"] == "serial":
+        import serial_link
+
+        net = serial_link.SerialLink(board.uart(cfg), cfg["rx_size"])
+        where = "serial " + str(cfg["serial_port"])
+    else:
+        import mqtt
+
+        net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
+                          cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"])
+        where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
+    import collector
+
+    wdt = board.watchdog(cfg["watchdog_ms"])
+    dev = collector.Collector(cfg, board, net, store, _blink, feed=wdt.feed if wdt else None)
+    print("collector %s: service %s via %s; %d coins left, %d in doubt"
+          % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
+    return dev
+
+
+def run():
+    print("ecoin collector starting")
+    try:
+        dev = _device()
+    except Exception as exc:  # a device that cannot start says why, once, and stops
+        print("collector cannot start:", exc)
+        return
+    gc.collect()
+    limit = dev.cfg["max_ops"]
+    while not limit or dev.ops < limit:
+        try:
+            dev.step()
+        except MemoryError:
+            gc.collect()
+            print("main: out of memory; continuing with %d bytes free" % gc.mem_free())
+        except OSError as exc:
+            print("main: I/O error (%s); continuing" % (exc,))
+            time.sleep_ms(100)
+        except KeyboardInterrupt:
+            break
+        except Exception as exc:  # a bug must not stop the device: report, pause, go on
+            print("main: error %r; continuing" % (exc,))
+            time.sleep(1)
+    dev.net.disconnect()
+    print("collector done: ops=%d results=%d doubts=%d left=%d in_doubt=%d"
+          % (dev.ops, dev.results, dev.doubts, dev.store.left(), dev.store.doubt_count()))

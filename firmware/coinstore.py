@@ -1,0 +1,113 @@
+# Coin store: the device's money, in flash, spent at most once even if power fails anywhere.
+#
+# Files (relative to the flash root; MicroPython's open() is relative to the current dir):
+#   coins.<gen>.bin  the coins, 32 bytes each; never modified once written.
+#   state.bin        magic | gen | next | count | counter | pending | op_id | coin (69 bytes,
+#                    big-endian): coins [next, count) of coins.<gen>.bin are unused; counter is
+#                    the last top-up counter used; pending marks the operation in flight.
+#   doubt.bin        append-only, 64-byte records: op_id | coin | reason | 3 zero | time | 8 zero.
+#
+# state.bin is only ever replaced whole: written to state.tmp, then renamed (atomic on littlefs
+# and POSIX). A coin is taken, and recorded as pending with its op_id, BEFORE it can leave the
+# device; after a power loss start.py moves a pending coin to the in-doubt store. So a coin is
+# always unused (index >= next), spent, or in doubt, and none is ever taken twice.
+# This module is what the running device needs; opening and repairing the store at boot is in
+# start.py, adding topped-up coins in topup.py (both loaded only when needed).
+import os
+import struct
+import time
+
+try:
+    from micropython import const
+except ImportError:  # CPython (simulator compatibility layer)
+
+    def const(x):
+        return x
+
+
+FMT = ">4sIIIIB16s32s"
+RECORD = const(64)
+_NONE = bytes(32)
+
+# Why a coin is in doubt (1..5 are the ERROR codes of PROTOCOL.md 4.3).
+R_TIMEOUT = const(10)  # no answer in time
+R_BAD_TAG = const(11)  # a RESULT whose tag, op_id or padding did not check out
+R_NOT_SENT = const(12)  # the broker never acknowledged the OPERATION (it may have left)
+R_RESTART = const(13)  # power was lost (or the device restarted) during the operation
+R_BAD_RESULT = const(14)  # the result decrypted but is not the JSON the protocol says
+
+
+class NoCoins(Exception):
+    pass
+
+
+def replace(tmp, dst):
+    # littlefs and POSIX replace atomically; FAT refuses an existing target, so there (only)
+    # remove first: start.py then finds the complete tmp file and renames it.
+    try:
+        os.rename(tmp, dst)
+    except OSError:
+        os.remove(dst)
+        os.rename(tmp, dst)
+
+
+class CoinStore:
+    def __init__(self, fields):
+        self.gen, self.next, self.count, self.counter = fields[1:5]
+        self.op_id = fields[6] if fields[5] else None  # the pending operation
+        self._coin = bytearray(fields[7])
+        self._buf = bytearray(69)
+        self._rec = bytearray(RECORD)
+
+    def left(self):
+        return self.count - self.next
+
+    def save(self):
+        p = self.op_id is not None
+        struct.pack_into(FMT, self._buf, 0, b"ECS1", self.gen, self.next, self.count, self.counter,
+                         p, self.op_id if p else _NONE[:16], self._coin if p else _NONE)
+        with open("state.tmp", "wb") as f:
+            f.write(self._buf)
+        replace("state.tmp", "state.bin")
+
+    def take(self, op_id):
+        """Returns the next coin (a buffer valid until the next take) after recording durably
+        that it is used, by operation op_id."""
+        if self.next >= self.count:
+            raise NoCoins()
+        with open("coins.%d.bin" % self.gen, "rb") as f:
+            f.seek(self.next * 32)
+            if f.readinto(self._coin) != 32:
+                raise OSError("coin file shorter than state.bin says")
+        self.next += 1
+        self.op_id = op_id
+        self.save()  # from here on the coin counts as used, whatever happens
+        return self._coin
+
+    def spent(self):
+        """The pending operation got a good result: its coin is spent."""
+        self.op_id = None
+        self.save()
+
+    def doubt(self, reason):
+        """The pending operation failed or went unanswered: its coin goes in doubt. The record
+        goes first: a power loss in between repeats nothing (start.py checks op_ids)."""
+        if self.op_id is None:
+            return
+        r = self._rec
+        r[:] = bytes(RECORD)
+        r[0:16] = self.op_id
+        r[16:48] = self._coin
+        r[48] = reason
+        t = int(time.time())
+        struct.pack_into(">I", r, 52, t if 0 < t < 0xFFFFFFFF else 0)
+        with open("doubt.bin", "ab") as f:
+            f.write(r)
+        self.op_id = None
+        self.save()
+
+    def doubt_count(self):
+        try:
+            return os.stat("doubt.bin")[6] // RECORD
+        except OSError:
+            return 0

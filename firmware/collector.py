@@ -1,0 +1,237 @@
+# The collector's operation cycle: sample, ask, pay, send, wait, verify, decrypt, hand over.
+#
+# Readings are small integers (hundredths of the unit) kept in a preallocated array and
+# written as JSON into a preallocated buffer, so sampling allocates nothing. Every batch:
+# QUERY the service; if LIVE take a coin (recorded durably first, coinstore.py), seal the
+# OPERATION, publish it, and wait for RESULT or ERROR with the same op_id. A RESULT is
+# verified before it is decrypted, then handed to on_result; anything else (ERROR, timeout,
+# bad tag) puts the coin in doubt. Below low_coins the device tops up (topup.py).
+import array
+import gc
+import json
+import sys
+import time
+from binascii import hexlify
+
+import coinstore
+import session
+import ucrypto as cr
+import wire
+
+_PER_VALUE = 13  # the longest JSON value, with its comma: "-21474836.48,"
+
+
+def put_num(buf, p, v, point=2):
+    """Writes v as a JSON number at buf[p] with `point` decimals (2: v / 100, "-12.05";
+    0: an integer); returns the end position. No allocation."""
+    if v < 0:
+        buf[p] = 45
+        p += 1
+        v = -v
+    q, n = p, 0
+    while True:  # right to left, then reversed
+        if n == point and n:
+            buf[q] = 46
+            q += 1
+        buf[q] = 48 + v % 10
+        v //= 10
+        q += 1
+        n += 1
+        if n > point and not v:
+            break
+    i, j = p, q - 1
+    while i < j:
+        buf[i], buf[j] = buf[j], buf[i]
+        i += 1
+        j -= 1
+    return q
+
+
+def _ms(seconds):
+    return int(seconds * 1000)
+
+
+class Collector:
+    def __init__(self, cfg, board, net, store, on_result=None, log=print, feed=None):
+        self.cfg, self.board, self.net, self.store = cfg, board, net, store
+        self.on_result, self.log, self.feed = on_result, log, feed
+        self.service = wire.service_name(cfg["service"])
+        self.up = "ecoin/dev/%s/up" % cfg["device_id"]
+        self.kid, self.pub = cfg["bank"]  # checked at boot (start.py)
+        self.interval_ms = _ms(cfg["sample_interval"])
+        self.batch_ms = _ms(cfg["batch_seconds"])
+        nmax = cfg["batch_max"]
+        self.values = array.array("i", bytes(4 * nmax))
+        self.n = 0
+        self._head = ('{"sensor":"%s","unit":"%s","start":' % (cfg["sensor"], cfg["unit"])).encode()
+        self._mid = (',"interval":%s,"values":[' % cfg["sample_interval"]).encode()
+        size = len(self._head) + 10 + len(self._mid) + _PER_VALUE * nmax + 2
+        self.json = bytearray(min(wire.PAYLOAD_MAX, size))
+        self._start = 0
+        self._next = self._batch_at = self.topup_at = time.ticks_ms()
+        self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
+        self._op = self._k = self._done = None
+        self.ops = self.results = self.doubts = self.dropped = 0
+        net.on_message = self._on_message
+        net.idle = self.idle
+        net.subscribe("ecoin/dev/%s/down" % cfg["device_id"])
+
+    # Sampling.
+
+    def idle(self):
+        """Called from every wait: takes a reading if one is due, feeds the watchdog."""
+        if self.feed:
+            self.feed()
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._next) < 0:
+            return
+        self._next = time.ticks_add(self._next, self.interval_ms)
+        if time.ticks_diff(now, self._next) > 0:  # far behind: no burst to catch up
+            self._next = time.ticks_add(now, self.interval_ms)
+        if self.n >= len(self.values):
+            self.dropped += 1  # full and not yet sent: the newest reading is dropped
+            return
+        if self.n == 0:
+            t = int(time.time())
+            self._start = t if t > 1600000000 else 0  # 0: the board has no clock
+            self._batch_at = time.ticks_add(now, self.batch_ms)
+        self.values[self.n] = self.board.read_sensor()
+        self.n += 1
+        if self.n == len(self.values):
+            self._batch_at = now  # full: send now rather than at the end of the period
+
+    def build(self):
+        """Writes the buffered readings as JSON into self.json; returns (length, values used)."""
+        buf = self.json
+        p = len(self._head)
+        buf[:p] = self._head
+        p = put_num(buf, p, self._start, 0)
+        buf[p : p + len(self._mid)] = self._mid
+        p += len(self._mid)
+        used = 0
+        limit = len(buf) - _PER_VALUE - 2
+        while used < self.n and p < limit:
+            if used:
+                buf[p] = 44
+                p += 1
+            p = put_num(buf, p, self.values[used])
+            used += 1
+        buf[p] = 93
+        buf[p + 1] = 125
+        return p + 2, used
+
+    # Exchanges.
+
+    def _on_message(self, topic, msg):
+        try:
+            kind, op_id = wire.frame_type(msg)
+        except wire.InvalidFrame:
+            self.log("collector: ignored a malformed frame")
+            return
+        if self._op is None or op_id != self._op:
+            return  # stale or not ours (a late answer, a replay): nothing to do
+        try:
+            if kind == wire.T_ERROR:
+                self._done = ("error", wire.decode_error(msg)[1])
+            elif kind != self._want:
+                return
+            elif kind == wire.T_STATUS:
+                self._done = ("status", wire.decode_status(msg)[1])
+            elif kind == wire.T_RESULT:
+                self._done = ("ok", session.open_result(cr, msg, self._op, self._k[0], self._k[1]))
+            else:  # T_TOPUP_RESPONSE, awaited by topup.py with _k = (device key, counter)
+                self._done = ("ok", session.open_topup_response(cr, self._k[0], msg, self._op, self._k[1]))
+        except (session.InvalidTag, wire.InvalidFrame):
+            self._done = ("bad", None)
+
+    def exchange(self, frame, want, op_id, timeout_s, keys=None):
+        """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error"|"bad",
+        value), ("unsent", None) if the broker never took it, or ("timeout", None)."""
+        self._want, self._op, self._k, self._done = want, op_id, keys, None
+        timeout = _ms(timeout_s)
+        try:
+            if not self.net.publish(self.up, frame, timeout_ms=timeout):
+                return "unsent", None
+            frame = None  # let the frame go while we wait
+            end = time.ticks_add(time.ticks_ms(), timeout)
+            while self._done is None and time.ticks_diff(end, time.ticks_ms()) > 0:
+                self.net.poll(min(100, time.ticks_diff(end, time.ticks_ms())))
+                self.idle()
+            return self._done or ("timeout", None)
+        finally:
+            self._op = self._k = self._done = None
+
+    def _postpone(self):
+        self._batch_at = time.ticks_add(time.ticks_ms(), self.batch_ms)
+
+    def operate(self):
+        """One paid operation with the buffered readings. True on a verified result."""
+        store = self.store
+        if not store.left():
+            self.log("collector: no coins left; %d readings dropped" % self.n)
+            self.dropped += self.n
+            self.n = 0
+            return False
+        self._postpone()  # whatever happens, the next try is one period away
+        if not self.net.ensure():
+            self.log("collector: broker unreachable; %d readings kept" % self.n)
+            return False
+        op_id = cr.random(16)
+        what, code = self.exchange(wire.encode_query(op_id, self.service), wire.T_STATUS, op_id,
+                                   self.cfg["query_timeout"])
+        if what != "status" or code != wire.S_LIVE:
+            self.log("collector: service not live (%s %s); %d readings kept" % (what, code, self.n))
+            return False
+        gc.collect()  # the sealing below needs a few contiguous kilobytes
+        n, used = self.build()
+        op_id = cr.random(16)
+        coin = store.take(op_id)  # durable before the coin can leave
+        self.ops += 1
+        try:
+            k_enc, k_mac, frame = session.seal_operation(
+                cr, self.pub, self.kid, coin, self.service, memoryview(self.json)[:n], op_id=op_id
+            )[1:]
+        except Exception:
+            store.doubt(coinstore.R_NOT_SENT)
+            self.doubts += 1
+            raise
+        for i in range(used, self.n):  # readings that did not fit stay for the next batch
+            self.values[i - used] = self.values[i]
+        self.n -= used
+        if self.n and self._start:
+            self._start += int(used * self.cfg["sample_interval"])
+        what, value = self.exchange(frame, wire.T_RESULT, op_id, self.cfg["op_timeout"], (k_enc, k_mac))
+        frame = None
+        if what == "ok":
+            try:
+                result = json.loads(value)
+            except ValueError:
+                what = "bad result"
+        short = hexlify(op_id[:4]).decode()
+        if what != "ok":
+            store.doubt(value if what == "error" else coinstore.R_TIMEOUT if what == "timeout"
+                        else coinstore.R_BAD_TAG if what == "bad" else coinstore.R_NOT_SENT
+                        if what == "unsent" else coinstore.R_BAD_RESULT)
+            self.doubts += 1
+            self.log("collector: op %s failed (%s %s); coin in doubt; %d left"
+                     % (short, what, value if what == "error" else "", store.left()))
+            return False
+        store.spent()
+        self.results += 1
+        self.log("collector: op %s result %s; %d left" % (short, value.decode(), store.left()))
+        if self.on_result:
+            self.on_result(op_id, result)
+        return True
+
+    def step(self):
+        self.idle()
+        if self.n and time.ticks_diff(time.ticks_ms(), self._batch_at) >= 0:
+            self.operate()
+        elif self.store.left() < self.cfg["low_coins"] and time.ticks_diff(time.ticks_ms(), self.topup_at) >= 0:
+            import topup  # rarely needed: loaded for the occasion, then dropped
+
+            try:
+                topup.run(self)
+            finally:
+                del sys.modules["topup"]
+        self.net.poll(max(0, min(100, time.ticks_diff(self._next, time.ticks_ms()))))

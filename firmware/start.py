@@ -1,0 +1,184 @@
+# Boot: read the configuration, open (and after a power loss, repair) the coin store. Loaded
+# once and dropped afterwards (app.py), so none of this code occupies the heap while the
+# device runs.
+#
+# Written at provisioning, beside the firmware:
+#   config.json   the settings below; nothing secret in it
+#   device.key    32 raw bytes shared with the bank (top-up authentication)
+#   broker.pass   the broker password (text), if the broker wants one
+#   wifi.pass     the WiFi password (text), on boards with WiFi
+#   bank.json     the bank's coin public key {"kid": hex, "n": hex, "e": int}
+#   ca.crt        the CA that signed the broker's certificate (when tls is on)
+#   coins.0.bin, state.bin   the coin store (coinstore.py)
+import binascii
+import json
+import os
+import struct
+
+import coinstore
+
+DEFAULTS = {
+    "device_id": None,  # required
+    "service": None,  # required: the analysis to buy, e.g. "average"
+    "transport": "mqtt",  # or "serial"
+    "broker_host": "127.0.0.1",
+    "broker_port": 1883,
+    "username": None,  # defaults to device_id
+    "tls": False,  # TLS to the broker (verified with ca.crt) where the port has ssl
+    "keepalive": 30,  # seconds
+    "io_timeout": 5.0,  # seconds any single network read or write may take
+    "serial_port": "tcp:0",  # boards: the UART id; the simulator: tcp:<port> it listens on
+    "serial_baud": 115200,
+    "wifi_ssid": None,
+    "sensor": "temp0",
+    "unit": "C",
+    "sample_interval": 1.0,  # seconds between readings
+    "batch_seconds": 60.0,  # an operation every this many seconds...
+    "batch_max": 128,  # ...or as soon as this many readings are buffered (1 to 512)
+    "query_timeout": 10.0,  # seconds to wait for STATUS
+    "op_timeout": 30.0,  # seconds to wait for RESULT or ERROR
+    "result_max": 1024,  # largest result (bytes of JSON) accepted; sizes the receive buffer
+    "low_coins": 100,  # top up below this many coins (0: never)
+    "topup_count": 50,  # coins per top-up request (1 to 100)
+    "topup_retry": 300.0,  # seconds between top-up attempts
+    "watchdog_ms": 60000,  # hardware watchdog where the board has one (0: off)
+    "max_ops": 0,  # stop after this many operations (0: never); tests and benches
+    "seed": 1,  # the simulated sensor's seed
+    "sensor_pin": None,  # esp32: a DHT22 on this GPIO (None: the chip's own sensor)
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _read(name, mode="rb"):
+    with open(name, mode) as f:
+        return f.read()
+
+
+def _secret(name):
+    try:
+        return _read(name, "r").strip()
+    except OSError:
+        return None
+
+
+def _check(ok, what):
+    if not ok:
+        raise ConfigError(what)
+
+
+def load(path="config.json"):
+    """The settings as a dict, defaults filled in, secrets and the bank's key loaded."""
+    try:
+        given = json.loads(_read(path, "r"))
+        meta = json.loads(_read("bank.json", "r"))
+        key = _read("device.key")
+    except OSError as exc:
+        raise ConfigError("missing file (%s): provision the device first" % exc)
+    except ValueError:
+        raise ConfigError("config.json or bank.json is not valid JSON")
+    cfg = dict(DEFAULTS)
+    for k in given:
+        _check(k in DEFAULTS, "config.json: unknown key " + k)
+        cfg[k] = given[k]
+    _check(cfg["device_id"] and cfg["service"], "config.json: device_id and service are required")
+    _check(1 <= cfg["batch_max"] <= 512, "config.json: batch_max must be 1 to 512")
+    _check(1 <= cfg["topup_count"] <= 100, "config.json: topup_count must be 1 to 100")
+    _check(16 <= cfg["result_max"] <= 4096, "config.json: result_max must be 16 to 4096")
+    _check(len(key) == 32, "device.key must be 32 bytes")
+    try:
+        cfg["bank"] = (binascii.unhexlify(meta["kid"]), (int(meta["n"], 16), int(meta["e"])))
+    except (KeyError, ValueError, TypeError):
+        raise ConfigError("bank.json is malformed")
+    cfg["username"] = cfg["username"] or cfg["device_id"]
+    cfg["device_key"] = key
+    cfg["password"] = _secret("broker.pass")
+    cfg["wifi_password"] = _secret("wifi.pass")
+    return cfg
+
+
+def rx_size(cfg):
+    """The one receive buffer: the largest RESULT or TOPUP_RESPONSE plus an MQTT header."""
+    result = 68 + (cfg["result_max"] // 16 + 1) * 16
+    topup = 72 + ((4 + 32 * cfg["topup_count"]) // 16 + 1) * 16
+    return max(result, topup) + 68
+
+
+def _exists(name):
+    try:
+        os.stat(name)
+        return True
+    except OSError:
+        return False
+
+
+def open_store():
+    """Opens the coin store, finishing what a power loss interrupted: a rename on FAT, a torn
+    in-doubt record, an operation in flight (its coin goes in doubt), a half-done top-up."""
+    if not _exists("state.bin") and _exists("state.tmp"):
+        os.rename("state.tmp", "state.bin")
+    try:
+        raw = _read("state.bin")
+    except OSError:
+        raise ConfigError("no coin store (state.bin): provision the device first")
+    if len(raw) != 69 or raw[:4] != b"ECS1":
+        raise ConfigError("state.bin is corrupt")
+    store = coinstore.CoinStore(struct.unpack(coinstore.FMT, raw))
+    size = store.doubt_count() * coinstore.RECORD
+    if _exists("doubt.bin") and os.stat("doubt.bin")[6] != size:
+        buf = bytearray(coinstore.RECORD)
+        with open("doubt.bin", "rb") as src, open("doubt.tmp", "wb") as dst:
+            for _ in range(size // coinstore.RECORD):  # whole records only
+                src.readinto(buf)
+                dst.write(buf)
+        coinstore.replace("doubt.tmp", "doubt.bin")
+    if store.op_id is not None:
+        if _has_doubt(store.op_id, size):
+            store.op_id = None
+            store.save()
+        else:
+            store.doubt(coinstore.R_RESTART)
+        print("store: the operation cut by a restart is in doubt")
+    keep = "coins.%d.bin" % store.gen
+    for name in os.listdir():
+        if (name.startswith("coins.") and name != keep) or name.endswith(".tmp"):
+            os.remove(name)
+    return store
+
+
+def _has_doubt(op_id, size):
+    with open("doubt.bin", "rb") as f:
+        for _ in range(size // coinstore.RECORD):
+            if f.read(coinstore.RECORD)[:16] == op_id:
+                return True
+    return False
+
+
+def tls_context(ca_file):
+    """A client TLS context that verifies the broker against ca_file (PEM)."""
+    import ssl
+
+    if hasattr(ssl, "create_default_context"):  # CPython
+        return ssl.create_default_context(cafile=ca_file)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=_read(ca_file))
+    return ctx
+
+
+def boot(board):
+    """Returns (settings, coin store), both checked; the board is set up and on the network."""
+    import session
+    import ucrypto
+
+    cfg = load()
+    if session.key_id(ucrypto, cfg["bank"][1][0]) != cfg["bank"][0]:
+        raise ConfigError("bank.json: the kid does not match the key")
+    cfg["rx_size"] = rx_size(cfg)
+    cfg["ssl"] = tls_context("ca.crt") if cfg["tls"] else None
+    board.setup(cfg)
+    while not board.connect_network(cfg):
+        print("network: not connected; retrying")
+    return cfg, open_store()

@@ -1,0 +1,56 @@
+# Top-up: asks the bank, through the gateway, for coins when few are left (PROTOCOL.md 4.5,
+# 4.6). Loaded by the collector only when needed, and dropped afterwards.
+import time
+
+import session
+import ucrypto as cr
+import wire
+
+
+def add(store, coins):
+    """Adds coins (a multiple of 32 bytes): writes a new coin file holding the unused coins
+    and the new ones, then switches state.bin to it in one rename. A power loss before the
+    rename leaves the old store intact (start.py removes the orphan file)."""
+    if not coins or len(coins) % 32:
+        raise ValueError("coins must be a non-empty multiple of 32 bytes")
+    old, new = "coins.%d.bin" % store.gen, "coins.%d.bin" % (store.gen + 1)
+    chunk = bytearray(256)
+    with open(new, "wb") as out:
+        with open(old, "rb") as src:
+            src.seek(store.next * 32)
+            todo = store.left() * 32
+            while todo > 0:
+                n = src.readinto(chunk)
+                if not n:
+                    raise OSError("coin file shorter than state.bin says")
+                out.write(memoryview(chunk)[: min(n, todo)])
+                todo -= n
+        out.write(coins)
+    store.count = store.left() + len(coins) // 32
+    store.gen += 1
+    store.next = 0
+    store.save()
+    import os
+
+    os.remove(old)
+
+
+def run(dev):
+    """One top-up attempt; the next one is topup_retry seconds away whatever happens."""
+    cfg, store = dev.cfg, dev.store
+    dev.topup_at = time.ticks_add(time.ticks_ms(), int(cfg["topup_retry"] * 1000))
+    if not dev.net.ensure():
+        return False
+    dev.log("topup: %d coins left; asking the bank for %d" % (store.left(), cfg["topup_count"]))
+    store.counter += 1
+    store.save()  # the counter is stored before it is used: never reused
+    key = cfg["device_key"]
+    op_id, frame = session.seal_topup_request(cr, key, cfg["device_id"], store.counter, cfg["topup_count"])
+    what, value = dev.exchange(frame, wire.T_TOPUP_RESPONSE, op_id, cfg["op_timeout"], (key, store.counter))
+    if what != "ok":
+        dev.log("topup: failed (%s %s)" % (what, value))
+        return False
+    expires, coins = value
+    add(store, coins)
+    dev.log("topup: %d coins added (valid until %d); %d left" % (len(coins) // 32, expires, store.left()))
+    return True
