@@ -140,9 +140,15 @@ class OpQueue:
             self.bytes -= sum(len(q.frame) for q in out)
             return out
 
-    def take(self, n: int) -> list[Queued]:
-        """Removes and returns the ``n`` oldest operations (the hand-off to upstream)."""
-        return self._remove("ORDER BY id LIMIT ?", (n,))
+    def take(self, n: int, services: frozenset[str] | None = None) -> list[Queued]:
+        """Removes and returns the ``n`` oldest operations (the hand-off to upstream), only
+        of the given services if ``services`` is set (the others keep waiting)."""
+        if services is None:
+            return self._remove("ORDER BY id LIMIT ?", (n,))
+        if not services:
+            return []
+        marks = ",".join("?" * len(services))
+        return self._remove(f"WHERE service IN ({marks}) ORDER BY id LIMIT ?", (*sorted(services), n))
 
     def expire(self) -> list[Queued]:
         """Removes and returns every operation older than the age cap."""

@@ -92,6 +92,8 @@ class Router:
         self._bucket = TokenBucket(replay_rate, replay_burst)
         self._wake = threading.Condition()
         self._kicked = False
+        self._replay_blocked = False
+        self._drops, self._drops_logged = 0, 0.0
         self._stopping = False
         self._worker: threading.Thread | None = None
         self._sync_queue_metrics()
@@ -245,7 +247,7 @@ class Router:
         for q in dropped:
             self._error(q.route, q.device, q.op_id, wire.E_DROPPED)
         if dropped:
-            log.warning("queue_dropped", extra={"count": len(dropped), "depth": self.queue.depth})
+            self._note_drops(len(dropped))
         self.kick()
 
     def on_reply(self, corr: bytes | None, frame: bytes) -> None:
@@ -294,6 +296,8 @@ class Router:
                     return
                 if not self._kicked:
                     self._wake.wait(self._next_wait())
+                if self._kicked:
+                    self._replay_blocked = False
                 self._kicked = False
                 if self._stopping:
                     return
@@ -315,7 +319,8 @@ class Router:
         if expiry is not None:
             waits.append(expiry)
             upstream = self.upstream
-            if upstream is not None and upstream.has_room():
+            ready = upstream is not None and upstream.has_room() and self.directory.synced_now
+            if ready and not self._replay_blocked:
                 waits.append(self._bucket.wait_time())
         return max(0.0, min(waits)) if waits else None
 
@@ -346,18 +351,22 @@ class Router:
         for q in old:
             self._error(q.route, q.device, q.op_id, wire.E_DROPPED)
         if old:
-            log.warning("queue_expired", extra={"count": len(old)})
+            self._note_drops(len(old))
             self._sync_queue_metrics()
 
     def _replay(self) -> None:
         upstream = self.upstream
         sent = 0
-        while self.queue.depth and upstream is not None and upstream.has_room():
-            if not self._bucket.take():
+        # Only once the directory is complete again, and only for services with a live
+        # analyst: a request nobody has subscribed to yet would be silently lost.
+        while self.queue.depth and self.directory.synced_now and upstream is not None and upstream.has_room():
+            if self._bucket.wait_time() > 0:
                 break
-            batch = self.queue.take(1)
-            if not batch:
+            batch = self.queue.take(1, self.directory.live())
+            if not batch:  # what waits is for services with no analyst yet: sleep until a kick
+                self._replay_blocked = True
                 break
+            self._bucket.take()
             q: Queued = batch[0]
             started = time.monotonic() - max(0.0, time.time() - q.at)
             if not self._send(q.route, q.device, q.service, q.op_id, q.frame, started):
@@ -368,6 +377,14 @@ class Router:
             self._sync_queue_metrics()
             if not self.queue.depth:
                 log.info("queue_drained")
+
+    def _note_drops(self, n: int) -> None:
+        """Logs drops at most once a second (a full queue drops on every new operation)."""
+        self._drops += n
+        now = time.monotonic()
+        if now - self._drops_logged >= 1.0:
+            log.warning("queue_dropped", extra={"count": self._drops, "depth": self.queue.depth})
+            self._drops, self._drops_logged = 0, now
 
     def _sync_queue_metrics(self) -> None:
         self.metrics.queue_depth.set(self.queue.depth)

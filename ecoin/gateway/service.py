@@ -60,6 +60,7 @@ class Gateway:
             backoff=self._backoff(),
         )
         self.router.upstream = self.upstream
+        self.directory.on_change = self.router.on_window
         self.router.routes["mqtt"] = self.edge.send
         self.serial = [SerialLink(p, self.router.handle, m, self._backoff(cap=5.0)) for p in cfg.serial]
         for link in self.serial:

@@ -129,6 +129,7 @@ class Upstream:
     def _down(self) -> None:
         with self._lock:
             self.inflight = 0
+        self.directory.lost()
         self._on_lost()
 
     def _published(self, mid: int) -> None:
