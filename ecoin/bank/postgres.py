@@ -53,8 +53,11 @@ class PgTx(Tx):
     dialect = "postgres"
     lock = " FOR UPDATE"
 
+    used = False  # True once a statement went through: from then on a failure is not "stale"
+
     def q(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self.cur.execute(sql.replace("?", "%s"), params)
+        self.used = True
         return self.cur
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -87,14 +90,16 @@ class PostgresStore(Store):
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection[Any]] = []
 
-    def _get(self) -> psycopg.Connection[Any]:
+    def _get(self) -> tuple[psycopg.Connection[Any], bool]:
+        """(connection, reused from the pool)."""
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), True
         try:
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self.dsn, connect_timeout=self.connect_timeout, options="-c statement_timeout=30000"
             )
+            return conn, False
         except psycopg.Error as exc:
             raise Unavailable(f"database unavailable: {exc}") from exc
 
@@ -111,19 +116,24 @@ class PostgresStore(Store):
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         with self._slots:
-            conn = self._get()
+            conn, reused = self._get()
             healthy = False
+            tx = PgTx(conn.cursor())
             try:
-                with conn.cursor() as cur:
-                    yield PgTx(cur)
+                yield tx
                 conn.commit()
                 healthy = True
             except BaseException as exc:
                 healthy = _rollback(conn)
+                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                    self.close()  # the server went away: every idle connection is dead too
+                    if reused and not tx.used:  # nothing was sent: safe to run it again
+                        raise Retry(f"stale connection: {exc}") from exc
                 if isinstance(exc, psycopg.Error):
                     raise translate(exc) from exc
                 raise
             finally:
+                tx.cur.close()
                 self._put(conn, healthy)
 
     def init(self) -> None:

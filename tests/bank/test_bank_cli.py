@@ -1,0 +1,64 @@
+"""`ecoin-bank` administration commands, run as a real process on a real configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecoin.bank.testing import BankProcess
+
+from .helpers import DEVICE_KEY
+
+COMMANDS = ["", "serve", "init", "account", "account create", "account fund", "account list", "device"]
+COMMANDS += ["device add", "device list", "audit", "expire"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    done = subprocess.run(
+        [sys.executable, "-m", "ecoin.bank.cli", *command.split(), "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "usage: ecoin-bank" in done.stdout
+
+
+def test_administration_then_expiry(pki: Path, tmp_path: Path):
+    # Coins that expire at once, so `expire` has work to do.
+    bank = BankProcess(tmp_path / "bank", pki, coin_expiry_days=0)
+    assert "created master key" in bank.cli("init").stdout
+    assert "kept master key" in bank.cli("init").stdout  # idempotent
+    bank.cli("account", "create", "olive", "--kind", "owner")
+    bank.cli("account", "create", "alice", "--kind", "analyst", "--service", "average", "--service", "stats")
+    assert "olive balance 50" in bank.cli("account", "fund", "olive", "50", "--request-id", "f1").stdout
+    assert "olive balance 50" in bank.cli("account", "fund", "olive", "50", "--request-id", "f1").stdout
+    key_file = tmp_path / "dev1.key"
+    key_file.write_text(DEVICE_KEY.hex())
+    bank.cli("device", "add", "dev1", "--owner", "olive", "--key-file", str(key_file))
+    assert "dev1" in bank.cli("device", "list").stdout
+    listing = bank.cli("account", "list").stdout
+    assert "alice" in listing and "average,stats" in listing
+
+    failed = bank.cli("account", "create", "olive", "--kind", "owner", check=False)
+    assert failed.returncode == 1 and "exists" in failed.stderr and "Traceback" not in failed.stderr
+
+    with bank:
+        with bank.client("owner", "olive") as olive:
+            olive.withdraw("dev1", 20)
+            assert olive.balance() == 30
+    assert "expired and refunded 20 coins" in bank.cli("expire").stdout
+    assert "expired and refunded 0 coins" in bank.cli("expire").stdout
+    audit = bank.cli("audit").stdout
+    assert "expired          20" in audit and "audit passed" in audit
+    assert "olive" in bank.cli("account", "list").stdout
+    assert " 50 " in bank.cli("account", "list").stdout.split("olive", 1)[1]
+
+
+def test_bad_configuration_is_a_clear_error(tmp_path: Path):
+    conf = tmp_path / "bank.toml"
+    conf.write_text('[bank]\nport = "eighty"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "ecoin.bank.cli", "-c", str(conf), "audit"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "bank.port: expected int" in done.stderr
