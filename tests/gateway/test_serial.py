@@ -1,0 +1,131 @@
+"""Serial devices on pseudo-terminal pairs: operations complete, a port that vanishes and
+returns is picked up again. The device side frames with the firmware's own serial_link.py,
+so the two implementations of PROTOCOL 7.2 are checked against each other."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import select
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from ecoin.gateway import framing
+from ecoin.gateway.service import Gateway
+from ecoin.protocol import wire
+from ecoin.testing import Mosquitto
+from tests.gateway.helpers import EchoAnalyst, config, operation, query, wait_until
+
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware" / "serial_link.py"
+
+
+def _firmware_link() -> ModuleType | None:
+    if not FIRMWARE.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("fw_serial_link", FIRMWARE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class PtyDevice:
+    """The device end of a pty pair; the gateway opens the other end through ``link``."""
+
+    def __init__(self, link: Path) -> None:
+        self.master, slave = os.openpty()
+        self.slave_name = os.ttyname(slave)
+        os.close(slave)
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(self.slave_name)  # like /dev/serial/by-id/...: a stable name
+        self.decoder = framing.Decoder()
+        self.inbox: dict[bytes, bytes] = {}
+        fw = _firmware_link()
+        self.fw = fw.SerialLink(self) if fw else None
+
+    def write(self, data: bytes | memoryview) -> int:  # the stream the firmware link writes to
+        return os.write(self.master, data)
+
+    def send(self, frame: bytes) -> None:
+        if self.fw is not None:
+            self.fw.publish(None, frame)
+        else:
+            os.write(self.master, framing.encode(frame))
+
+    def ask(self, frame: bytes, timeout: float = 10.0) -> bytes:
+        self.send(frame)
+        op_id = frame[2:18]
+        deadline = time.monotonic() + timeout
+        while op_id not in self.inbox:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no answer on the serial line")
+            if select.select([self.master], [], [], left)[0]:
+                for got in self.decoder.feed(os.read(self.master, 4096)):
+                    self.inbox[got[2:18]] = got
+        return self.inbox[op_id]
+
+    def close(self) -> None:
+        os.close(self.master)
+
+
+@pytest.fixture
+def serial_gateway(tmp_path: Path, mosquitto: Mosquitto, analyst: EchoAnalyst):  # type: ignore[no-untyped-def]
+    links = [tmp_path / "ttyA", tmp_path / "ttyB"]
+    devices = [PtyDevice(links[0]), PtyDevice(links[1])]
+    ports = [{"device_id": "ser-a", "path": str(links[0])}, {"device_id": "ser-b", "path": str(links[1])}]
+    gw = Gateway(config(tmp_path, mosquitto.port, serial=ports)).start()
+    try:
+        wait_until(lambda: all(s.is_open for s in gw.serial) and gw.directory.is_live("echo"))
+        yield gw, devices, links
+    finally:
+        gw.stop()
+        for d in devices:
+            try:
+                d.close()
+            except OSError:
+                pass
+
+
+def test_serial_operations_on_two_ports(serial_gateway, analyst: EchoAnalyst) -> None:  # type: ignore[no-untyped-def]
+    gw, devices, _ = serial_gateway
+    for dev in devices:
+        for _ in range(10):
+            op = operation(size=1024)
+            answer = dev.ask(op)
+            assert wire.frame_type(answer) == (wire.T_RESULT, op[2:18])
+            assert analyst.received[op[2:18]] == 1
+        assert wire.decode_status(dev.ask(query("echo")))[1] == wire.S_LIVE
+
+
+def test_corrupt_serial_frames_are_dropped_and_counted(serial_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw, devices, _ = serial_gateway
+    dev = devices[0]
+    good = framing.encode(query("echo"))
+    bad = bytearray(good)
+    bad[5] ^= 0x40  # one flipped bit: the CRC catches it
+    os.write(dev.master, bytes(bad) + b"\x01" * 6000 + b"\0")  # and an overlong chunk
+    assert wire.decode_status(dev.ask(query("echo")))[1] == wire.S_LIVE
+    wait_until(lambda: gw.metrics.malformed["serial"]._value.get() == 2, what="two drops counted")
+
+
+def test_port_that_vanishes_and_returns_recovers(serial_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw, devices, links = serial_gateway
+    link = gw.serial[0]
+    assert wire.frame_type(devices[0].ask(operation()))[0] == wire.T_RESULT
+    devices[0].close()  # unplugged: the pty is gone, the by-id link dangles
+    links[0].unlink()
+    wait_until(lambda: not link.is_open, what="port seen gone")
+    time.sleep(1.5)  # a few failed re-opens
+    devices[0] = PtyDevice(links[0])  # plugged back in, under the same stable name
+    wait_until(lambda: link.is_open and link.opens == 2, what="port re-opened")
+    for _ in range(5):
+        op = operation()
+        assert wire.frame_type(devices[0].ask(op)) == (wire.T_RESULT, op[2:18])
+    # The other port never noticed.
+    assert gw.serial[1].opens == 1
+    assert wire.frame_type(devices[1].ask(operation()))[0] == wire.T_RESULT
