@@ -45,10 +45,15 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
+def load_credentials(path: Path) -> dict[str, str]:
+    """device id -> password, from a credentials.toml written by ``generate``."""
+    if not path.exists():
+        return {}
+    return {str(k): str(v) for k, v in tomllib.loads(path.read_text()).get("devices", {}).items()}
+
+
 def _credentials(path: Path, devices: list[str]) -> dict[str, str]:
-    known: dict[str, str] = {}
-    if path.exists():
-        known = {str(k): str(v) for k, v in tomllib.loads(path.read_text()).get("devices", {}).items()}
+    known = load_credentials(path)
     return {d: known.get(d) or secrets.token_urlsafe(24) for d in devices}
 
 
