@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,7 +60,7 @@ class PgTx(Tx):
         self.used = True
         return self.cur
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.cur.executemany(sql.replace("?", "%s"), rows)
 
     def snapshot(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -117,7 +117,7 @@ class Tx:
         self.cur.execute(sql, params)
         return self.cur
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.cur.executemany(sql, rows)
 
     def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -256,7 +256,7 @@ class Tx:
     def coins_add(self, batch: int, hashes: Sequence[bytes]) -> None:
         """Sorted inserts fill the b-tree's pages (fewer bytes per coin)."""
         self.many(
-            "INSERT INTO coins (hash, batch, state) VALUES (?, ?, 0)", [(h, batch) for h in sorted(hashes)]
+            "INSERT INTO coins (hash, batch, state) VALUES (?, ?, 0)", ((h, batch) for h in sorted(hashes))
         )
 
     def spend(self, hashes: Sequence[bytes], now: int) -> set[bytes]:

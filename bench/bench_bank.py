@@ -1,0 +1,174 @@
+"""Bank throughput and storage, measured against a real bank process over mutual TLS.
+
+Figures:
+- rsa2048_private_per_s: `openssl speed -seconds 3 rsa2048`, private-key operations per
+  second on one core, in this same run: the ceiling for decrypting coin headers.
+- bank_redeem_per_s: best sustained durable redemptions per second (SQLite, synchronous=FULL,
+  one transaction per batch of 256) from a separate load process over mTLS, with a few
+  connections in parallel; the best of ROUNDS rounds.
+- bank_redeem_unbatched_per_s: the same with one header per request.
+- bank_redeem_vs_rsa: bank_redeem_per_s / rsa2048_private_per_s (target >= 0.5).
+- bank_bytes_per_coin: SQLite file bytes per outstanding coin with 1,000,000 coins
+  outstanding, minted through the ledger's own bulk path (target <= 40).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ecoin import crypto
+from ecoin.bank.client import BankClient, RedeemItem
+from ecoin.bank.keys import Opener
+from ecoin.bank.ledger import Ledger
+from ecoin.bank.sqlite import SqliteStore
+from ecoin.bank.testing import BankProcess
+from ecoin.bank.vault import Vault, create_master_key
+from ecoin.protocol import session
+from ecoin.tools import pki as pki_tool
+
+BATCH = 256
+BATCHED_COINS = 15_360  # 60 batches per round
+UNBATCHED_COINS = 3_000
+ROUNDS = 2
+CONNECTIONS = 4
+MILLION = 1_000_000
+DEVICE_KEY = bytes(32)
+
+
+def rsa_private_per_s() -> float:
+    out = subprocess.run(
+        ["openssl", "speed", "-seconds", "3", "rsa2048"], capture_output=True, text=True, check=True
+    ).stdout
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("rsa") and "2048" in line and i > 0 and "sign/s" in lines[i - 1]:
+            header = lines[i - 1].split()
+            values = line.split("bits", 1)[1].split()
+            return float(values[header.index("sign/s")])
+    raise RuntimeError(f"cannot parse `openssl speed` output:\n{out}")
+
+
+# The load process: builds every header first, then times the redemptions alone.
+
+
+def _headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
+    key = rsa.RSAPublicNumbers(public[1], public[0]).public_key()
+    pad = crypto.oaep(session.HEADER_LABEL)
+    tag = session.service_tag(crypto, "average")
+    items = []
+    for coin in coins:
+        op_id = os.urandom(16)
+        items.append(RedeemItem(kid, key.encrypt(coin + os.urandom(16) + op_id + tag, pad), op_id, "average"))
+    return items
+
+
+def _load(args: dict[str, Any], out: Any) -> None:
+    items = _headers(args["public"], args["kid"], args["coins"])
+    size, conns = args["batch"], args["connections"]
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    clients = [BankClient(args["url"], *args["tls"], timeout=120) for _ in range(conns)]
+    for c in clients:
+        c.healthz()  # handshakes before the clock starts
+    ok = [0] * conns
+
+    def work(k: int) -> None:
+        for chunk in chunks[k::conns]:
+            ok[k] += sum(r.ok for r in clients[k].redeem(chunk))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(conns)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    for c in clients:
+        c.close()
+    out.put((sum(ok), elapsed))
+
+
+def redeem_rate(bank: BankProcess, coins: list[bytes], w: Any, batch: int, connections: int) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    tls = tuple(str(bank.pki / "analyst" / f"alice.{ext}") for ext in ("crt", "key")) + (
+        str(bank.pki / "ca.crt"),
+    )
+    args = {"url": bank.url, "tls": tls, "public": w.public_key, "kid": w.kid, "coins": coins}
+    proc = ctx.Process(target=_load, args=({**args, "batch": batch, "connections": connections}, out))
+    proc.start()
+    ok, elapsed = out.get(timeout=600)
+    proc.join()
+    if ok != len(coins):
+        raise RuntimeError(f"only {ok} of {len(coins)} redemptions succeeded")
+    return ok / elapsed
+
+
+def withdraw(bank: BankProcess, n: int) -> tuple[list[bytes], Any]:
+    coins: list[bytes] = []
+    with bank.client("owner", "olive") as olive:
+        while len(coins) < n:
+            w = olive.withdraw("dev1", min(10_000, n - len(coins)))
+            coins += w.coins
+    return coins, w
+
+
+def bytes_per_coin(workdir: Path, pki_dir: Path) -> float:
+    create_master_key(workdir / "master.key")
+    store = SqliteStore(workdir / "million.sqlite3")
+    store.init()
+    ledger = Ledger(store, Vault.load(workdir / "master.key"), Opener(pki_dir, 0))
+    ledger.create_account("olive", "owner")
+    ledger.fund("olive", MILLION)
+    ledger.register_device("olive", "dev1", DEVICE_KEY)
+    ledger.withdraw("olive", "dev1", MILLION, "bulk")  # one batch, sorted insert
+    store.checkpoint()
+    size = store.size_bytes()
+    outstanding = store.run(
+        lambda tx: tx.q("SELECT COUNT(*) FROM coins WHERE state = 0").fetchone()[0], False
+    )
+    store.close()
+    return size / outstanding
+
+
+def run(workdir: Path) -> dict[str, float | int | str]:
+    pki_dir = workdir / "pki"
+    pki_tool.init(pki_dir)
+    pki_tool.issue(pki_dir, "analyst", "alice")
+    pki_tool.issue(pki_dir, "owner", "olive")
+    rsa_rate = rsa_private_per_s()
+    figures: dict[str, float | int | str] = {"rsa2048_private_per_s": round(rsa_rate, 1)}
+    with BankProcess(workdir / "bank", pki_dir, workers=-1, metrics_port=0, expire_every_s=0) as bank:
+        bank.admin.create_account("olive", "owner")
+        bank.admin.create_account("alice", "analyst", ["average"])
+        bank.admin.fund("olive", ROUNDS * BATCHED_COINS + UNBATCHED_COINS)
+        with bank.client("owner", "olive") as olive:
+            olive.register_device("dev1", DEVICE_KEY)
+        best = 0.0
+        for _ in range(ROUNDS):
+            coins, w = withdraw(bank, BATCHED_COINS)
+            best = max(best, redeem_rate(bank, coins, w, BATCH, CONNECTIONS))
+        coins, w = withdraw(bank, UNBATCHED_COINS)
+        single = redeem_rate(bank, coins, w, 1, 2 * CONNECTIONS)
+        if bank.cli("audit", check=False).returncode != 0:
+            raise RuntimeError("the bank's audit failed after the load")
+    figures["bank_redeem_per_s"] = round(best, 1)
+    figures["bank_redeem_unbatched_per_s"] = round(single, 1)
+    figures["bank_redeem_vs_rsa"] = round(best / rsa_rate, 3)
+    figures["bank_bytes_per_coin"] = round(bytes_per_coin(workdir, pki_dir), 2)
+    return figures
+
+
+if __name__ == "__main__":
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(run(Path(tmp)), indent=1))
