@@ -40,3 +40,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def bank_server(pki: Path, tmp_path: Path) -> Iterator[object]:
+    """A started bank (a real ``ecoin-bank serve`` process: SQLite, mutual TLS, free ports)
+    on the session's PKI; it has no accounts yet. An ``ecoin.bank.testing.BankProcess``:
+    ``.url``, ``.port``, ``.pki``, ``.admin`` (a ready admin ``BankClient``),
+    ``.client(role, name)`` (a ``BankClient`` with that party's certificate), ``.cli(*args)``,
+    ``.kill()`` / ``.start()``. Example::
+
+        bank_server.admin.create_account("alice", "analyst", ["average"])
+        with bank_server.client("analyst", "alice") as alice: alice.redeem(items)
+    """
+    from ecoin.bank.testing import BankProcess  # owned by the bank; imported only when used
+
+    bank = BankProcess(tmp_path / "bank-server", pki, workers=1, expire_every_s=0).start()
+    try:
+        yield bank
+    finally:
+        bank.stop()
