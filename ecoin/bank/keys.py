@@ -134,6 +134,7 @@ class Opener:
         self.keys = CoinKeys.load(pki_dir)
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._restart = threading.Lock()
         if workers > 0:
             self._pool = self._start()
 
@@ -155,12 +156,17 @@ class Opener:
         n = max(1, min(self.workers, len(items)))
         size = -(-len(items) // n)
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        pool = self._pool
         try:
-            parts = list(self._pool.map(_open_chunk, chunks))
+            parts = list(pool.map(_open_chunk, chunks))
         except BrokenProcessPool:
             # A worker died (killed by the OOM killer, say): start a new pool and retry once.
-            self._pool = self._start()
-            parts = list(self._pool.map(_open_chunk, chunks))
+            with self._restart:
+                if self._pool is pool:  # not already replaced by another thread
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._start()
+                pool = self._pool
+            parts = list(pool.map(_open_chunk, chunks))
         return [r for part in parts for r in part]
 
     def close(self) -> None:

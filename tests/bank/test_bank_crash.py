@@ -3,6 +3,8 @@ spent twice or both refunded and redeemed, and `ecoin-bank audit` passes."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -117,3 +119,25 @@ def _alive(pids: set[int]) -> set[int]:
         if state != "Z":
             alive.add(pid)
     return alive
+
+
+def test_a_killed_decryption_worker_is_replaced(pki: Path, tmp_path: Path) -> None:
+    with BankProcess(tmp_path / "bank", pki, workers=1) as bank:
+        bank.admin.create_account("olive", "owner")
+        bank.admin.create_account("alice", "analyst", ["average"])
+        bank.admin.fund("olive", 10)
+        with bank.client("owner", "olive") as olive, bank.client("analyst", "alice") as alice:
+            olive.register_device("dev1", DEVICE_KEY)
+            w = olive.withdraw("dev1", 4)
+            items = headers(w.public_key, w.kid, w.coins)
+            assert alice.redeem(items[:2])[0].ok
+            assert bank.proc is not None
+            workers = [
+                p
+                for p in _children(bank.proc.pid)
+                if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
+            ]
+            assert len(workers) == 1
+            os.kill(workers.pop(), signal.SIGKILL)
+            assert all(r.ok for r in alice.redeem(items[2:]))
+            assert alice.balance() == 4

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
 from ecoin import crypto
 from ecoin.bank import errors
 from ecoin.bank.audit import verify
-from ecoin.bank.ledger import DAY
+from ecoin.bank.ledger import DAY, Ledger
 from ecoin.protocol import session
 
 from .helpers import DEVICE_KEY, OTHER_KEY
@@ -182,4 +183,36 @@ def test_accounts(ledger):
         ledger.fund("olive", 6, "f1")
     names = [a.name for a in ledger.accounts()]
     assert names == ["alice", "bob", "olive", "oscar"]
+    assert_audit_ok(ledger)
+
+
+def test_expiry_racing_redemptions_never_pays_twice(ledger, make_item, clock):
+    """A purge on an instance whose clock runs ahead races redemptions on one whose clock
+    lags: each coin ends redeemed or expired, never both, and the money adds up."""
+    coins = ledger.withdraw("olive", "dev1", 300, "w1").coins
+    items = [make_item(c) for c in coins]
+    ahead = Ledger(ledger.store, ledger.vault, ledger.opener, clock=lambda: clock.now + 731 * DAY)
+    answers: list[dict] = []
+    go = threading.Barrier(2)
+
+    def redeem() -> None:
+        go.wait()
+        for k in range(0, len(items), 10):
+            answers.extend(ledger.redeem("alice", items[k : k + 10]))
+
+    def purge() -> None:
+        go.wait()
+        expired.append(ahead.expire())
+
+    expired: list[int] = []
+    threads = [threading.Thread(target=redeem), threading.Thread(target=purge)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = sum(a["status"] == "ok" for a in answers)
+    assert {a.get("code") for a in answers if a["status"] != "ok"} <= {"unknown_coin", "expired"}
+    assert ok + expired[0] == 300
+    assert ledger.balance("alice").balance == ok
+    assert ledger.balance("olive").balance == 10_000 - 300 + expired[0]
     assert_audit_ok(ledger)
