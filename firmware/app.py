@@ -8,9 +8,7 @@ import sys
 import time
 
 import board
-import coinstore  # noqa: F401 - permanent modules first, at the bottom of the heap
-import session  # noqa: F401
-import wire  # noqa: F401
+import collector  # the modules that stay load first, at the bottom of the heap
 
 
 def _blink(op_id, result):
@@ -38,8 +36,6 @@ def _device():
         net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
                           cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"])
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
-    import collector
-
     wdt = board.watchdog(cfg["watchdog_ms"])
     dev = collector.Collector(cfg, board, net, store, _blink, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
@@ -59,9 +55,11 @@ def run():
     while not limit or dev.ops < limit:
         try:
             dev.step()
-        except MemoryError:
+        except MemoryError as exc:
             gc.collect()
             print("main: out of memory; continuing with %d bytes free" % gc.mem_free())
+            if hasattr(sys, "print_exception"):
+                sys.print_exception(exc)
         except OSError as exc:
             print("main: I/O error (%s); continuing" % (exc,))
             time.sleep_ms(100)

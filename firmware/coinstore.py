@@ -56,6 +56,7 @@ class CoinStore:
         self.gen, self.next, self.count, self.counter = fields[1:5]
         self.op_id = fields[6] if fields[5] else None  # the pending operation
         self._coin = bytearray(fields[7])
+        self._peeked = -1
         self._buf = bytearray(69)
         self._rec = bytearray(RECORD)
 
@@ -70,15 +71,24 @@ class CoinStore:
             f.write(self._buf)
         replace("state.tmp", "state.bin")
 
-    def take(self, op_id):
-        """Returns the next coin (a buffer valid until the next take) after recording durably
-        that it is used, by operation op_id."""
+    def peek(self):
+        """The next unused coin (a buffer valid until the next peek), still unused: an
+        operation can be built with it, and abandoned, before take() commits it."""
         if self.next >= self.count:
             raise NoCoins()
         with open("coins.%d.bin" % self.gen, "rb") as f:
             f.seek(self.next * 32)
             if f.readinto(self._coin) != 32:
                 raise OSError("coin file shorter than state.bin says")
+        self._peeked = self.next
+        return self._coin
+
+    def take(self, op_id):
+        """Records durably that the next coin is used, by operation op_id, and returns it.
+        Call it before the coin can leave the device."""
+        if self._peeked != self.next:
+            self.peek()
+        self._peeked = -1  # a peek is good for one take
         self.next += 1
         self.op_id = op_id
         self.save()  # from here on the coin counts as used, whatever happens

@@ -18,7 +18,8 @@ import session
 import ucrypto as cr
 import wire
 
-_PER_VALUE = 13  # the longest JSON value, with its comma: "-21474836.48,"
+_PER_VALUE = 8  # room per value in the JSON buffer: "-123.45," (values that do not fit wait)
+_LONGEST = 13  # the longest value, with its comma: "-21474836.48,"
 
 
 def put_num(buf, p, v, point=2):
@@ -65,8 +66,13 @@ class Collector:
         self.n = 0
         self._head = ('{"sensor":"%s","unit":"%s","start":' % (cfg["sensor"], cfg["unit"])).encode()
         self._mid = (',"interval":%s,"values":[' % cfg["sample_interval"]).encode()
-        size = len(self._head) + 10 + len(self._mid) + _PER_VALUE * nmax + 2
+        size = len(self._head) + 10 + len(self._mid) + _PER_VALUE * nmax + _LONGEST
         self.json = bytearray(min(wire.PAYLOAD_MAX, size))
+        # Sealing needs a few contiguous kilobytes (ciphertext, frame, RSA integers). A heap
+        # this small fragments, so that room is held here and let go just before sealing.
+        self._room = 2 * len(self.json) + 2048
+        self._reserve = None
+        self._keep_room()
         self._start = 0
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
         self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
@@ -109,7 +115,7 @@ class Collector:
         buf[p : p + len(self._mid)] = self._mid
         p += len(self._mid)
         used = 0
-        limit = len(buf) - _PER_VALUE - 2
+        limit = len(buf) - _LONGEST - 2
         while used < self.n and p < limit:
             if used:
                 buf[p] = 44
@@ -161,6 +167,14 @@ class Collector:
         finally:
             self._op = self._k = self._done = None
 
+    def _keep_room(self):
+        self._reserve = None
+        gc.collect()
+        try:
+            self._reserve = bytearray(self._room)
+        except MemoryError:
+            pass  # fragmented for now: try again after the next operation
+
     def _postpone(self):
         self._batch_at = time.ticks_add(time.ticks_ms(), self.batch_ms)
 
@@ -182,19 +196,21 @@ class Collector:
         if what != "status" or code != wire.S_LIVE:
             self.log("collector: service not live (%s %s); %d readings kept" % (what, code, self.n))
             return False
-        gc.collect()  # the sealing below needs a few contiguous kilobytes
+        if self._reserve is None:
+            self._keep_room()  # an earlier failure may have left none
         n, used = self.build()
         op_id = cr.random(16)
-        coin = store.take(op_id)  # durable before the coin can leave
-        self.ops += 1
+        self._reserve = None  # the room kept free for this moment
+        gc.collect()
         try:
             k_enc, k_mac, frame = session.seal_operation(
-                cr, self.pub, self.kid, coin, self.service, memoryview(self.json)[:n], op_id=op_id
+                cr, self.pub, self.kid, store.peek(), self.service, memoryview(self.json)[:n], op_id=op_id
             )[1:]
-        except Exception:
-            store.doubt(coinstore.R_NOT_SENT)
-            self.doubts += 1
+            store.take(op_id)  # durable before the coin can leave; until here it stayed unused
+        except BaseException:
+            self._keep_room()
             raise
+        self.ops += 1
         for i in range(used, self.n):  # readings that did not fit stay for the next batch
             self.values[i - used] = self.values[i]
         self.n -= used
@@ -202,6 +218,7 @@ class Collector:
             self._start += int(used * self.cfg["sample_interval"])
         what, value = self.exchange(frame, wire.T_RESULT, op_id, self.cfg["op_timeout"], (k_enc, k_mac))
         frame = None
+        self._keep_room()
         if what == "ok":
             try:
                 result = json.loads(value)
@@ -213,8 +230,8 @@ class Collector:
                         else coinstore.R_BAD_TAG if what == "bad" else coinstore.R_NOT_SENT
                         if what == "unsent" else coinstore.R_BAD_RESULT)
             self.doubts += 1
-            self.log("collector: op %s failed (%s %s); coin in doubt; %d left"
-                     % (short, what, value if what == "error" else "", store.left()))
+            self.log("collector: op %s failed (%s); coin in doubt; %d left"
+                     % (short, "error %d" % value if what == "error" else what, store.left()))
             return False
         store.spent()
         self.results += 1

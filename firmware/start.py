@@ -45,6 +45,7 @@ DEFAULTS = {
     "max_ops": 0,  # stop after this many operations (0: never); tests and benches
     "seed": 1,  # the simulated sensor's seed
     "sensor_pin": None,  # esp32: a DHT22 on this GPIO (None: the chip's own sensor)
+    "led_pin": None,  # esp32: the LED GPIO (None: 2)
 }
 
 
@@ -149,6 +150,8 @@ def open_store():
 
 
 def _has_doubt(op_id, size):
+    if not size:
+        return False
     with open("doubt.bin", "rb") as f:
         for _ in range(size // coinstore.RECORD):
             if f.read(coinstore.RECORD)[:16] == op_id:

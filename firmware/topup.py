@@ -29,6 +29,7 @@ def add(store, coins):
     store.count = store.left() + len(coins) // 32
     store.gen += 1
     store.next = 0
+    store._peeked = -1  # the coin file changed under any peek
     store.save()
     import os
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ecoin.sim import SimDevice, deploy_device
 from ecoin.sim.deploy import find_tool
-from ecoin.testing import Mosquitto
+from ecoin.testing import Mosquitto, free_port
 from ecoin.tools import pki as pki_tool
 
 from .responder import Responder
@@ -44,9 +44,26 @@ def coin_key(pki: Path) -> tuple[rsa.RSAPrivateKey, tuple[bytes, tuple[int, int]
     return pki_tool.load_coin_private(pki)[public[0]], public
 
 
+def nodelay_broker(workdir: Path, port: int | None = None) -> Mosquitto:
+    """A plain broker that sends small packets at once: with Nagle on (Mosquitto's default)
+    every answer to a device waits for a delayed ACK, about 40 ms."""
+    port = port or free_port()
+    conf = f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+    return Mosquitto(workdir, conf, port)
+
+
 @pytest.fixture
-def responder(mosquitto: Mosquitto, coin_key: tuple[rsa.RSAPrivateKey, Any]) -> Iterator[Responder]:
-    r = Responder(mosquitto.port, coin_key[0]).start()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = nodelay_broker(tmp_path / "mosquitto").start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def responder(broker: Mosquitto, coin_key: tuple[rsa.RSAPrivateKey, Any]) -> Iterator[Responder]:
+    r = Responder(broker.port, coin_key[0]).start()
     try:
         yield r
     finally:

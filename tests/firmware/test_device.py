@@ -1,0 +1,91 @@
+"""The whole device (firmware in a 64 KiB MicroPython process) against a real broker and the
+test responder: results, failures put in doubt, no coin spent without a live service,
+top-up, and many operations without a MemoryError."""
+
+from __future__ import annotations
+
+import time
+
+from ecoin.sim import SimDevice
+from ecoin.testing import Mosquitto
+
+from .conftest import MakeDevice
+from .responder import Responder
+
+
+def run_to_end(dev: SimDevice, timeout: float = 60) -> str:
+    """Runs the device until it has done its max_ops operations; returns its console."""
+    dev.start()
+    assert dev.wait(timeout) == 0
+    out = dev.output()
+    assert "collector done" in out, out
+    assert "Traceback" not in out and "memory" not in out, out
+    return out
+
+
+def test_operations_get_verified_results(broker: Mosquitto, responder: Responder, make_device: MakeDevice):
+    dev = make_device(broker.port, max_ops=5)
+    out = run_to_end(dev)
+    assert out.count("result {") == 5, out
+    assert "ops=5 results=5 doubts=0 left=95 in_doubt=0" in out
+    state = dev.state()
+    assert (state.next, state.pending_op, dev.in_doubt()) == (5, None, [])
+    assert [s.coin for s in responder.ops] == dev.coins[:5]  # in order, each once
+    assert len({s.op_id for s in responder.ops}) == 5
+    assert responder.errors == []
+
+
+def test_failed_unanswered_and_forged_answers_put_the_coin_in_doubt(
+    broker: Mosquitto, responder: Responder, make_device: MakeDevice
+):
+    dev = make_device(broker.port, max_ops=2, op_timeout=0.5)
+    for i, mode in enumerate(("error", "silent", "badtag")):
+        responder.mode = mode
+        out = run_to_end(dev)  # the console accumulates over the runs
+        assert out.count("coin in doubt") == 2 * (i + 1), out
+    assert "(error 1)" in out and "(timeout)" in out and "(bad)" in out
+    doubts = dev.in_doubt()
+    assert [d.reason for d in doubts] == [1, 1, 10, 10, 11, 11]  # FAILED, no answer, bad tag
+    assert [d.coin for d in doubts] == dev.coins[:6]
+    assert [d.op_id for d in doubts] == [s.op_id for s in responder.ops]
+    assert dev.state().next == 6
+
+
+def test_no_coin_leaves_without_a_live_service(
+    broker: Mosquitto, responder: Responder, make_device: MakeDevice
+):
+    responder.mode = "unavailable"
+    dev = make_device(broker.port, batch_seconds=0.05).start()
+    deadline = time.monotonic() + 20
+    while responder.queries < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    dev.stop()
+    assert responder.queries >= 3
+    assert "service not live (status 2)" in dev.output()
+    assert responder.ops == [] and dev.state().next == 0 and dev.in_doubt() == []
+
+
+def test_top_up_adds_coins_from_the_bank(broker: Mosquitto, responder: Responder, make_device: MakeDevice):
+    dev = make_device(broker.port, coins=3, low_coins=2, topup_count=5, max_ops=6)
+    responder.device_keys["dev1"] = dev.device_key  # type: ignore[attr-defined]
+    out = run_to_end(dev)
+    assert "topup: 5 coins added" in out, out
+    state = dev.state()
+    assert state.counter == 1 and state.gen == 1
+    sent = [s.coin for s in responder.ops]
+    assert sent[:2] == dev.coins[:2] and len(set(sent)) == 6
+    assert set(sent) <= set(dev.coins) | set(responder.minted)
+    assert state.left == 3 + 5 - 6
+
+
+def test_many_operations_with_1kib_readings_in_64k(
+    broker: Mosquitto, responder: Responder, make_device: MakeDevice
+):
+    """200 operations of about 1 KiB of readings each, heap capped at 64 KiB (the bench and
+    the demo run 1,000)."""
+    dev = make_device(
+        broker.port, coins=200, max_ops=200, batch_max=170, sample_interval=0.0001, batch_seconds=5
+    )
+    out = run_to_end(dev, timeout=120)
+    assert "ops=200 results=200 doubts=0" in out, out[-2000:]
+    assert all(s.values == 170 for s in responder.ops)
