@@ -90,7 +90,7 @@ def withdraw(
     admin.fund(owner, count)
     with bank.client("owner", owner) as o:
         _ignore_exists(o.register_device, device, os.urandom(32))
-        return o.withdraw(device, count)  # type: ignore[no-any-return]
+        return o.withdraw(device, count)
 
 
 @dataclass(frozen=True)
