@@ -33,7 +33,7 @@ _NONE = bytes(32)
 R_TIMEOUT = const(10)  # no answer in time
 R_BAD_TAG = const(11)  # a RESULT whose tag, op_id or padding did not check out
 R_NOT_SENT = const(12)  # the broker never acknowledged the OPERATION (it may have left)
-R_RESTART = const(13)  # power was lost (or the device restarted) during the operation
+R_RESTART = const(13)  # the operation was cut: power lost, restart, Ctrl-C, error
 R_BAD_RESULT = const(14)  # the result decrypted but is not the JSON the protocol says
 
 
@@ -86,6 +86,8 @@ class CoinStore:
     def take(self, op_id):
         """Records durably that the next coin is used, by operation op_id, and returns it.
         Call it before the coin can leave the device."""
+        if self.op_id is not None:  # never lose track of a coin: the earlier one is in doubt
+            self.doubt(R_RESTART)
         if self._peeked != self.next:
             self.peek()
         self._peeked = -1  # a peek is good for one take

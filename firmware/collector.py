@@ -216,14 +216,19 @@ class Collector:
         self.n -= used
         if self.n and self._start:
             self._start += int(used * self.cfg["sample_interval"])
-        what, value = self.exchange(frame, wire.T_RESULT, op_id, self.cfg["op_timeout"], (k_enc, k_mac))
-        frame = None
-        self._keep_room()
-        if what == "ok":
-            try:
-                result = json.loads(value)
-            except ValueError:
-                what = "bad result"
+        try:
+            what, value = self.exchange(frame, wire.T_RESULT, op_id, self.cfg["op_timeout"], (k_enc, k_mac))
+            frame = None
+            self._keep_room()
+            if what == "ok":
+                try:
+                    result = json.loads(value)
+                except ValueError:
+                    what = "bad result"
+        except BaseException:  # cut short (Ctrl-C, out of memory): the coin's fate is unknown
+            store.doubt(coinstore.R_RESTART)
+            self.doubts += 1
+            raise
         short = hexlify(op_id[:4]).decode()
         if what != "ok":
             store.doubt(value if what == "error" else coinstore.R_TIMEOUT if what == "timeout"

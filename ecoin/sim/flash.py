@@ -29,7 +29,7 @@ REASONS = {
     10: "no answer",
     11: "bad tag",
     12: "not acknowledged by the broker",
-    13: "power lost during the operation",
+    13: "operation cut (power lost, restart or device error)",
     14: "bad result",
 }
 

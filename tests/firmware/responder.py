@@ -44,6 +44,7 @@ class Responder:
     queries: int = 0
     minted: list[bytes] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    delay: float = 0.0  # seconds an analysis takes (keeps operations in flight longer)
 
     def __post_init__(self) -> None:
         self.release = threading.Event()  # mode "hold": results wait for this
@@ -123,6 +124,8 @@ class Responder:
             self.ops.append(Seen(device, op_id, coin, len(values)))
             if op_id not in self.by_coin[coin]:
                 self.by_coin[coin].append(op_id)
+        if self.delay:
+            time.sleep(self.delay)
         if self.mode == "silent":
             return None
         if self.mode == "error":

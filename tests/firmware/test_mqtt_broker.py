@@ -1,0 +1,141 @@
+"""The firmware's MQTT client against a real Mosquitto: QoS 1 both ways, keepalive, a broker
+restarted in the middle of an operation, and a broker that is not there."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from ecoin.sim.deploy import install_firmware
+from ecoin.testing import Mosquitto, free_port
+
+from .conftest import MakeDevice, micropython, nodelay_broker
+from .responder import Responder
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_qos1_round_trip_and_keepalive_under_micropython(broker: Mosquitto, tmp_path: Path):
+    fw = tmp_path / "fw"
+    install_firmware(fw, "sim", mpy=True)
+    proc = subprocess.Popen(
+        [micropython(), "-X", "heapsize=64K", str(HERE / "mp_mqtt.py"), str(broker.port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"MICROPYPATH": str(fw)},
+    )
+    assert proc.stdout
+    lines = []
+    for line in proc.stdout:
+        if not line.startswith("mqtt: connected"):
+            lines.append(line.strip())
+        if line.strip() == "ready":
+            cp = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+            cp.connect("127.0.0.1", broker.port)
+            cp.loop_start()
+            cp.publish("t/from-cpython", b"hello device", qos=1).wait_for_publish(5)
+            cp.loop_stop()
+            cp.disconnect()
+    assert proc.wait(30) == 0, lines
+    assert lines == [
+        "connected True",
+        "published True True",
+        "echo True",
+        "ready",
+        "from cpython True",
+        "alive after pings True",
+        "done",
+    ], lines
+
+
+def test_broker_restarted_mid_operation_then_the_device_finishes_it(
+    tmp_path: Path, responder: Responder, broker: Mosquitto, make_device: MakeDevice
+):
+    responder.mode = "hold"  # the result waits until the broker has come back
+    dev = make_device(broker.port, max_ops=1, op_timeout=30.0, io_timeout=1.0)
+    dev.start()
+    deadline = time.monotonic() + 20
+    while not responder.ops and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert responder.ops, dev.output()
+    broker.stop()  # mid-operation: the coin is out, the answer is not back
+    assert dev.wait_for("mqtt: connection lost", timeout=10), dev.output()
+    time.sleep(0.5)
+    broker.start()
+    assert dev.wait_for("mqtt: connected", count=2, timeout=20), dev.output()
+    deadline = time.monotonic() + 20
+    while not responder.client.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the responder's own resubscription settle
+    responder.flush_held()
+    assert dev.wait(30) == 0
+    out = dev.output()
+    assert "ops=1 results=1 doubts=0" in out, out
+    assert dev.in_doubt() == [] and dev.state().next == 1
+    assert responder.coins_sent_twice() == {}
+
+
+def _delays(out: str) -> list[int]:
+    return [int(d) for d in re.findall(r"unreachable \(.*\); attempt \d+, next in (\d+) ms", out)]
+
+
+def test_broker_unreachable_bounded_waits_and_clear_messages(
+    tmp_path: Path, coin_key, make_device: MakeDevice
+):
+    port = free_port()  # nothing listens here yet
+    dev = make_device(port, batch_seconds=0.2, io_timeout=1.0).start()
+    assert dev.wait_for("ms\n", count=4, timeout=20), dev.output()  # four attempts: "next in N ms"
+    assert dev.wait_for("broker unreachable; ", timeout=10)  # the loop goes on: nothing blocks
+    out = dev.output()
+    assert f"mqtt: broker 127.0.0.1:{port} unreachable ([Errno 111] ECONNREFUSED)" in out, out
+    delays = _delays(out)
+    assert all(125 <= d <= 30000 for d in delays) and delays[3] > delays[0], delays
+    assert dev.running and dev.state().next == 0 and dev.in_doubt() == []  # no coin spent
+
+    with nodelay_broker(tmp_path / "late", port) as late:
+        r = Responder(late.port, coin_key[0]).start()
+        try:
+            assert dev.wait_for("result {", timeout=30), dev.output()
+        finally:
+            r.stop()
+        dev.stop()
+    assert dev.state().next >= 1
+
+
+def test_silent_broker_is_bounded_by_io_timeout(tmp_path: Path, make_device: MakeDevice):
+    """A broker that accepts the connection and then says nothing (a bad link): each attempt
+    gives up after io_timeout and says so."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        dev = make_device(srv.getsockname()[1], io_timeout=0.5).start()
+        assert dev.wait_for("unreachable (no CONNACK)", count=2, timeout=20), dev.output()
+        assert dev.running
+        dev.stop()
+    finally:
+        stop.set()
+        t.join()
+        for c in conns:
+            c.close()
+        srv.close()

@@ -1,0 +1,72 @@
+"""Power loss: the device process is killed (SIGKILL) at 200 random moments while it operates
+and restarted each time. No coin may ever be sent twice, and every coin must be accounted
+for: unused, spent (answered with a verified result) or in doubt."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from ecoin.sim import SimDevice
+from ecoin.sim.flash import read_coins
+from ecoin.testing import Mosquitto
+
+from .conftest import MakeDevice
+from .responder import Responder
+
+KILLS = 200
+R_RESTART = 13
+
+
+def test_sigkill_at_200_random_moments(broker: Mosquitto, responder: Responder, make_device: MakeDevice):
+    dev: SimDevice = make_device(
+        broker.port, coins=2000, batch_max=4, sample_interval=0.001, batch_seconds=0.002, op_timeout=2.0
+    )
+    responder.delay = 0.02  # an analysis takes a while: more cuts land while a coin is out
+    rng = random.Random(20261122)
+    in_flight = 0  # kills that cut an operation between take and answer
+    for _ in range(KILLS):
+        dev.start()
+        time.sleep(rng.uniform(0.0, 0.3))  # boot takes about 40 ms, an operation about 10 ms
+        dev.kill()
+        state = dev.state()  # the flash is consistent after every cut
+        in_flight += state.pending_op is not None
+        assert state.next <= state.count
+    dev.start()  # a last, clean boot settles the operation cut by the last kill
+    assert dev.wait_for("mqtt: connected", timeout=20)
+    dev.stop()
+
+    out = dev.output()
+    assert out.count("ecoin collector starting") > KILLS // 2  # some cuts come before the first line
+    assert "Traceback" not in out and "cannot start" not in out and "memory" not in out
+
+    # No coin ever sent twice: one operation per coin, whatever the broker redelivered.
+    assert responder.coins_sent_twice() == {}
+    assert responder.errors == []
+
+    # Every coin accounted for.
+    state = dev.state()
+    coins = read_coins(dev.flash_dir, state)
+    assert coins == dev.coins  # type: ignore[attr-defined]
+    assert state.pending_op is None
+    used, unused = coins[: state.next], coins[state.next :]
+    doubts = dev.in_doubt()
+    doubt_coins = [d.coin for d in doubts]
+    assert len(set(doubt_coins)) == len(doubt_coins)  # each in doubt once
+    assert len({d.op_id for d in doubts}) == len(doubts)
+    assert set(doubt_coins) <= set(used)
+    seen = responder.by_coin
+    assert set(seen) <= set(used)  # nothing unused ever left the device
+    assert not set(seen) & set(unused)
+    spent = set(used) - set(doubt_coins)
+    assert spent <= set(seen)  # spent means the responder got it and answered
+    for d in doubts:  # an in-doubt record names the operation that carried its coin
+        if d.coin in seen:
+            assert seen[d.coin] == [d.op_id]
+    assert len(spent) + len(doubt_coins) == state.next
+
+    # The kills did land inside operations, and those coins went in doubt at the next boot.
+    restarts = sum(d.reason == R_RESTART for d in doubts)
+    print(f"{in_flight} of {KILLS} kills in flight: {len(spent)} spent, {len(doubts)} in doubt")
+    assert in_flight >= 20 and 1 <= restarts <= in_flight
+    assert len(spent) > KILLS  # operations kept completing between the kills
