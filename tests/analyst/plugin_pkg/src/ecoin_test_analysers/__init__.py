@@ -16,6 +16,11 @@ def _median(readings: dict[str, Any]) -> float:
     return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
+def _slow(readings: dict[str, Any], delay: float = 0.05) -> float:
+    time.sleep(delay)  # a heavy analysis, so that a test can catch operations in flight
+    return sum(readings["values"]) / len(readings["values"])
+
+
 def _sleep(readings: dict[str, Any]) -> None:
     time.sleep(3600)  # hangs: the worker's time limit must end it
 
@@ -42,6 +47,7 @@ _SMALL = {**READINGS_SCHEMA, "properties": {**READINGS_SCHEMA["properties"]}}
 _SMALL["properties"]["values"] = {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "number"}}
 
 MEDIAN = Analyser("median", "The median of the values (at most 16 values).", _median, schema=_SMALL)
+SLOW = Analyser("slow", "The average, after a pause (option delay, seconds).", _slow, options={"delay": 0.05})
 SLEEPY = Analyser("sleepy", "Never answers.", _sleep)
 CRASHY = Analyser("crashy", "Kills its process.", _crash)
 RAISER = Analyser("raiser", "Raises an exception.", _raise)
