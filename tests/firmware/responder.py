@@ -100,6 +100,11 @@ class Responder:
             return
         client.publish(down, answer, qos=1)
 
+    def answer(self, device: str, frame: bytes) -> bytes | None:
+        """The answer to one frame from a device (for transports other than MQTT)."""
+        kind, op_id = wire.frame_type(frame)
+        return self._answer(device, kind, op_id, frame)
+
     def _answer(self, device: str, kind: int, op_id: bytes, frame: bytes) -> bytes | None:
         if kind == wire.T_QUERY:
             self.queries += 1

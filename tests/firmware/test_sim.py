@@ -1,0 +1,125 @@
+"""The simulator: deployment, the ecoin-sim command, the CPython compatibility runtime and the
+serial transport (the gateway's framing over the sim board's TCP stand-in for a UART)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from ecoin.gateway import framing
+from ecoin.sim import SimDevice, deploy_device
+from ecoin.sim.deploy import DeployError
+from ecoin.testing import Mosquitto, free_port
+
+from .conftest import FAST, MakeDevice
+from .responder import Responder
+
+SIM = [sys.executable, "-m", "ecoin.sim.cli"]
+
+
+def sim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SIM, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_the_commands():
+    out = sim("--help")
+    assert out.returncode == 0
+    for command in ("deploy", "run", "status", "claim"):
+        assert command in out.stdout
+
+
+def test_deploy_refuses_a_flash_that_holds_coins(tmp_path: Path, coin_key):
+    args = (tmp_path / "d", "dev1", {"service": "average"}, [os.urandom(32)], os.urandom(32), coin_key[1])
+    deploy_device(*args)
+    with pytest.raises(DeployError, match="already holds a coin store"):
+        deploy_device(*args)
+    with pytest.raises(DeployError, match="32-byte coins"):
+        deploy_device(tmp_path / "e", "dev1", {"service": "average"}, b"short", os.urandom(32), coin_key[1])
+
+
+def test_cli_deploys_runs_a_fleet_and_reports(
+    tmp_path: Path, broker: Mosquitto, responder: Responder, coin_key
+):
+    kid, (n, e) = coin_key[1]
+    (tmp_path / "coin.json").write_text(json.dumps({"kid": kid.hex(), "n": format(n, "x"), "e": e}))
+    (tmp_path / "cfg.json").write_text(json.dumps({**FAST, "max_ops": 3}))
+    for name in ("dev-a", "dev-b"):
+        (tmp_path / f"{name}.coins").write_bytes(os.urandom(32 * 10))
+        (tmp_path / f"{name}.key").write_bytes(os.urandom(32))
+        out = sim(
+            "deploy", str(tmp_path / "fleet" / name), "--device-id", name, "--service", "average",
+            "--coins", str(tmp_path / f"{name}.coins"), "--device-key", str(tmp_path / f"{name}.key"),
+            "--bank-key", str(tmp_path / "coin.json"), "--config", str(tmp_path / "cfg.json"),
+            "--broker", f"127.0.0.1:{broker.port}", "--set", "seed=7",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert f"deployed {name}" in out.stdout and "10 coins" in out.stdout
+    again = sim(
+        "deploy", str(tmp_path / "fleet" / "dev-a"), "--device-id", "dev-a", "--service", "average",
+        "--coins", str(tmp_path / "dev-a.coins"), "--device-key", str(tmp_path / "dev-a.key"),
+        "--bank-key", str(tmp_path / "coin.json"),
+    )  # fmt: skip
+    assert again.returncode == 2 and "already holds a coin store" in again.stderr
+    assert "Traceback" not in again.stderr
+
+    run = sim("run", str(tmp_path / "fleet"), "--devices", "2")
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name in ("dev-a", "dev-b"):
+        assert f"[{name}] collector done: ops=3 results=3" in run.stdout, run.stdout
+    assert len(responder.ops) == 6 and responder.coins_sent_twice() == {}
+
+    status = sim("status", str(tmp_path / "fleet"))
+    assert "dev-a: 7 coins left of 10, 0 in doubt" in status.stdout
+    claim = sim("claim", str(tmp_path / "fleet" / "dev-b"))
+    assert json.loads(claim.stdout) == {"device_id": "dev-b", "coins": []}
+
+
+def test_cpython_runtime_runs_the_same_firmware(
+    tmp_path: Path, broker: Mosquitto, responder: Responder, coin_key
+):
+    """Where there is no micropython binary (arm64), the same firmware runs on CPython."""
+    cfg = {**FAST, "broker_port": broker.port, "max_ops": 3}
+    flash = deploy_device(tmp_path / "d", "dev1", cfg, [os.urandom(32) for _ in range(5)], os.urandom(32),
+                          coin_key[1], mpy=False)  # fmt: skip
+    assert not list(flash.glob("*.mpy"))
+    dev = SimDevice(flash, runtime="cpython").start()
+    assert dev.wait(60) == 0
+    out = dev.output()
+    assert "running the firmware on CPython" in out
+    assert "ops=3 results=3 doubts=0 left=2" in out, out
+
+
+def test_serial_transport_through_the_gateways_framing(tmp_path: Path, make_device: MakeDevice, coin_key):
+    """The device speaks COBS+CRC frames on its "UART" (a TCP port on the sim board); this
+    side reads and writes them with ecoin.gateway.framing through pyserial, as a gateway would."""
+    port = free_port()
+    dev = make_device(0, transport="serial", serial_port=f"tcp:{port}", max_ops=3, query_timeout=1.0)
+    dev.start()
+    assert dev.wait_for("via serial tcp:", timeout=20), dev.output()
+    answerer = Responder(0, coin_key[0])
+    line = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.1)
+    decoder = framing.Decoder()
+    deadline = time.monotonic() + 60
+    try:
+        while dev.running and time.monotonic() < deadline:
+            try:
+                data = line.read(4096)
+            except serial.SerialException:  # the device finished and closed its end
+                break
+            for frame in decoder.feed(data):
+                answer = answerer.answer("dev1", frame)
+                if answer:
+                    line.write(framing.encode(answer))
+    finally:
+        line.close()
+    assert dev.wait(10) == 0
+    out = dev.output()
+    assert "ops=3 results=3 doubts=0" in out, out
+    assert len(answerer.ops) == 3 and decoder.dropped == 0
