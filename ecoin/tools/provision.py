@@ -1,0 +1,362 @@
+"""``ecoin-provision``: make a device's bundle (key, bank registration, coins, broker
+password, config), put it on a board with mpremote or into a simulator's flash directory,
+and claim refunds for the coins a device holds in doubt. See docs/PROVISIONING.md.
+
+Settings come from flags, else from the ``[provision]`` table of ``--config FILE``, else
+from the defaults below. The library is ``ecoin.tools.provisioning``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecoin import config as ecoin_config
+from ecoin.bank.errors import BankError
+from ecoin.sim.flash import FlashError
+from ecoin.tools.provisioning import (
+    BankParams,
+    BoardTarget,
+    Broker,
+    ProvisionError,
+    SimTarget,
+    claim_refunds,
+    device_status,
+    find_bundle,
+    install_bundle,
+    provision_device,
+)
+from ecoin.tools.provisioning.bundle import load_meta
+from ecoin.tools.provisioning.common import tty_confirm
+
+BOARDS = ("sim", "esp32", "pico_w")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``[provision]`` table of the config file (every key optional)."""
+
+    bank: str = ""  # https://host:port
+    pki: str = ""  # a PKI directory, with owner: the owner's certificate inside it
+    owner: str = ""
+    owner_cert: str = ""  # or the three files directly
+    owner_key: str = ""
+    ca: str = ""
+    service: str = ""
+    coins: int = 1000
+    board: str = "sim"
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    tls: bool = False
+    broker_credentials: str = ""
+    out: str = "build/devices"
+    mpremote: str = ""
+    device: dict[str, Any] = field(default_factory=dict)  # extra firmware settings (config.json)
+
+
+def _pick(args: argparse.Namespace, cfg: Settings, name: str) -> Any:
+    value = getattr(args, name, None)
+    return getattr(cfg, name) if value is None else value
+
+
+def _bank(args: argparse.Namespace, cfg: Settings) -> BankParams:
+    url = _pick(args, cfg, "bank")
+    if not url:
+        raise ProvisionError("give the bank's URL: --bank https://HOST:PORT")
+    cert, key, ca = (_pick(args, cfg, n) for n in ("owner_cert", "owner_key", "ca"))
+    if cert or key:
+        if not (cert and key and ca):
+            raise ProvisionError("--owner-cert needs --owner-key and --ca")
+        return BankParams(url, Path(cert), Path(key), Path(ca))
+    pki, owner = _pick(args, cfg, "pki"), _pick(args, cfg, "owner")
+    if not (pki and owner):
+        raise ProvisionError("give the owner: --pki DIR --owner NAME, or --owner-cert/--owner-key/--ca")
+    return BankParams.from_pki(url, pki, owner)
+
+
+def _settings(text: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in text:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ProvisionError(f"--set wants KEY=VALUE, not {item!r}")
+        try:
+            out[key] = json.loads(value)  # numbers, true/false, null, quoted strings
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_new(args: argparse.Namespace, cfg: Settings) -> int:
+    service = _pick(args, cfg, "service")
+    if not service:
+        raise ProvisionError("give the service the device buys: --service NAME (e.g. average)")
+    creds = _pick(args, cfg, "broker_credentials")
+    wifi = Path(args.wifi_password_file).read_text().strip() if args.wifi_password_file else None
+    out = Path(_pick(args, cfg, "out"))
+    before = load_meta(out / args.device_id) if (out / args.device_id).is_dir() else None
+    bundle = provision_device(
+        _bank(args, cfg),
+        args.device_id,
+        service,
+        coins=_pick(args, cfg, "coins"),
+        out_dir=out,
+        board=_pick(args, cfg, "board"),
+        broker=Broker(
+            _pick(args, cfg, "broker_host"),
+            _pick(args, cfg, "broker_port"),
+            bool(_pick(args, cfg, "tls")),
+            credentials=Path(creds) if creds else None,
+        ),
+        config={**cfg.device, **_settings(args.set)},
+        ca_cert=(_pick(args, cfg, "ca") or None) if _pick(args, cfg, "tls") else None,
+        wifi_password=wifi,
+        mpy=False if args.source else None,
+        renew=args.renew,
+        yes=args.yes,
+        confirm=tty_confirm,
+        progress=True,
+    )
+    meta = load_meta(bundle) or {}
+    if before and before.get("state") == "complete" and not args.renew:
+        print(f"{args.device_id}: already provisioned, nothing withdrawn (config.json refreshed)")
+    print(
+        f"{meta['device_id']}: bundle {bundle} (generation {meta['generation']}, {meta['coins']} coins, "
+        f"board {meta['board']}, service {meta['service']})"
+    )
+    return 0
+
+
+def cmd_flash(args: argparse.Namespace, cfg: Settings) -> int:
+    if args.device_id and args.device and args.device_id != args.device:
+        raise ProvisionError("DEVICE_ID and --device disagree")
+    bundle = find_bundle(_pick(args, cfg, "out"), args.device_id or args.device)
+    t = BoardTarget(args.port, _pick(args, cfg, "mpremote") or None)
+    sizes = install_bundle(bundle, t, board=args.board, yes=args.yes, confirm=tty_confirm, progress=True)
+    for name, size in sizes.items():
+        print(f"{size:>10} {name}")
+    print(f"{bundle.name}: {len(sizes)} files on {args.port}, sizes and coin store checked")
+    if args.reset:
+        t.run("reset")
+        print("board reset: the firmware starts")
+    else:
+        print(f"reset the board (or: mpremote connect {args.port} reset) to start the firmware")
+    return 0
+
+
+def cmd_deploy_sim(args: argparse.Namespace, cfg: Settings) -> int:
+    bundle = find_bundle(_pick(args, cfg, "out"), args.device_id)
+    t = SimTarget(args.flash, create=True)
+    sizes = install_bundle(bundle, t, board="sim", yes=args.yes, confirm=tty_confirm, progress=True)
+    print(f"{bundle.name}: {len(sizes)} files in {args.flash}, sizes and coin store checked")
+    return 0
+
+
+def cmd_refund(args: argparse.Namespace, cfg: Settings) -> int:
+    report = claim_refunds(
+        _bank(args, cfg),
+        args.device_id,
+        port=args.port,
+        flash_dir=args.flash,
+        refund=not args.check,
+        mpremote=_pick(args, cfg, "mpremote") or None,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    for claim in report.claims:
+        print(claim.line())
+    counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.counts().items()))
+    verb = "checked" if args.check else "claimed"
+    print(f"{args.device_id}: {len(report.claims)} coins {verb} ({counts or 'none in doubt'})")
+    print(f"on the device: {report.settled}")
+    _repl_note(args.port)
+    return 0
+
+
+def _repl_note(port: str | None) -> None:
+    if port:  # mpremote stopped the firmware to read the flash
+        print(
+            f"the board is at its REPL: reset it (mpremote connect {port} reset) to restart it",
+            file=sys.stderr,
+        )
+
+
+def cmd_status(args: argparse.Namespace, cfg: Settings) -> int:
+    info = device_status(port=args.port, flash_dir=args.flash, mpremote=_pick(args, cfg, "mpremote") or None)
+    if info["device_id"] != args.device_id:
+        raise ProvisionError(f"{info['target']} holds device {info['device_id']!r}, not {args.device_id!r}")
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(
+        f"{info['device_id']} ({info['service']}) on {info['target']}: {info['coins_left']} coins left, "
+        f"{info['coins_used']} used, {len(info['in_doubt'])} in doubt"
+        + (", 1 operation pending" if info["pending"] else "")
+        + f"; top-up counter {info['topup_counter']}"
+    )
+    for d in info["in_doubt"]:
+        print(f"  in doubt: coin {d['coin']}  op {d['op_id'][:12]}  {d['why']}")
+    _repl_note(args.port)
+    return 0
+
+
+def _bank_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("the bank and the owner (who pays for the coins)")
+    g.add_argument("--bank", help="the bank's URL, https://HOST:PORT")
+    g.add_argument("--pki", help="PKI directory holding owner/NAME.crt|.key and ca.crt (with --owner)")
+    g.add_argument("--owner", help="the owner's name in the PKI (the CN of its certificate)")
+    g.add_argument("--owner-cert", help="the owner's certificate (instead of --pki/--owner)")
+    g.add_argument("--owner-key", help="the owner's private key")
+    g.add_argument("--ca", help="the project CA (also copied onto the device as ca.crt with --tls)")
+
+
+def _where(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--port", help=f"a board's serial port (e.g. /dev/ttyUSB0): {what} through mpremote")
+    g.add_argument("--flash", type=Path, help=f"a simulated device's flash directory: {what} there")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML file with a [provision] table of defaults")
+    p.add_argument("--mpremote", help="the mpremote executable (default: the venv's)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecoin-provision",
+        description="Provision ecoin devices: make a device's bundle (key, bank registration, coins, "
+        "broker password, config), put it on a board or a simulator, claim refunds of coins in doubt.",
+        epilog="Flags override the [provision] table of --config. See docs/PROVISIONING.md.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "new",
+        help="make (or finish) a device's bundle: register it, withdraw coins",
+        description="Generate a device key, register the device at the bank, withdraw its coins and write "
+        "its bundle (the flash layout) into OUT/DEVICE_ID. Safe to re-run: a finished bundle is never "
+        "withdrawn again, and an interrupted run picks up the same coins (idempotent request id).",
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID", help="1-32 of A-Z a-z 0-9 . _ -")
+    s.add_argument("--service", help="the analysis the device buys (e.g. average)")
+    s.add_argument("--coins", type=int, help="coins to withdraw (1-10000; default 1000)")
+    s.add_argument("--board", choices=BOARDS, help="firmware for this board (default sim)")
+    s.add_argument("--broker-host", help="the MQTT broker the device connects to (default 127.0.0.1)")
+    s.add_argument("--broker-port", type=int, help="its port (default 1883)")
+    s.add_argument(
+        "--tls", action="store_true", default=None, help="TLS to the broker (copies --ca as ca.crt)"
+    )
+    s.add_argument(
+        "--broker-credentials",
+        help="credentials.toml of `ecoin-gateway broker-config`: "
+        "take the device's broker password from it (added there if missing)",
+    )
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting of config.json (firmware/start.py), e.g. wifi_ssid=home",
+    )
+    s.add_argument("--wifi-password-file", help="file holding the WiFi password (written 0600 as wifi.pass)")
+    s.add_argument("--source", action="store_true", help="put .py sources on the device instead of .mpy")
+    s.add_argument(
+        "--renew",
+        action="store_true",
+        help="withdraw a new generation of coins for an existing "
+        "bundle (its old coin store is kept in archive/ for refunds)",
+    )
+    s.add_argument("--yes", action="store_true", help="confirm --renew without asking")
+    s.add_argument("--out", help="where bundles are written (default build/devices)")
+    _bank_flags(s)
+    _common(s)
+    s.set_defaults(func=cmd_new)
+
+    s = sub.add_parser(
+        "flash",
+        help="copy a bundle onto a board with mpremote and verify it",
+        description="Copy a device's bundle onto a MicroPython board with mpremote (fs cp), state.bin "
+        "last, then list the board to check every size and the coin store's SHA-256. Asks before "
+        "replacing a coin store already on the board (--yes to confirm without a terminal).",
+    )
+    s.add_argument(
+        "device_id",
+        metavar="DEVICE_ID",
+        nargs="?",
+        help="the bundle (default: --device, or the only bundle in --out)",
+    )
+    s.add_argument("--device", help="the bundle, as DEVICE_ID (the form `make flash` uses)")
+    s.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0 or /dev/ttyACM0")
+    s.add_argument("--board", choices=BOARDS, help="refuse a bundle made for another board")
+    s.add_argument("--yes", action="store_true", help="replace a coin store on the board without asking")
+    s.add_argument("--reset", action="store_true", help="reset the board afterwards (starts the firmware)")
+    s.add_argument("--out", help="where bundles are (default build/devices)")
+    _common(s)
+    s.set_defaults(func=cmd_flash)
+
+    s = sub.add_parser(
+        "deploy-sim",
+        help="put a bundle into a simulated device's flash directory",
+        description="Copy a device's bundle into a simulated device's flash directory (created if "
+        "needed; stop the simulated device first). Same safety rule as flash: asks before "
+        "replacing a coin store.",
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("--flash", required=True, type=Path, help="the simulated device's flash directory")
+    s.add_argument("--yes", action="store_true", help="replace a coin store there without asking")
+    s.add_argument("--out", help="where bundles are (default build/devices)")
+    _common(s)
+    s.set_defaults(func=cmd_deploy_sim)
+
+    s = sub.add_parser(
+        "refund",
+        help="claim the device's in-doubt coins at the bank",
+        description="Read the device's in-doubt coins (a board through mpremote, or a simulated flash "
+        "directory), claim them at the bank with the owner's certificate and print the result per "
+        "coin: refunded, redeemed (by whom, when), already refunded, or unknown. Coins are shown as "
+        "short hashes only. Claiming again is harmless.",
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID")
+    _where(s, "read its coins")
+    s.add_argument("--check", action="store_true", help="only ask the bank; refund nothing")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    _bank_flags(s)
+    _common(s)
+    s.set_defaults(func=cmd_refund)
+
+    s = sub.add_parser(
+        "status",
+        help="show a device's coins left and in doubt",
+        description="Read a device's coin store (a board through mpremote, or a simulated flash "
+        "directory): coins left and used, coins in doubt and why, the top-up counter.",
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID")
+    _where(s, "read its coin store")
+    s.add_argument("--json", action="store_true", help="print as JSON")
+    _common(s)
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        table = ecoin_config.read(args.config).get("provision", {}) if args.config else {}
+        cfg = ecoin_config.build(Settings, table, "provision")
+        return int(args.func(args, cfg))
+    except (ProvisionError, BankError, FlashError, ecoin_config.ConfigError, OSError) as exc:
+        print(f"ecoin-provision: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ecoin-provision: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
