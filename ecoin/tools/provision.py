@@ -118,13 +118,19 @@ def cmd_new(args: argparse.Namespace, cfg: Settings) -> int:
         wifi_password=wifi,
         mpy=False if args.source else None,
         renew=args.renew,
+        reconfigure=args.reconfigure,
         yes=args.yes,
         confirm=tty_confirm,
         progress=True,
     )
     meta = load_meta(bundle) or {}
     if before and before.get("state") == "complete" and not args.renew:
-        print(f"{args.device_id}: already provisioned, nothing withdrawn (config.json refreshed)")
+        done = (
+            "settings rewritten"
+            if args.reconfigure
+            else "nothing changed (--reconfigure applies new settings)"
+        )
+        print(f"{args.device_id}: already provisioned, nothing withdrawn; {done}")
     print(
         f"{meta['device_id']}: bundle {bundle} (generation {meta['generation']}, {meta['coins']} coins, "
         f"board {meta['board']}, service {meta['service']})"
@@ -137,10 +143,19 @@ def cmd_flash(args: argparse.Namespace, cfg: Settings) -> int:
         raise ProvisionError("DEVICE_ID and --device disagree")
     bundle = find_bundle(_pick(args, cfg, "out"), args.device_id or args.device)
     t = BoardTarget(args.port, _pick(args, cfg, "mpremote") or None)
-    sizes = install_bundle(bundle, t, board=args.board, yes=args.yes, confirm=tty_confirm, progress=True)
+    sizes = install_bundle(
+        bundle,
+        t,
+        board=args.board,
+        firmware_only=args.firmware_only,
+        yes=args.yes,
+        confirm=tty_confirm,
+        progress=True,
+    )
     for name, size in sizes.items():
         print(f"{size:>10} {name}")
-    print(f"{bundle.name}: {len(sizes)} files on {args.port}, sizes and coin store checked")
+    what = "firmware and settings (coins kept)" if args.firmware_only else "sizes and coin store checked"
+    print(f"{bundle.name}: {len(sizes)} files on {args.port}, {what}")
     if args.reset:
         t.run("reset")
         print("board reset: the firmware starts")
@@ -152,7 +167,15 @@ def cmd_flash(args: argparse.Namespace, cfg: Settings) -> int:
 def cmd_deploy_sim(args: argparse.Namespace, cfg: Settings) -> int:
     bundle = find_bundle(_pick(args, cfg, "out"), args.device_id)
     t = SimTarget(args.flash, create=True)
-    sizes = install_bundle(bundle, t, board="sim", yes=args.yes, confirm=tty_confirm, progress=True)
+    sizes = install_bundle(
+        bundle,
+        t,
+        board="sim",
+        firmware_only=args.firmware_only,
+        yes=args.yes,
+        confirm=tty_confirm,
+        progress=True,
+    )
     print(f"{bundle.name}: {len(sizes)} files in {args.flash}, sizes and coin store checked")
     return 0
 
@@ -272,6 +295,12 @@ def _parser() -> argparse.ArgumentParser:
         help="withdraw a new generation of coins for an existing "
         "bundle (its old coin store is kept in archive/ for refunds)",
     )
+    s.add_argument(
+        "--reconfigure",
+        action="store_true",
+        help="rewrite a finished bundle's config.json (and broker.pass, ca.crt) from the flags; "
+        "coins and keys stay (then: flash --firmware-only)",
+    )
     s.add_argument("--yes", action="store_true", help="confirm --renew without asking")
     s.add_argument("--out", help="where bundles are written (default build/devices)")
     _bank_flags(s)
@@ -296,6 +325,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--board", choices=BOARDS, help="refuse a bundle made for another board")
     s.add_argument("--yes", action="store_true", help="replace a coin store on the board without asking")
     s.add_argument("--reset", action="store_true", help="reset the board afterwards (starts the firmware)")
+    s.add_argument(
+        "--firmware-only",
+        action="store_true",
+        help="copy everything but the coin store onto the same device (update firmware or settings)",
+    )
     s.add_argument("--out", help="where bundles are (default build/devices)")
     _common(s)
     s.set_defaults(func=cmd_flash)
@@ -310,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("device_id", metavar="DEVICE_ID")
     s.add_argument("--flash", required=True, type=Path, help="the simulated device's flash directory")
     s.add_argument("--yes", action="store_true", help="replace a coin store there without asking")
+    s.add_argument("--firmware-only", action="store_true", help="everything but the coin store")
     s.add_argument("--out", help="where bundles are (default build/devices)")
     _common(s)
     s.set_defaults(func=cmd_deploy_sim)

@@ -188,6 +188,17 @@ def test_mpremote_flashes_the_bundle_onto_the_simulated_board(owner, tmp_path):
         status = cli("status", "dev-2", "--port", board.port).stdout
         assert "1000 coins left" in status and "top-up counter 7" in status
 
+        # New settings reach the device without touching its coins.
+        mpremote(board.port, "exec", "import start\ns = start.open_store()\ns.take(b'2' * 16)\ns.spent()")
+        provision_device(owner, "dev-2", "average", out_dir=out, broker=Broker(port=1999))
+        assert (
+            json.loads((bundle / "config.json").read_text())["broker_port"] == 1884
+        )  # a re-run changes nothing
+        provision_device(owner, "dev-2", "average", out_dir=out, broker=Broker(port=1999), reconfigure=True)
+        cli("flash", "dev-2", "--port", board.port, "--out", str(out), "--firmware-only")
+        assert json.loads((board_flash / "config.json").read_text())["broker_port"] == 1999
+        assert flash.read_state(board_flash).next == 1  # the coin store stayed
+
 
 def test_refund_of_in_doubt_coins_from_a_board(bank_server, owner, tmp_path):
     out = tmp_path / "devices"

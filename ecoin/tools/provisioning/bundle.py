@@ -176,6 +176,7 @@ def provision_device(
     wifi_password: str | None = None,
     mpy: bool | None = None,
     renew: bool = False,
+    reconfigure: bool = False,
     yes: bool = False,
     confirm: Confirm | None = None,
     progress: bool = False,
@@ -184,9 +185,10 @@ def provision_device(
 
     ``bank``: a ``BankClient`` with the owner's certificate, or ``BankParams``. ``config``:
     extra firmware settings (firmware/start.py). ``ca_cert``: copied as ``ca.crt`` (a TLS
-    broker). A complete bundle is not withdrawn again: its config.json and broker.pass are
-    refreshed from the arguments and it is returned. ``renew=True`` withdraws a new
-    generation of coins (asks first: the old coin store is archived in the bundle).
+    broker). A complete bundle is returned as it is: nothing is withdrawn or changed, unless
+    ``reconfigure=True`` (config.json, and broker.pass and ca.crt when given, are rewritten
+    from the arguments; never coins or keys). ``renew=True`` withdraws a new generation of
+    coins (asks first: the old coin store is archived in the bundle).
     """
     check_names(device_id, service)
     if not 1 <= coins <= MAX_COINS:
@@ -201,7 +203,8 @@ def provision_device(
     meta = load_meta(bundle)
     if meta and meta.get("state") == "complete" and not renew:
         _check_same(meta, service, board, coins)
-        _refresh(bundle, device_id, cfg, brk)
+        if reconfigure:
+            _reconfigure(bundle, device_id, cfg, brk, ca_cert)
         return bundle
     steps = Progress(f"provision {device_id}", 5, progress)
     fresh = meta is None
@@ -232,7 +235,8 @@ def provision_device(
 
 def _start(bundle: Path, device_id: str, service: str, board: str, coins: int) -> dict[str, Any]:
     bundle.mkdir(parents=True, exist_ok=True)
-    if any(bundle.iterdir()):
+    # Only what an interrupted start leaves (a key not yet registered) may be there already.
+    if {p.name for p in bundle.iterdir()} - {"device.key", "device.key.part", f"{META}.part"}:
         raise ProvisionError(f"{bundle} exists and is not a bundle; move it away first")
     os.chmod(bundle, 0o700)  # coins are money and the device key a secret: the owner's eyes only
     write_file(bundle / "device.key", os.urandom(32), 0o600)
@@ -259,13 +263,16 @@ def _check_same(meta: dict[str, Any], service: str, board: str, coins: int) -> N
             )
 
 
-def _refresh(bundle: Path, device_id: str, cfg: dict[str, Any], brk: Broker) -> None:
-    """Settings only (never coins or keys): safe to bring up to date on every run."""
-    write_file(
-        bundle / "config.json", (json.dumps({**cfg, "device_id": device_id}, indent=1) + "\n").encode()
-    )
+def _reconfigure(
+    bundle: Path, device_id: str, cfg: dict[str, Any], brk: Broker, ca_cert: str | Path | None
+) -> None:
+    """Settings only: coins and keys are never touched, so this is always safe."""
+    text = json.dumps({**cfg, "device_id": device_id}, indent=1) + "\n"
+    write_file(bundle / "config.json", text.encode())
     if brk.password or brk.credentials:
         write_file(bundle / "broker.pass", broker_password(device_id, brk).encode(), 0o600)
+    if ca_cert:
+        write_file(bundle / "ca.crt", Path(ca_cert).read_bytes())
 
 
 def _renew(
@@ -297,6 +304,7 @@ def _renew(
     meta.update(
         generation=gen + 1, state="registered", service=service, board=board, coins=coins, counter=counter
     )
+    meta["deployed"] = []  # the new coins are on no device yet
     save_meta(bundle, meta)
     return meta
 

@@ -20,12 +20,15 @@ import hashlib
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ecoin.sim import flash
 
 from . import bundle as bundles
 from .common import Confirm, Progress, ProvisionError, require, write_file
 from .targets import Store, Target, read_store
+
+STORE = ("coins.0.bin", "state.bin")  # the coin store a bundle brings
 
 
 def find_bundle(out_dir: str | Path, device_id: str | None = None) -> Path:
@@ -59,19 +62,48 @@ def install_bundle(
     t: Target,
     *,
     board: str | None = None,
+    firmware_only: bool = False,
     yes: bool = False,
     confirm: Confirm | None = None,
     progress: bool = False,
 ) -> dict[str, int]:
-    """Puts the bundle onto target ``t``; returns the sizes verified on it."""
+    """Puts the bundle onto target ``t``; returns the sizes verified on it.
+    ``firmware_only``: everything but the coin store, onto the same device (an update of
+    its firmware or settings that keeps its coins)."""
     bundle = Path(bundle)
     meta = bundles.complete_meta(bundle)
+    device_id = meta["device_id"]
     if board and board != meta["board"]:
         raise ProvisionError(
-            f"the bundle of {meta['device_id']} is for board {meta['board']!r}, not {board!r}; "
-            f"make one with `ecoin-provision new {meta['device_id']} --board {board} --renew`"
+            f"the bundle of {device_id} is for board {meta['board']!r}, not {board!r}; "
+            f"make one with `ecoin-provision new {device_id} --board {board} --renew`"
         )
-    state = _check_unused(bundle)
+    old = read_store(t)
+    names = bundles.flash_files(bundle)
+    if firmware_only:
+        if old.state is None or old.device_id != device_id:
+            raise ProvisionError(f"{t.label} does not hold {device_id}'s coin store; flash the whole bundle")
+        names = [n for n in names if n not in STORE]
+        src = bundle
+    else:
+        state = _check_unused(bundle)
+        _confirm_replace(meta, t, old, yes, confirm)
+    bar = Progress(f"{device_id} -> {t.label}", len(names) + 1, progress)
+    with tempfile.TemporaryDirectory(prefix="ecoin-bundle-") as tmp:
+        if not firmware_only:
+            src = _with_counter(bundle, Path(tmp), state, old, device_id)
+        bar.show("copying")
+        t.install(src, names, on_file=lambda name: bar.step(name))
+        bar.show("verifying")
+        sizes = verify(t, src, names)
+    bar.finish(f"{len(names)} files verified")
+    if not firmware_only:
+        meta.setdefault("deployed", []).append({"target": t.label, "at": int(time.time())})
+        bundles.save_meta(bundle, meta)
+    return sizes
+
+
+def _confirm_replace(meta: dict[str, Any], t: Target, old: Store, yes: bool, confirm: Confirm | None) -> None:
     others = [d["target"] for d in meta.get("deployed", []) if d["target"] != t.label]
     if others:
         require(
@@ -80,7 +112,6 @@ def install_bundle(
             yes,
             confirm,
         )
-    old = read_store(t)
     if old.state is not None:
         require(
             f"{t.label} already holds a coin store ({old.describe()}). Replacing it takes those coins "
@@ -88,18 +119,6 @@ def install_bundle(
             yes,
             confirm,
         )
-    names = bundles.flash_files(bundle)
-    bar = Progress(f"{meta['device_id']} -> {t.label}", len(names) + 1, progress)
-    with tempfile.TemporaryDirectory(prefix="ecoin-bundle-") as tmp:
-        src = _with_counter(bundle, Path(tmp), state, old, meta["device_id"])
-        bar.show("copying")
-        t.install(src, names, on_file=lambda name: bar.step(name))
-        bar.show("verifying")
-        sizes = verify(t, src, names)
-    bar.finish(f"{len(names)} files verified")
-    meta.setdefault("deployed", []).append({"target": t.label, "at": int(time.time())})
-    bundles.save_meta(bundle, meta)
-    return sizes
 
 
 def _with_counter(bundle: Path, tmp: Path, state: flash.FlashState, old: Store, device_id: str) -> Path:
@@ -125,8 +144,8 @@ def verify(t: Target, src: Path, names: list[str]) -> dict[str, int]:
         if listed.get(name) != want:
             raise ProvisionError(f"{t.label}: {name} has {listed.get(name)} bytes, not {want}")
         sizes[name] = want
-    store = [n for n in ("coins.0.bin", "state.bin") if n in names]
-    for name, digest in t.sha256(store).items():
+    store = [n for n in STORE if n in names]
+    for name, digest in (t.sha256(store) if store else {}).items():
         if digest != hashlib.sha256((src / name).read_bytes()).hexdigest():
             raise ProvisionError(f"{t.label}: {name} differs from the bundle's")
     return sizes
