@@ -73,6 +73,7 @@ class Ledger:
         self.expiry = expiry_days * DAY
         self.clock = clock
         self._system: dict[str, int] = {}
+        self._analysts: dict[str, Account] = {}  # only id, name and services are used from it
 
     def now(self) -> int:
         return int(self.clock())
@@ -254,7 +255,10 @@ class Ledger:
     def redeem(self, analyst: str, items: list[Item]) -> list[dict[str, Any]]:
         """One result per item, in order. Refused coins stay unspent; the same analyst
         retrying the same header and op_id gets the same keys again."""
-        account = self.store.run(lambda tx: self._account(tx, analyst, "analyst"), write=False)
+        account = self._analysts.get(analyst)
+        if account is None:  # an analyst's id and services never change: looked up once
+            account = self.store.run(lambda tx: self._account(tx, analyst, "analyst"), write=False)
+            self._analysts[analyst] = account
         opened = self.opener.open(items)
         results: list[dict[str, Any] | None] = [None] * len(items)
         todo: list[tuple[int, Opened]] = []

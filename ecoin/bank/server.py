@@ -124,13 +124,16 @@ class BankServer(ThreadingHTTPServer):
         """Runs in the connection's thread: the handshake first, then the HTTP exchanges."""
         request.settimeout(HANDSHAKE_TIMEOUT)
         try:
-            conn = self.context.wrap_socket(request, server_side=True)
+            conn = self.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            return
+        try:
+            conn.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             metrics.TLS_REFUSED.inc()
-            log.info(
-                "tls_refused",
-                extra={"peer": client_address[0], "reason": getattr(exc, "reason", None) or str(exc)},
-            )
+            reason = getattr(exc, "reason", None) or str(exc)
+            log.info("tls_refused", extra={"peer": client_address[0], "reason": reason})
+            _linger(conn)
             return
         try:
             _Handler(conn, client_address, self)
@@ -142,6 +145,23 @@ class BankServer(ThreadingHTTPServer):
             except OSError:
                 pass
             conn.close()
+
+
+def _linger(conn: ssl.SSLSocket) -> None:
+    """Closes a refused connection gently. With TLS 1.3 the client sends its request before
+    it learns that its certificate was refused; closing with that request unread would
+    reset the connection, and the client would see "connection reset" instead of the alert
+    that says why. So: end our side, read (and drop) whatever it sent, then close."""
+    try:
+        conn.settimeout(1.0)
+        socket.socket.shutdown(conn, socket.SHUT_WR)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and socket.socket.recv(conn, 65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 class Bank:
