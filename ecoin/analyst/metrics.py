@@ -54,7 +54,7 @@ BATCH_SIZE = Histogram(
 )
 ANALYSIS_SECONDS = Histogram(
     "ecoin_analyst_analysis_seconds",
-    "Time in the analyser worker, by service",
+    "Round trip to an analyser worker (not the wait for a free one), by service",
     ["service"],
     buckets=_FAST,
     registry=REGISTRY,

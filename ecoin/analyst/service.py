@@ -72,7 +72,11 @@ class Analyst:
         self.analysers = {s: analysers[s] for s in settings.services}
         options = {s: a.configured(settings.options.get(s, {})).options for s, a in self.analysers.items()}
         self.pool = WorkerPool(
-            settings.worker_count(), settings.limits.analysis_timeout_s, options, settings.limits.memory_mb
+            settings.worker_count(),
+            settings.limits.analysis_timeout_s,
+            options,
+            settings.limits.memory_mb,
+            on_time=lambda service, seconds: metrics.ANALYSIS_SECONDS.labels(service).observe(seconds),
         )
         b = settings.bank
         self.redeemer = Redeemer(banks or self._bank_clients(), b.batch_max, b.linger_ms / 1000, b.wait_max_s)
@@ -246,7 +250,6 @@ class Analyst:
         except AnalysisFailed as exc:
             return self._fail(op, "analysis_failed", str(exc))
         analysed = time.monotonic()
-        metrics.ANALYSIS_SECONDS.labels(service).observe(analysed - opened)
         frame = session.seal_result(crypto, op.op_id, k_enc, k_mac, result)
         metrics.CRYPTO_SECONDS.observe((opened - started) + (time.monotonic() - analysed))
         self._send(op, frame, "ok")

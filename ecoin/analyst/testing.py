@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -143,6 +144,9 @@ class Requester:
         props = Properties(PacketTypes.CONNECT)
         props.ReceiveMaximum = 1000
         c.connect(host, port, properties=props)
+        sock = c.socket()
+        if isinstance(sock, socket.socket):  # as the gateway does: no Nagle delay on small frames
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.subscribe(self.reply_topic, qos=1)
         c.loop_start()
         if not subscribed.wait(10):

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .plugins import AnalyserError, Discovery, InvalidReadings, discover, encode_result, parse_readings
@@ -181,6 +181,7 @@ class WorkerPool:
         timeout_s: float,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         memory_mb: int = 0,
+        on_time: Callable[[str, float], None] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
@@ -188,6 +189,7 @@ class WorkerPool:
         self.timeout_s = timeout_s
         self.options = {k: dict(v) for k, v in (options or {}).items()}
         self.memory_mb = memory_mb
+        self.on_time = on_time  # (service, seconds in the worker), not counting the wait for one
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
@@ -234,6 +236,8 @@ class WorkerPool:
                 f"({time.monotonic() - started:.1f}s); worker replaced"
             )
         self._idle.put(w)
+        if self.on_time:
+            self.on_time(service, time.monotonic() - started)
         status, body = answer
         if status == _OK:
             return body

@@ -1,0 +1,197 @@
+"""Analyst throughput and where its time goes, measured end to end on real components.
+
+One ``ecoin-analyst serve`` process offering ``average`` (its default worker count), a real
+bank process (SQLite, mTLS), Mosquitto with TLS and the gateway's generated ACLs, and a
+requester that publishes OPERATION frames sealed from real coins exactly as the gateway
+does (QoS 1, response topic, correlation data).
+
+Figures:
+- analyst_ops_per_s: operations answered per second when OPS operations are queued at once
+  (first publish to last RESULT), after a warm-up.
+- analyst_bank_ms, analyst_crypto_ms, analyst_analysis_ms, analyst_mqtt_ms: per operation,
+  from the analyst's own /metrics over the measured run: the redeem round trip (a batch's
+  time divided by its headers), tag check + decryption + sealing, the analyser worker round
+  trip (parse, check, analyse, encode), and publishing the reply until the broker's PUBACK.
+  They are costs per operation, not a split of 1/throughput: the stages overlap.
+- analyst_bank_batch_mean: headers per redeem call under that load.
+- analyst_cpu_ms: CPU time of the analyst process and its analyser workers per operation
+  over the measured run: what the analyst itself costs (1000 / it = ops/s per busy core).
+- analyst_latency_ms_p50: one operation at a time, publish to RESULT (an idle system);
+  analyst_unloaded_bank_ms and analyst_unloaded_mqtt_ms are the redeem call (one header)
+  and the reply's publish-to-PUBACK time in that phase.
+- analyst_paho_qos1_msgs_per_s: raw paho 2.x QoS 1 delivery with manual acks, the analyst's
+  MQTT configuration, on the same broker: the ceiling of the MQTT path alone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ecoin import tls
+from ecoin.analyst.testing import AnalystProcess, Requester, seal, tls_broker, withdraw
+from ecoin.bank.testing import BankProcess
+from ecoin.tools import pki as pki_tool
+
+WARMUP = 200
+OPS = 3000
+UNLOADED = 100
+QOS1_MSGS = 20_000
+
+
+def _delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def _per_op_ms(after: dict[str, float], before: dict[str, float], name: str, ops: int) -> float:
+    return round(_delta(after, before, name) / ops * 1000, 4)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the analyser workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    total = 0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _paho_qos1(port: int, pki: Path) -> float:
+    """Messages per second through one paho subscriber configured like the analyst."""
+    got = 0
+    done = threading.Event()
+
+    def on_message(c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+        nonlocal got
+        c.ack(m.mid, m.qos)
+        got += 1
+        if got == QOS1_MSGS:
+            done.set()
+
+    def client(name: str, role: str, manual: bool) -> mqtt.Client:
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5, manual_ack=manual
+        )
+        c.tls_set_context(
+            tls.client_context(pki / role / f"{name}.crt", pki / role / f"{name}.key", pki / "ca.crt")
+        )
+        c.max_inflight_messages_set(256)
+        c.max_queued_messages_set(0)
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = 256
+        c.connect("127.0.0.1", port, properties=props)
+        sock = c.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return c
+
+    sub = client("alice", "analyst", True)
+    sub.on_message = on_message
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.subscribe("$share/ecoin-average/ecoin/svc/average/op", qos=1)
+    sub.loop_start()
+    pub = client("gw1", "gateway", False)
+    pub.loop_start()
+    subscribed.wait(10)
+    payload = bytes(700)
+    started = time.monotonic()
+    for _ in range(QOS1_MSGS):
+        pub.publish("ecoin/svc/average/op", payload, qos=1)
+    done.wait(120)
+    elapsed = time.monotonic() - started
+    for c in (sub, pub):
+        c.disconnect()
+        c.loop_stop()
+    return round(got / elapsed, 1)
+
+
+def _unloaded_latency_ms(gw: Requester, ops: list, base: int) -> float:  # type: ignore[type-arg]
+    times = []
+    for i, op in enumerate(ops):
+        started = time.monotonic()
+        gw.send("average", op.frame, b"u%d" % (base + i))
+        if not gw.wait(len(gw.replies) + 1, timeout=30):
+            raise RuntimeError("an unloaded operation got no answer")
+        times.append(time.monotonic() - started)
+    return round(statistics.median(times) * 1000, 3)
+
+
+def run(workdir: Path) -> dict[str, float | int | str]:
+    pki = workdir / "pki"
+    pki_tool.init(pki)
+    for role, name in (("analyst", "alice"), ("gateway", "gw1"), ("owner", "olive")):
+        pki_tool.issue(pki, role, name)
+    analysts = {"alice": ["average"]}
+    out: dict[str, float | int | str] = {}
+    with BankProcess(workdir / "bank", pki, expire_every_s=0) as bank:
+        coins = withdraw(bank, WARMUP + OPS + UNLOADED, analysts)
+        ops = seal(coins, "average")
+        warm, measured, single = ops[:WARMUP], ops[WARMUP : WARMUP + OPS], ops[WARMUP + OPS :]
+        broker = tls_broker(workdir / "mq", pki, analysts).start()
+        try:
+            out["analyst_paho_qos1_msgs_per_s"] = _paho_qos1(broker.port, pki)
+            limits = {"workers": -1, "drain_s": 5.0}
+            with AnalystProcess(
+                workdir / "analyst", pki, broker.port, bank.url, ["average"], limits=limits
+            ) as a:
+                gw = Requester(broker.port, pki)
+                gw.send_all("average", warm)
+                if not gw.wait(WARMUP, 60):
+                    raise RuntimeError("warm-up operations were not all answered")
+                assert a.proc is not None
+                before, cpu_before = a.metrics(), _cpu_seconds(a.proc.pid)
+                started = time.monotonic()
+                gw.send_all("average", measured, start=WARMUP)
+                if not gw.wait(WARMUP + OPS, 300):
+                    raise RuntimeError(f"only {len(gw.replies) - WARMUP} of {OPS} operations were answered")
+                elapsed = gw.arrivals[-1] - started
+                after, cpu_after = a.metrics(), _cpu_seconds(a.proc.pid)
+                out["analyst_latency_ms_p50"] = _unloaded_latency_ms(gw, single, 0)
+                idle = a.metrics()
+                gw.close()
+            failed = [c for c, frames in gw.replies.items() if frames[0][1] != 2]
+            if failed:
+                raise RuntimeError(f"{len(failed)} operations failed")
+        finally:
+            broker.stop()
+    ok = _delta(after, before, 'ecoin_analyst_operations_total{outcome="ok",service="average"}')
+    calls = _delta(after, before, "ecoin_analyst_bank_seconds_count")
+    out.update(
+        {
+            "analyst_ops_per_s": round(OPS / elapsed, 1),
+            "analyst_bank_ms": _per_op_ms(after, before, "ecoin_analyst_bank_seconds_sum", int(ok)),
+            "analyst_crypto_ms": _per_op_ms(after, before, "ecoin_analyst_crypto_seconds_sum", int(ok)),
+            "analyst_analysis_ms": _per_op_ms(
+                after, before, 'ecoin_analyst_analysis_seconds_sum{service="average"}', int(ok)
+            ),
+            "analyst_mqtt_ms": _per_op_ms(after, before, "ecoin_analyst_reply_seconds_sum", int(ok)),
+            "analyst_bank_batch_mean": round(ok / calls, 1) if calls else 0.0,
+            "analyst_cpu_ms": round((cpu_after - cpu_before) / ok * 1000, 4),
+            "analyst_unloaded_bank_ms": _per_op_ms(idle, after, "ecoin_analyst_bank_seconds_sum", UNLOADED),
+            "analyst_unloaded_mqtt_ms": _per_op_ms(idle, after, "ecoin_analyst_reply_seconds_sum", UNLOADED),
+        }
+    )
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ecoin-bench-analyst-") as tmp:
+        json.dump(run(Path(tmp)), sys.stdout, indent=2)
+        print()
