@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from ecoin import crypto
 from ecoin.bank import errors
 from ecoin.bank.client import RedeemResult
@@ -23,8 +25,12 @@ COINS = 2_000
 BATCH = 10
 
 
-def test_sigkill_during_redemptions_loses_nothing(pki: Path, tmp_path: Path) -> None:
-    bank = BankProcess(tmp_path / "bank", pki, workers=1).start()
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_sigkill_during_redemptions_loses_nothing(
+    pki: Path, tmp_path: Path, db: str, request: pytest.FixtureRequest
+) -> None:
+    dsn = request.getfixturevalue("pg_dsn") if db == "postgres" else None
+    bank = BankProcess(tmp_path / "bank", pki, db=dsn, workers=1).start()
     try:
         bank.admin.create_account("olive", "owner")
         bank.admin.create_account("alice", "analyst", ["average"])
