@@ -166,6 +166,7 @@ class Tx:
         Accounts are updated in id order (the global lock order)."""
         if amount <= 0:
             raise StoreError("transfer amount must be positive")
+        credited = False
         for account_id in sorted((debit, credit)):
             if account_id == debit:
                 cur = self.q(
@@ -174,9 +175,12 @@ class Tx:
                     (amount, debit, amount),
                 )
                 if cur.rowcount != 1:
+                    if credited:  # undo, so that "False" really means "nothing changed"
+                        self.q("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, credit))
                     return False
             else:
                 self.q("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, credit))
+                credited = True
         self.q(
             "INSERT INTO transfers (at, kind, debit, credit, amount, ref) VALUES (?, ?, ?, ?, ?, ?)",
             (at, kind, debit, credit, amount, ref),

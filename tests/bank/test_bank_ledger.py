@@ -216,3 +216,13 @@ def test_expiry_racing_redemptions_never_pays_twice(ledger, make_item, clock):
     assert ledger.balance("alice").balance == ok
     assert ledger.balance("olive").balance == 10_000 - 300 + expired[0]
     assert_audit_ok(ledger)
+
+
+def test_a_refused_debit_changes_no_balance(ledger):
+    def attempt(tx):
+        olive, pool = tx.account("olive"), tx.account("@coins")
+        assert pool.id < olive.id  # the credit is applied first: it must be undone
+        assert not tx.transfer(olive.id, pool.id, olive.balance + 1, "withdraw", 0)
+        return tx.account("olive").balance, tx.account("@coins").balance
+
+    assert ledger.store.run(attempt) == (10_000, 0)
