@@ -207,3 +207,13 @@ def test_database_unavailable_gives_503_and_changes_nothing(pki, tmp_path):
             assert all(r.ok for r in alice.redeem(items))  # nothing had been spent
             assert alice.balance() == 2 and olive.balance() == 8
         assert bank.cli("audit").returncode == 0
+
+
+def test_metrics_port(bank):
+    with bank.client("analyst", "alice") as alice:
+        alice.balance()
+    base = f"http://127.0.0.1:{bank.metrics_port}"
+    assert json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=10).read()) == {"ok": True}
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    assert 'ecoin_bank_requests_total{route="balance",status="200"}' in text
+    assert "ecoin_bank_request_seconds_bucket" in text
