@@ -150,9 +150,17 @@ def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path):
         coins
     )
 
+    # Not enough money: the device stays registered; funding and running again finishes it.
+    with pytest.raises(ProvisionError, match="cannot pay 4000 coins"):
+        provision_device(owner, "dev-9", "average", coins=4000, out_dir=out)
+    assert json.loads((out / "dev-9" / "provision.json").read_text())["state"] == "registered"
+    bank_server.admin.fund("olive", 1000)
+    provision_device(owner, "dev-9", "average", coins=4000, out_dir=out)
+    assert balance(bank_server, "olive") == 0 and len(coins_of(out / "dev-9")) == 4000
+
     taken = cli("new", "dev-1", "--config", str(config), "--out", str(tmp_path / "other"), check=False)
     assert taken.returncode == 1 and "already registered" in taken.stderr
-    assert not (tmp_path / "other" / "dev-1").exists() and balance(bank_server, "olive") == 3000
+    assert not (tmp_path / "other" / "dev-1").exists() and balance(bank_server, "olive") == 0
 
 
 def test_mpremote_flashes_the_bundle_onto_the_simulated_board(owner, tmp_path):
@@ -264,6 +272,18 @@ def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, tmp_pa
     assert report.settled == "marked 2 settled on the device"
     assert (sim / "settled.bin").read_bytes() == b"\x11" * 16 + b"\x22" * 16
     assert [c.state for c in claim_refunds(owner, "dev-4", flash_dir=sim).claims] == ["already_refunded"]
+
+    # A real board's bundle: its board file, WiFi settings; it is not for the simulator.
+    with pytest.raises(ProvisionError, match="needs WiFi"):
+        provision_device(owner, "esp-1", "average", out_dir=out, board="esp32", coins=10)
+    esp = provision_device(owner, "esp-1", "average", out_dir=out, board="esp32", coins=10,
+                           config={"wifi_ssid": "home"}, wifi_password="secret")  # fmt: skip
+    assert (esp / "wifi.pass").read_text() == "secret" and stat.S_IMODE(
+        (esp / "wifi.pass").stat().st_mode
+    ) == 0o600
+    assert (esp / "board.mpy").exists() and not (esp / "simuart.mpy").exists()
+    wrong = cli("deploy-sim", "esp-1", "--flash", str(tmp_path / "sim5"), "--out", str(out), check=False)
+    assert wrong.returncode == 1 and "for board 'esp32'" in wrong.stderr
 
     # A bundle a simulator has run in has spent coins: it never goes onto a device.
     bundle = out / "dev-4"

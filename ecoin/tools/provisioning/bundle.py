@@ -150,7 +150,7 @@ def device_config(
     if unknown:
         raise ProvisionError(f"unknown firmware setting(s) {', '.join(unknown)} (see firmware/start.py)")
     if board != "sim" and cfg.get("transport", "mqtt") == "mqtt" and not cfg.get("wifi_ssid"):
-        raise ProvisionError(f"a {board} board needs WiFi: give wifi_ssid (--set wifi_ssid=NAME)")
+        raise ProvisionError(f"board {board} needs WiFi: give wifi_ssid (--set wifi_ssid=NAME)")
     return cfg
 
 
@@ -333,7 +333,7 @@ def _withdraw(client: BankClient, bundle: Path, meta: dict[str, Any]) -> Withdra
         withdrawal = client.withdraw(meta["device_id"], int(meta["coins"]), request_id=rid)
     except bank_errors.InsufficientFunds as exc:
         raise ProvisionError(
-            f"the owner cannot pay {meta['coins']} coins: fund the account (ecoin-bank fund), "
+            f"the owner cannot pay {meta['coins']} coins: fund the account (ecoin-bank account fund), "
             "then run the same command again"
         ) from exc
     except bank_errors.Exists as exc:
