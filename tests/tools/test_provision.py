@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import stat
 import subprocess
 import sys
@@ -48,6 +49,26 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and done.returncode != 0:
         pytest.fail(f"ecoin-provision {args[0]} exited {done.returncode}: {done.stdout}{done.stderr}")
     return done
+
+
+def cli_on_a_terminal(answer: str, *args: str) -> tuple[int, str]:
+    """Runs ecoin-provision with a terminal on stdin and stderr, answering its prompt."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([PROVISION, *args], stdin=slave, stderr=slave, stdout=subprocess.DEVNULL)
+    os.close(slave)
+    os.write(master, answer.encode() + b"\n")  # waits in the terminal's line buffer for input()
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:  # the child closed its side
+                break
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=60), seen.decode(errors="replace")
 
 
 def mpremote(port: str, *args: str) -> str:
@@ -252,6 +273,11 @@ def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, tmp_pa
     assert refused.returncode == 1 and "already holds a coin store" in refused.stderr
     elsewhere = cli("deploy-sim", "dev-4", "--flash", str(tmp_path / "sim2"), "--out", str(out), check=False)
     assert elsewhere.returncode == 1 and "already deployed" in elsewhere.stderr
+    # On a terminal it asks: "no" keeps the store, "yes" replaces it.
+    code, seen = cli_on_a_terminal("no", "deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
+    assert code == 1 and "already holds a coin store" in seen and "Type yes" in seen
+    code, seen = cli_on_a_terminal("yes", "deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
+    assert code == 0, seen
 
     micropython = find_tool("micropython")
     assert micropython, "the MicroPython unix port is missing: run `make setup`"

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from ecoin.bank.client import BankClient
 
-Confirm = Callable[[str], bool]
+Confirm = Callable[[str], bool | None]  # None: nobody to ask
 
 
 class ProvisionError(Exception):
@@ -74,14 +74,15 @@ def write_json(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
     write_file(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), mode)
 
 
-def tty_confirm(question: str) -> bool:
-    """Asks on the terminal; without one, refuses (a script must say --yes)."""
+def tty_confirm(question: str) -> bool | None:
+    """Asks on the terminal; None when there is none (a script must say --yes)."""
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return False
-    print(question, file=sys.stderr)
+        return None
+    sys.stderr.write(f"{question}\nType yes to go on: ")
+    sys.stderr.flush()
     try:
-        return input("Type yes to go on: ").strip().lower() in ("y", "yes")
-    except EOFError:
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+    except (EOFError, OSError):
         return False
 
 
@@ -89,9 +90,14 @@ def require(question: str, yes: bool, confirm: Confirm | None) -> None:
     """Goes on if ``yes``, or if ``confirm`` (the prompt) says so; raises otherwise."""
     if yes:
         return
-    if confirm is not None and confirm(question):
+    answer = confirm(question) if confirm is not None else None
+    if answer:
         return
-    raise ProvisionError(f"{question}\nRefused: nothing was changed (confirm with --yes).")
+    if answer is None:  # nobody could be asked
+        raise ProvisionError(
+            f"{question}\nRefused: nothing was changed (no terminal to ask: confirm with --yes)."
+        )
+    raise ProvisionError("refused: nothing was changed")
 
 
 class Progress:

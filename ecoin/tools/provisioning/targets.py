@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,29 +111,34 @@ class BoardTarget:
         self.label = f"board:{port}"
 
     def run(self, *args: str, cwd: Path | None = None, on_line: Any = None) -> str:
+        """One mpremote command; its stdout (lines passed to ``on_line`` as they come)."""
         cmd = [self.mpremote, "connect", self.port, *args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its "cp NAME" lines as they happen
-        try:
-            proc = subprocess.Popen(
-                cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        except OSError as exc:
-            raise ProvisionError(f"cannot run {self.mpremote}: {exc}") from exc
-        out = []
-        assert proc.stdout is not None
-        for line in proc.stdout:  # ends when mpremote exits
-            out.append(line)
-            if on_line:
-                on_line(line.rstrip("\n"))
-        try:
-            err = proc.communicate(timeout=TIMEOUT)[1]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise ProvisionError(f"mpremote {' '.join(args[:2])} on {self.port} timed out") from None
+        what = " ".join(args[:2])
+        with tempfile.TemporaryFile("w+") as err:  # a file: a chatty stderr cannot block it
+            try:
+                proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+            except OSError as exc:
+                raise ProvisionError(f"cannot run {self.mpremote}: {exc}") from exc
+            timer = threading.Timer(TIMEOUT, proc.kill)  # a board that never answers
+            timer.start()
+            try:
+                out = []
+                assert proc.stdout is not None
+                for line in proc.stdout:  # ends when mpremote exits
+                    out.append(line)
+                    if on_line:
+                        on_line(line.rstrip("\n"))
+                proc.wait()
+            finally:
+                timer.cancel()
+            err.seek(0)
+            message = err.read().strip()
+        if proc.returncode < 0:
+            raise ProvisionError(f"mpremote {what} on {self.port}: no answer in {TIMEOUT:.0f}s")
         if proc.returncode:
-            why = (err.strip().splitlines() or ["(no message)"])[-1]
-            raise ProvisionError(f"mpremote {' '.join(args[:2])} on {self.port} failed: {why}")
+            why = (message.splitlines() or ["(no message)"])[-1]
+            raise ProvisionError(f"mpremote {what} on {self.port} failed: {why}")
         return "".join(out)
 
     def files(self) -> dict[str, int]:
