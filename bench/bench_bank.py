@@ -37,7 +37,7 @@ from ecoin.tools import pki as pki_tool
 BATCH = 256
 BATCHED_COINS = 15_360  # 60 batches per round
 UNBATCHED_COINS = 3_000
-ROUNDS = 2
+ROUNDS = 3
 CONNECTIONS = 4
 MILLION = 1_000_000
 DEVICE_KEY = bytes(32)

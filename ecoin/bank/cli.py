@@ -77,8 +77,8 @@ def cmd_device(s: BankSettings, args: argparse.Namespace) -> int:
     ledger = _ledger(s)
     if args.action == "add":
         key = Path(args.key_file).read_bytes()
-        if len(key) == 64:  # a hex file
-            key = bytes.fromhex(key.decode())
+        if len(key.strip()) == 64:  # a hex file (with or without a newline)
+            key = bytes.fromhex(key.strip().decode())
         ledger.register_device(args.owner, args.id, key)
         print(f"registered device {args.id} of {args.owner}")
     else:

@@ -34,7 +34,7 @@ def test_administration_then_expiry(pki: Path, tmp_path: Path):
     assert "olive balance 50" in bank.cli("account", "fund", "olive", "50", "--request-id", "f1").stdout
     assert "olive balance 50" in bank.cli("account", "fund", "olive", "50", "--request-id", "f1").stdout
     key_file = tmp_path / "dev1.key"
-    key_file.write_text(DEVICE_KEY.hex())
+    key_file.write_text(DEVICE_KEY.hex() + "\n")
     bank.cli("device", "add", "dev1", "--owner", "olive", "--key-file", str(key_file))
     assert "dev1" in bank.cli("device", "list").stdout
     listing = bank.cli("account", "list").stdout
