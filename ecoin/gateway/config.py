@@ -73,6 +73,8 @@ class BrokerConf:
     key: str = ""
     bind: str = "0.0.0.0"
     device_port: int = 8883  # TLS, username + password (one credential per device)
+    # False only for the simulator on loopback: the MicroPython unix port has no ssl module.
+    device_tls: bool = True
     service_port: int = 8884  # TLS, client certificate required (analysts, gateways)
     devices: list[str] = field(default_factory=list)
     analysts: dict[str, list[str]] = field(default_factory=dict)  # analyst -> services ([] = any)
