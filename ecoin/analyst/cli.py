@@ -1,6 +1,7 @@
 """``ecoin-analyst``: offer paid analyses over MQTT.
 
     ecoin-analyst serve --config analyst.toml   # run the service until SIGTERM / Ctrl-C
+    ecoin-analyst serve --instance 2            # a second process of the same analyst
     ecoin-analyst list                          # analysers installed (entry points)
     ecoin-analyst list --json                   # the same, with their schemas
     ecoin-analyst check --config analyst.toml   # read the configuration and say what is wrong
@@ -11,6 +12,7 @@ See docs/ANALYSTS.md for the configuration and for writing an analyser.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +26,7 @@ from ecoin import logs
 from ecoin.config import ConfigError
 
 from . import metrics, plugins
-from .settings import Settings, load
+from .settings import Settings, check, load
 
 DEFAULT_CONFIG = os.environ.get("ECOIN_ANALYST_CONFIG", "/etc/ecoin/analyst.toml")
 log = logging.getLogger("ecoin.analyst")
@@ -54,7 +56,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
     if path is None:
         raise ConfigError(f"no configuration: pass --config (default {DEFAULT_CONFIG} does not exist)")
-    return load(path)
+    s = load(path)
+    if args.instance:  # one configuration file, several processes (systemd: ecoin-analyst@N)
+        s = check(dataclasses.replace(s, instance=args.instance))
+    return s
 
 
 def _analysers(s: Settings) -> dict[str, plugins.Analyser]:
@@ -109,12 +114,16 @@ def parser() -> argparse.ArgumentParser:
         description="An ecoin analyst: paid analyses over MQTT, redeemed at the bank.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the service until SIGTERM")
-    serve.add_argument("-c", "--config", help=f"TOML file with an [analyst] table (default {DEFAULT_CONFIG})")
-    serve.set_defaults(fn=cmd_serve)
-    check = sub.add_parser("check", help="read the configuration and the analysers, then exit")
-    check.add_argument("-c", "--config", help=f"TOML file with an [analyst] table (default {DEFAULT_CONFIG})")
-    check.set_defaults(fn=cmd_check)
+    for name, fn, text in (
+        ("serve", cmd_serve, "run the service until SIGTERM"),
+        ("check", cmd_check, "read the configuration, the certificates and the analysers, then exit"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument(
+            "-c", "--config", help=f"TOML file with an [analyst] table (default {DEFAULT_CONFIG})"
+        )
+        cmd.add_argument("--instance", help="overrides analyst.instance (several processes of one analyst)")
+        cmd.set_defaults(fn=fn)
     lst = sub.add_parser("list", help="list the installed analysers (entry-point group ecoin.analysers)")
     lst.add_argument("--json", action="store_true", help="machine-readable, with schemas and options")
     lst.set_defaults(fn=cmd_list)

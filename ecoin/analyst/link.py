@@ -139,7 +139,10 @@ class Link:
             log.warning("broker_lost", extra={"service": self.service, "reason": str(rc)})
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self.on_message(self, msg, self.generation)
+        try:
+            self.on_message(self, msg, self.generation)
+        except Exception:  # an exception would end paho's loop thread: log it and go on
+            log.exception("intake_crashed", extra={"service": self.service})
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         ok = not rc.is_failure
@@ -148,7 +151,13 @@ class Link:
             if then is None:
                 self._early[mid] = ok
         if then is not None:
+            self._call(then, ok)
+
+    def _call(self, then: OnSent, ok: bool) -> None:
+        try:
             then(ok)
+        except Exception:
+            log.exception("reply_callback_crashed", extra={"service": self.service})
 
     # Used by the service's threads.
 

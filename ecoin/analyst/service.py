@@ -216,7 +216,10 @@ class Analyst:
                 self._idle.notify_all()
             metrics.IN_FLIGHT.dec()
             return
-        self.executor.submit(self._process, op, outcome)
+        try:
+            self.executor.submit(self._process, op, outcome)
+        except RuntimeError:  # a redeem call outlived the drain: the executor is gone
+            self._redeemed(op, Outcome(None, "shutdown"))
 
     # Step 3, a worker thread: decrypt, analyse, encrypt, reply.
 
