@@ -16,7 +16,7 @@ import pytest
 
 from ecoin.bank.client import RedeemItem
 from ecoin.bank.testing import seal_header
-from ecoin.sim import flash
+from ecoin.sim import SimDevice, flash
 from ecoin.sim.deploy import find_tool
 from ecoin.sim.replboard import ReplBoard
 from ecoin.tools.provisioning import (
@@ -264,11 +264,19 @@ def test_refund_of_in_doubt_coins_from_a_board(bank_server, owner, tmp_path):
         assert again["claims"][1]["by"] == "alice" and balance(bank_server, "olive") == before + 2
 
 
-def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, tmp_path):
+def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, mosquitto, tmp_path):
     out = tmp_path / "devices"
-    provision_device(owner, "dev-4", "average", out_dir=out)
+    provision_device(owner, "dev-4", "average", out_dir=out, broker=Broker(port=mosquitto.port))
     sim = tmp_path / "sim" / "dev-4"
     cli("deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
+    # The real firmware boots from what was deployed: settings, bank key, device key, coins.
+    device = SimDevice(sim, runtime="micropython").start()
+    try:
+        assert device.wait_for("mqtt: connected", timeout=20), device.output()
+    finally:
+        device.stop()
+    assert "collector dev-4: service average via mqtt" in device.output()
+    assert "1000 coins left, 0 in doubt" in device.output()
     refused = cli("deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out), check=False)
     assert refused.returncode == 1 and "already holds a coin store" in refused.stderr
     elsewhere = cli("deploy-sim", "dev-4", "--flash", str(tmp_path / "sim2"), "--out", str(out), check=False)
