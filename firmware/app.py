@@ -11,12 +11,6 @@ import board
 import collector  # the modules that stay load first, at the bottom of the heap
 
 
-def _blink(op_id, result):
-    board.led(True)
-    time.sleep_ms(20)
-    board.led(False)
-
-
 def _device():
     try:
         import start
@@ -37,7 +31,7 @@ def _device():
                           cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"])
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
     wdt = board.watchdog(cfg["watchdog_ms"])
-    dev = collector.Collector(cfg, board, net, store, _blink, feed=wdt.feed if wdt else None)
+    dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
           % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
     return dev
@@ -49,6 +43,8 @@ def run():
         dev = _device()
     except Exception as exc:  # a device that cannot start says why, once, and stops
         print("collector cannot start:", exc)
+        if isinstance(exc, MemoryError) and hasattr(sys, "print_exception"):
+            sys.print_exception(exc)
         return
     gc.collect()
     limit = dev.cfg["max_ops"]

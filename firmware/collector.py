@@ -48,19 +48,15 @@ def put_num(buf, p, v, point=2):
     return q
 
 
-def _ms(seconds):
-    return int(seconds * 1000)
-
-
 class Collector:
     def __init__(self, cfg, board, net, store, on_result=None, log=print, feed=None):
         self.cfg, self.board, self.net, self.store = cfg, board, net, store
         self.on_result, self.log, self.feed = on_result, log, feed
         self.service = wire.service_name(cfg["service"])
-        self.up = "ecoin/dev/%s/up" % cfg["device_id"]
+        self.up = ("ecoin/dev/%s/up" % cfg["device_id"]).encode()
         self.kid, self.pub = cfg["bank"]  # checked at boot (start.py)
-        self.interval_ms = _ms(cfg["sample_interval"])
-        self.batch_ms = _ms(cfg["batch_seconds"])
+        self.interval_ms = int(cfg["sample_interval"] * 1000)
+        self.batch_ms = int(cfg["batch_seconds"] * 1000)
         nmax = cfg["batch_max"]
         self.values = array.array("i", bytes(4 * nmax))
         self.n = 0
@@ -80,7 +76,7 @@ class Collector:
         self.ops = self.results = self.doubts = self.dropped = 0
         net.on_message = self._on_message
         net.idle = self.idle
-        net.subscribe("ecoin/dev/%s/down" % cfg["device_id"])
+        net.subscribe(("ecoin/dev/%s/down" % cfg["device_id"]).encode())
 
     # Sampling.
 
@@ -154,7 +150,7 @@ class Collector:
         """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error"|"bad",
         value), ("unsent", None) if the broker never took it, or ("timeout", None)."""
         self._want, self._op, self._k, self._done = want, op_id, keys, None
-        timeout = _ms(timeout_s)
+        timeout = int(timeout_s * 1000)
         try:
             if not self.net.publish(self.up, frame, timeout_ms=timeout):
                 return "unsent", None
@@ -175,9 +171,6 @@ class Collector:
         except MemoryError:
             pass  # fragmented for now: try again after the next operation
 
-    def _postpone(self):
-        self._batch_at = time.ticks_add(time.ticks_ms(), self.batch_ms)
-
     def operate(self):
         """One paid operation with the buffered readings. True on a verified result."""
         store = self.store
@@ -186,7 +179,7 @@ class Collector:
             self.dropped += self.n
             self.n = 0
             return False
-        self._postpone()  # whatever happens, the next try is one period away
+        self._batch_at = time.ticks_add(time.ticks_ms(), self.batch_ms)  # the next try, if this fails
         if not self.net.ensure():
             self.log("collector: broker unreachable; %d readings kept" % self.n)
             return False
@@ -243,6 +236,9 @@ class Collector:
         self.log("collector: op %s result %s; %d left" % (short, value.decode(), store.left()))
         if self.on_result:
             self.on_result(op_id, result)
+        self.board.led(True)  # a short blink for every result
+        time.sleep_ms(20)
+        self.board.led(False)
         return True
 
     def step(self):

@@ -34,10 +34,6 @@ def _put_str(buf, pos, s):
     return pos + 2 + len(s)
 
 
-def _b(s):
-    return s.encode() if isinstance(s, str) else s
-
-
 def _left(deadline):
     return time.ticks_diff(deadline, time.ticks_ms())
 
@@ -45,8 +41,10 @@ def _left(deadline):
 class Client:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  ssl_context=None, io_timeout=5.0, rx_size=4800, clean=False, log=print):
-        self.client_id, self.host, self.port = _b(client_id), host, port
-        self.user, self.password, self.keepalive = _b(user), _b(password), keepalive
+        self.client_id, self.host, self.port = client_id.encode(), host, port
+        self.user = user.encode() if user else None
+        self.password = password.encode() if password else None
+        self.keepalive = keepalive
         self.ssl, self.clean, self.log = ssl_context, clean, log
         self.io_ms = int(io_timeout * 1000)
         self.backoff_ms = (250, 30000)  # first and longest pause between connection attempts
@@ -130,9 +128,12 @@ class Client:
         self._next_try = time.ticks_add(time.ticks_ms(), delay)
         return delay
 
-    def close(self):
+    def close(self, last=None):
+        """Closes the connection, writing `last` first (DISCONNECT) if given."""
         if self.sock is not None:
             try:
+                if last:
+                    self._write(last)
                 self.sock.close()
             except OSError:
                 pass
@@ -145,12 +146,7 @@ class Client:
         self._backoff()  # reconnect soon, but never in a tight loop
 
     def disconnect(self):
-        if self.sock is not None:
-            try:
-                self._write(b"\xe0\x00")
-            except OSError:
-                pass
-        self.close()
+        self.close(b"\xe0\x00")
 
     # Bytes, each call bounded by io_timeout.
 
@@ -230,10 +226,6 @@ class Client:
         elif t == 0xD0:  # PINGRESP
             self._ping_at = None
 
-    def _new_pid(self):
-        self._pid = self._pid % 65535 + 1
-        return self._pid
-
     def _pause(self, ms):
         if self.idle:
             self.idle()
@@ -255,7 +247,7 @@ class Client:
         return True
 
     def _subscribe(self, topic):
-        pid = self._new_pid()
+        self._pid = pid = self._pid % 65535 + 1
         buf = self._hdr
         n = 5 + len(topic)
         buf[0] = 0x82
@@ -271,8 +263,8 @@ class Client:
             self._pump(min(100, _left(end)))
 
     def subscribe(self, topic):
-        """Subscribes at QoS 1, now if connected, and again after every reconnection."""
-        topic = _b(topic)
+        """Subscribes to topic (bytes) at QoS 1, now if connected, and again after every
+        reconnection."""
         if topic not in self.subs:
             self.subs.append(topic)
         if self.sock is not None:
@@ -282,14 +274,13 @@ class Client:
                 self._lost(exc)
 
     def publish(self, topic, payload, qos=1, timeout_ms=None, retries=3):
-        """Publishes; at QoS 1 waits for PUBACK, retransmitting (DUP) after io_timeout, and
-        after a reconnection. True once acknowledged (QoS 0: once written); False if
-        timeout_ms (default: (retries + 1) x io_timeout) ran out first."""
-        topic = _b(topic)
+        """Publishes payload to topic (bytes); at QoS 1 waits for PUBACK, retransmitting (DUP)
+        after io_timeout, and after a reconnection. True once acknowledged (QoS 0: once
+        written); False if timeout_ms (default: (retries + 1) x io_timeout) ran out first."""
         if len(topic) > 90:
             raise ValueError("topic too long")
         end = time.ticks_add(time.ticks_ms(), timeout_ms or self.io_ms * (retries + 1))
-        pid = self._new_pid() if qos else 0
+        self._pid = pid = self._pid % 65535 + 1 if qos else 0
         sent = 0
         while _left(end) > 0:
             if not self.ensure():

@@ -10,11 +10,11 @@ port = int(sys.argv[1])
 got = []
 c = mqtt.Client("mp-test", "127.0.0.1", port, None, None, keepalive=2, io_timeout=2.0, rx_size=2048)
 c.on_message = lambda topic, msg: got.append((bytes(topic), bytes(msg)))
-c.subscribe("t/echo")
-c.subscribe("t/from-cpython")
+c.subscribe(b"t/echo")
+c.subscribe(b"t/from-cpython")
 print("connected", c.ensure())
 big = bytes(range(256)) * 6
-print("published", c.publish("t/echo", big), c.publish("t/echo", b"qos0", qos=0))
+print("published", c.publish(b"t/echo", big), c.publish(b"t/echo", b"qos0", qos=0))
 end = time.ticks_add(time.ticks_ms(), 5000)
 while len(got) < 2 and time.ticks_diff(end, time.ticks_ms()) > 0:
     c.poll(100)

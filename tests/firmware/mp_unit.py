@@ -467,14 +467,14 @@ def connected(**kw):
 def test_qos1_publish_bytes_and_puback():
     c, s, logs = connected()
     s.inq.extend(b"\x40\x02\x00\x01")
-    check(c.publish("a/b", b"hi"), "acknowledged")
+    check(c.publish(b"a/b", b"hi"), "acknowledged")
     check(s.out == b"\x32\x09\x00\x03a/b\x00\x01hi", binascii.hexlify(s.out))
 
 
 def test_qos1_publish_is_retransmitted_with_dup():
     c, s, logs = connected()
     s.ack_dup = True
-    check(c.publish("a/b", b"hi", timeout_ms=1000), "acknowledged after a resend")
+    check(c.publish(b"a/b", b"hi", timeout_ms=1000), "acknowledged after a resend")
     check(
         s.out == b"\x32\x09\x00\x03a/b\x00\x01hi" + b"\x3a\x09\x00\x03a/b\x00\x01hi", binascii.hexlify(s.out)
     )
@@ -483,7 +483,7 @@ def test_qos1_publish_is_retransmitted_with_dup():
 def test_publish_gives_up_within_its_timeout():
     c, s, logs = connected()
     t = time.ticks_ms()
-    check(not c.publish("a/b", b"hi", timeout_ms=300), "not acknowledged")
+    check(not c.publish(b"a/b", b"hi", timeout_ms=300), "not acknowledged")
     took = time.ticks_diff(time.ticks_ms(), t)
     check(took < 2000, "bounded: %d ms" % took)
     check(s.out.count(b"a/b") >= 3, "retransmitted")
@@ -587,7 +587,7 @@ def test_readings_json_is_valid_and_complete():
     check(used == 8 and c.n == 8, "all used")
     check(data["values"] == [(-300 + 7 * i) / 100 for i in range(1, 9)], str(data["values"]))
     check(data["sensor"] == "t0" and data["unit"] == "C" and data["interval"] == 0.5, str(data))
-    check(c.net.topic == "ecoin/dev/dev1/down", "subscribed to its down topic")
+    check(c.net.topic == b"ecoin/dev/dev1/down", "subscribed to its down topic")
 
 
 def test_full_buffer_triggers_the_batch_and_drops_newest():
