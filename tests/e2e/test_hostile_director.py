@@ -1,0 +1,119 @@
+"""The hostile director, end to end: a real device (the firmware on MicroPython), real
+analysts, a real bank and broker, and a director that tampers, replays, reorders, splices,
+reroutes and drops. The device accepts only genuine results, no coin is spent twice, a
+rerouted or spliced operation spends nothing, lost coins are refunded by a claim, and the
+bank's audit passes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ecoin.analyst.testing import AnalystProcess
+from ecoin.bank.testing import BankProcess
+from ecoin.sim.device import SimDevice
+from ecoin.tools.provisioning.bundle import Broker, provision_device
+from ecoin.tools.provisioning.install import install_bundle
+from ecoin.tools.provisioning.refund import claim_refunds
+from ecoin.tools.provisioning.targets import SimTarget
+
+from .hostile import HostileDirector
+
+PLAN = {
+    1: "tamper_op",
+    2: "tamper_result",
+    3: "replay_result",
+    4: "hold",
+    5: "splice",
+    6: "reroute",
+    7: "drop",
+    8: "honest_and_replay_first",
+    9: "reorder",
+}
+OPS = 10
+GENUINE = {0, 8, 9}  # the only results the device may accept
+REDEEMED = {0, 1, 2, 3, 8, 9}  # coins an analyst really redeemed (then the director struck)
+UNSPENT = {4, 5, 6, 7}  # held, spliced, rerouted, dropped: the bank spent nothing
+
+
+@pytest.fixture
+def system(tmp_path: Path, pki: Path, mosquitto):
+    with BankProcess(tmp_path / "bank", pki, workers=1) as bank:
+        bank.admin.create_account("olive", "owner")
+        bank.admin.fund("olive", 100, request_id="fund-1")
+        bank.admin.create_account("alice", "analyst", ["average"])
+        bank.admin.create_account("bob", "analyst", ["stats"])
+        analysts = [
+            AnalystProcess(
+                tmp_path / name, pki, mosquitto.port, bank.url, [svc], name, broker={"tls": False}
+            ).start()
+            for name, svc in (("alice", "average"), ("bob", "stats"))
+        ]
+        try:
+            yield bank, mosquitto
+        finally:
+            for a in analysts:
+                a.stop()
+
+
+def test_a_hostile_director_cannot_forge_replay_splice_reroute_or_double_spend(tmp_path, pki, system):
+    bank, mosquitto = system
+    owner = bank.client("owner", "olive")
+    bundle = provision_device(
+        owner,
+        "dev-h1",
+        "average",
+        coins=20,
+        out_dir=tmp_path / "bundles",
+        broker=Broker(port=mosquitto.port, password="unused-on-an-anonymous-broker"),
+        config={
+            "sample_interval": 0.01,
+            "batch_seconds": 0.2,
+            "batch_max": 8,
+            "max_ops": OPS,
+            "op_timeout": 4.0,
+            "query_timeout": 4.0,
+            "low_coins": 0,
+        },
+    )
+    flash = tmp_path / "flash" / "dev-h1"
+    install_bundle(bundle, SimTarget(flash, create=True))
+    director = HostileDirector(mosquitto.port, PLAN).start()
+    device = SimDevice(flash, heap="64K", runtime="micropython").start()
+    try:
+        assert device.wait(timeout=120) == 0, device.output()
+    finally:
+        device.stop()
+        director.stop()
+    console = device.output()
+    assert len(director.ops) == OPS, director.log
+
+    # The device accepted exactly the genuine results, and refused everything forged.
+    accepted = set(re.findall(r"collector: op (\w{8}) result ", console))
+    failed = set(re.findall(r"collector: op (\w{8}) failed ", console))
+    short = {op.index: op.op_id[:4].hex() for op in director.ops}
+    assert accepted == {short[i] for i in GENUINE}, console
+    assert failed == {short[i] for i in set(range(OPS)) - GENUINE}, console
+
+    # Every coin was spent at most once: the analyst was paid once per coin it redeemed,
+    # the replayed operation earned nothing more, the rerouted one nothing at all.
+    balances = {a["id"]: a["balance"] for a in bank.admin.accounts()}
+    assert balances["alice"] == len(REDEEMED)
+    assert balances["bob"] == 0
+
+    # The coins in doubt are claimed: those never redeemed come back to the owner, the
+    # others are shown as redeemed by the analyst.
+    report = claim_refunds(owner, "dev-h1", flash_dir=flash)
+    states = {c.op_id[:8]: (c.state, c.by) for c in report.claims}
+    assert states == {
+        **{short[i]: ("redeemed", "alice") for i in REDEEMED - GENUINE},
+        **{short[i]: ("refunded", None) for i in UNSPENT},
+    }
+    assert balances["olive"] + len(UNSPENT) == owner.balance() == 100 - 20 + len(UNSPENT)
+    again = claim_refunds(owner, "dev-h1", flash_dir=flash, mark=False)
+    assert {c.state for c in again.claims} <= {"already_refunded", "redeemed"}
+
+    audit = bank.cli("audit", check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
