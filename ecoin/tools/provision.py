@@ -31,6 +31,7 @@ from ecoin.tools.provisioning import (
     install_bundle,
     provision_device,
 )
+from ecoin.tools.provisioning.args import parser
 from ecoin.tools.provisioning.bundle import load_meta
 from ecoin.tools.provisioning.common import tty_confirm
 
@@ -229,162 +230,19 @@ def cmd_status(args: argparse.Namespace, cfg: Settings) -> int:
     return 0
 
 
-def _bank_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("the bank and the owner (who pays for the coins)")
-    g.add_argument("--bank", help="the bank's URL, https://HOST:PORT")
-    g.add_argument("--pki", help="PKI directory holding owner/NAME.crt|.key and ca.crt (with --owner)")
-    g.add_argument("--owner", help="the owner's name in the PKI (the CN of its certificate)")
-    g.add_argument("--owner-cert", help="the owner's certificate (instead of --pki/--owner)")
-    g.add_argument("--owner-key", help="the owner's private key")
-    g.add_argument("--ca", help="the project CA (also copied onto the device as ca.crt with --tls)")
-
-
-def _where(p: argparse.ArgumentParser, what: str) -> None:
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--port", help=f"a board's serial port (e.g. /dev/ttyUSB0): {what} through mpremote")
-    g.add_argument("--flash", type=Path, help=f"a simulated device's flash directory: {what} there")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML file with a [provision] table of defaults")
-    p.add_argument("--mpremote", help="the mpremote executable (default: the venv's)")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ecoin-provision",
-        description="Provision ecoin devices: make a device's bundle (key, bank registration, coins, "
-        "broker password, config), put it on a board or a simulator, claim refunds of coins in doubt.",
-        epilog="Flags override the [provision] table of --config. See docs/PROVISIONING.md.",
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser(
-        "new",
-        help="make (or finish) a device's bundle: register it, withdraw coins",
-        description="Generate a device key, register the device at the bank, withdraw its coins and write "
-        "its bundle (the flash layout) into OUT/DEVICE_ID. Safe to re-run: a finished bundle is never "
-        "withdrawn again, and an interrupted run picks up the same coins (idempotent request id).",
-    )
-    s.add_argument("device_id", metavar="DEVICE_ID", help="1-32 of A-Z a-z 0-9 . _ -")
-    s.add_argument("--service", help="the analysis the device buys (e.g. average)")
-    s.add_argument("--coins", type=int, help="coins to withdraw (1-10000; default 1000)")
-    s.add_argument("--board", choices=BOARDS, help="firmware for this board (default sim)")
-    s.add_argument("--broker-host", help="the MQTT broker the device connects to (default 127.0.0.1)")
-    s.add_argument("--broker-port", type=int, help="its port (default 1883)")
-    s.add_argument(
-        "--tls", action="store_true", default=None, help="TLS to the broker (copies --ca as ca.crt)"
-    )
-    s.add_argument(
-        "--broker-credentials",
-        help="credentials.toml of `ecoin-gateway broker-config`: "
-        "take the device's broker password from it (added there if missing)",
-    )
-    s.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any setting of config.json (firmware/start.py), e.g. wifi_ssid=home",
-    )
-    s.add_argument("--wifi-password-file", help="file holding the WiFi password (written 0600 as wifi.pass)")
-    s.add_argument("--source", action="store_true", help="put .py sources on the device instead of .mpy")
-    s.add_argument(
-        "--renew",
-        action="store_true",
-        help="withdraw a new generation of coins for an existing "
-        "bundle (its old coin store is kept in archive/ for refunds)",
-    )
-    s.add_argument(
-        "--reconfigure",
-        action="store_true",
-        help="rewrite a finished bundle's config.json (and broker.pass, ca.crt) from the flags; "
-        "coins and keys stay (then: flash --firmware-only)",
-    )
-    s.add_argument("--yes", action="store_true", help="confirm --renew without asking")
-    s.add_argument("--out", help="where bundles are written (default build/devices)")
-    _bank_flags(s)
-    _common(s)
-    s.set_defaults(func=cmd_new)
-
-    s = sub.add_parser(
-        "flash",
-        help="copy a bundle onto a board with mpremote and verify it",
-        description="Copy a device's bundle onto a MicroPython board with mpremote (fs cp), state.bin "
-        "last, then list the board to check every size and the coin store's SHA-256. Asks before "
-        "replacing a coin store already on the board (--yes to confirm without a terminal).",
-    )
-    s.add_argument(
-        "device_id",
-        metavar="DEVICE_ID",
-        nargs="?",
-        help="the bundle (default: --device, or the only bundle in --out)",
-    )
-    s.add_argument("--device", help="the bundle, as DEVICE_ID (the form `make flash` uses)")
-    s.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0 or /dev/ttyACM0")
-    s.add_argument("--board", choices=BOARDS, help="refuse a bundle made for another board")
-    s.add_argument("--yes", action="store_true", help="replace a coin store on the board without asking")
-    s.add_argument("--reset", action="store_true", help="reset the board afterwards (starts the firmware)")
-    s.add_argument(
-        "--firmware-only",
-        action="store_true",
-        help="copy everything but the coin store onto the same device (update firmware or settings)",
-    )
-    s.add_argument("--out", help="where bundles are (default build/devices)")
-    _common(s)
-    s.set_defaults(func=cmd_flash)
-
-    s = sub.add_parser(
-        "deploy-sim",
-        help="put a bundle into a simulated device's flash directory",
-        description="Copy a device's bundle into a simulated device's flash directory (created if "
-        "needed; stop the simulated device first). Same safety rule as flash: asks before "
-        "replacing a coin store.",
-    )
-    s.add_argument("device_id", metavar="DEVICE_ID")
-    s.add_argument("--flash", required=True, type=Path, help="the simulated device's flash directory")
-    s.add_argument("--yes", action="store_true", help="replace a coin store there without asking")
-    s.add_argument("--firmware-only", action="store_true", help="everything but the coin store")
-    s.add_argument("--out", help="where bundles are (default build/devices)")
-    _common(s)
-    s.set_defaults(func=cmd_deploy_sim)
-
-    s = sub.add_parser(
-        "refund",
-        help="claim the device's in-doubt coins at the bank",
-        description="Read the device's in-doubt coins (a board through mpremote, or a simulated flash "
-        "directory), claim them at the bank with the owner's certificate and print the result per "
-        "coin: refunded, redeemed (by whom, when), already refunded, or unknown. Coins are shown as "
-        "short hashes only. Claiming again is harmless.",
-    )
-    s.add_argument("device_id", metavar="DEVICE_ID")
-    _where(s, "read its coins")
-    s.add_argument("--check", action="store_true", help="only ask the bank; refund nothing")
-    s.add_argument("--json", action="store_true", help="print the report as JSON")
-    _bank_flags(s)
-    _common(s)
-    s.set_defaults(func=cmd_refund)
-
-    s = sub.add_parser(
-        "status",
-        help="show a device's coins left and in doubt",
-        description="Read a device's coin store (a board through mpremote, or a simulated flash "
-        "directory): coins left and used, coins in doubt and why, the top-up counter.",
-    )
-    s.add_argument("device_id", metavar="DEVICE_ID")
-    _where(s, "read its coin store")
-    s.add_argument("--json", action="store_true", help="print as JSON")
-    _common(s)
-    s.set_defaults(func=cmd_status)
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser(BOARDS).parse_args(argv)
+    commands = {
+        "new": cmd_new,
+        "flash": cmd_flash,
+        "deploy-sim": cmd_deploy_sim,
+        "refund": cmd_refund,
+        "status": cmd_status,
+    }
     try:
         table = ecoin_config.read(args.config).get("provision", {}) if args.config else {}
         cfg = ecoin_config.build(Settings, table, "provision")
-        return int(args.func(args, cfg))
+        return int(commands[args.command](args, cfg))
     except (ProvisionError, BankError, FlashError, ecoin_config.ConfigError, OSError) as exc:
         print(f"ecoin-provision: error: {exc}", file=sys.stderr)
         return 1
