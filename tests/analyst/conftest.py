@@ -1,13 +1,20 @@
-"""Fixtures of the analyst tests: the third-party analyser package, pip-installed."""
+"""Fixtures of the analyst tests: the third-party analyser package (pip-installed), a TLS
+broker with the gateway's ACLs, and a requester playing the gateway."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ecoin.analyst.testing import Requester, tls_broker
+from ecoin.testing import Mosquitto
+
+from .helpers import BROKER_ACL
 
 PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
 
@@ -32,3 +39,21 @@ def with_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The test analysers on this process's path (and so on its workers')."""
     monkeypatch.syspath_prepend(str(plugin_site))
     return plugin_site
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pki: Path) -> Iterator[Mosquitto]:
+    mq = tls_broker(tmp_path / "mq", pki, BROKER_ACL).start()
+    try:
+        yield mq
+    finally:
+        mq.stop()
+
+
+@pytest.fixture
+def gw(broker: Mosquitto, pki: Path) -> Iterator[Requester]:
+    r = Requester(broker.port, pki)
+    try:
+        yield r
+    finally:
+        r.close()

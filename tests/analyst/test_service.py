@@ -7,73 +7,16 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from ecoin import tls
-from ecoin.analyst.testing import AnalystProcess, Requester, Sealed, seal, tls_broker, withdraw
+from ecoin.analyst.testing import seal, withdraw
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto
 
-SERVICES = ["average", "stats", "median", "slow", "sleepy", "crashy"]
-ANALYSTS = {"alice": SERVICES, "bob": ["stats"]}  # their bank accounts
-BROKER_ACL = {"alice": SERVICES, "bob": ["stats", "average"]}  # the broker lets bob take average
-
-
-@pytest.fixture
-def broker(tmp_path: Path, pki: Path) -> Iterator[Mosquitto]:
-    mq = tls_broker(tmp_path / "mq", pki, BROKER_ACL).start()
-    try:
-        yield mq
-    finally:
-        mq.stop()
-
-
-@pytest.fixture
-def gw(broker: Mosquitto, pki: Path) -> Iterator[Requester]:
-    r = Requester(broker.port, pki)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-def analyst(
-    tmp_path: Path, pki: Path, mq: Mosquitto, bank: Any, services: list[str], /, **kw: Any
-) -> AnalystProcess:
-    name = kw.pop("name", "a1")
-    plugin_site = kw.pop("plugin_site", None)
-    env = {"PYTHONPATH": os.pathsep.join([str(plugin_site), str(Path(__file__).resolve().parents[2])])}
-    return AnalystProcess(
-        tmp_path / name, pki, mq.port, bank.url, services, env=env if plugin_site else None, **kw
-    )
-
-
-def kind(frame: bytes) -> int:
-    return frame[1]
-
-
-def results(gw: Requester, ops: list[Sealed], start: int = 0) -> list[Any]:
-    out = []
-    for i, op in enumerate(ops):
-        frame = gw.reply(b"%d" % (start + i))
-        assert frame is not None, f"no reply for operation {start + i}"
-        assert kind(frame) == wire.T_RESULT, f"operation {start + i}: {frame.hex()}"
-        out.append(op.open(frame))
-    return out
-
-
-def errors(gw: Requester, correlations: list[bytes]) -> list[tuple[bytes, int]]:
-    out = []
-    for c in correlations:
-        frame = gw.reply(c)
-        assert frame is not None, f"no reply for {c!r}"
-        out.append(wire.decode_error(frame))
-    return out
+from .helpers import ANALYSTS, analyst, errors, results
 
 
 class Announcements:
@@ -117,7 +60,7 @@ def test_operations_are_redeemed_analysed_and_answered(tmp_path, pki, broker, gw
     stats = seal(type(coins)(coins.coins[25:], coins.expires, coins.kid, coins.public_key), "stats")
     watch = Announcements(broker.port, pki)
     try:
-        with analyst(tmp_path, pki, broker, bank_server, ["average", "stats"]) as a:
+        with analyst(tmp_path, pki, broker.port, bank_server, ["average", "stats"]) as a:
             assert watch.wait("ecoin/svc/average/analyst/alice", True)
             ann = json.loads(watch.seen["ecoin/svc/stats/analyst/alice"])
             assert (
@@ -150,7 +93,7 @@ def test_a_third_party_analyser_is_discovered_and_served(
         {"sensor": "t", "unit": "C", "start": 0, "interval": 1, "values": [9, 1, 5]}
     ).encode()
     op = seal(coins, "median", readings)[0]
-    with analyst(tmp_path, pki, broker, bank_server, ["median"], plugin_site=plugin_site):
+    with analyst(tmp_path, pki, broker.port, bank_server, ["median"], plugin_site=plugin_site):
         gw.send("median", op.frame, b"m")
         assert gw.wait(1)
     assert op.open(gw.reply(b"m") or b"") == {"service": "median", "result": 5}
@@ -158,7 +101,7 @@ def test_a_third_party_analyser_is_discovered_and_served(
 
 def test_a_duplicate_operation_is_answered_once(tmp_path, pki, broker, gw, bank_server) -> None:  # type: ignore[no-untyped-def]
     ops = seal(withdraw(bank_server, 2, ANALYSTS), "average")
-    with analyst(tmp_path, pki, broker, bank_server, ["average"]) as a:
+    with analyst(tmp_path, pki, broker.port, bank_server, ["average"]) as a:
         gw.send("average", ops[0].frame, b"0")  # twice at once: the second finds it in progress
         gw.send("average", ops[0].frame, b"0")
         assert gw.wait(1)
@@ -190,7 +133,7 @@ def test_garbage_truncated_oversized_and_tampered_operations_are_refused(
         b"wrong-service": seal(withdraw(bank_server, 1, ANALYSTS), "stats")[0].frame,  # on the average topic
         b"tampered": bytes(flipped),
     }
-    with analyst(tmp_path, pki, broker, bank_server, ["average"]) as a:
+    with analyst(tmp_path, pki, broker.port, bank_server, ["average"]) as a:
         for corr, frame in bad.items():
             gw.send("average", frame, corr)
         gw.send("average", spent_twice.frame, b"first")
@@ -225,7 +168,7 @@ def test_hung_and_crashing_analysers_fail_their_operation_only(
     with analyst(
         tmp_path,
         pki,
-        broker,
+        broker.port,
         bank_server,
         ["sleepy", "crashy", "average"],
         plugin_site=plugin_site,
@@ -256,15 +199,17 @@ def test_two_analysts_share_a_service_and_a_killed_one_loses_nothing(
     n = 160
     ops = seal(withdraw(bank_server, n, ANALYSTS), "slow")
     common = {"plugin_site": plugin_site, "broker": {"receive_maximum": 16}, "limits": {"workers": 2}}
-    a1 = analyst(tmp_path, pki, broker, bank_server, ["slow"], name="a1", instance="1", **common).start()
-    a2 = analyst(tmp_path, pki, broker, bank_server, ["slow"], name="a2", instance="2", **common).start()
+    a1 = analyst(tmp_path, pki, broker.port, bank_server, ["slow"], name="a1", instance="1", **common).start()
+    a2 = analyst(tmp_path, pki, broker.port, bank_server, ["slow"], name="a2", instance="2", **common).start()
     try:
         gw.send_all("slow", ops)
         assert gw.wait(n // 4)
         served_by_a1 = a1.metrics()['ecoin_analyst_operations_total{outcome="ok",service="slow"}']
         a1.kill()  # mid-load: it holds up to 16 operations, some already redeemed
         assert served_by_a1 > 0 and len(gw.replies) < n
-        restarted = analyst(tmp_path, pki, broker, bank_server, ["slow"], name="a1", instance="1", **common)
+        restarted = analyst(
+            tmp_path, pki, broker.port, bank_server, ["slow"], name="a1", instance="1", **common
+        )
         restarted.start()  # what systemd does: same instance, same MQTT session
         assert gw.wait(n, timeout=90)
         served_by_a2 = a2.metrics()['ecoin_analyst_operations_total{outcome="ok",service="slow"}']
@@ -283,7 +228,7 @@ def test_two_analysts_share_a_service_and_a_killed_one_loses_nothing(
 def test_operations_wait_for_an_unreachable_bank(tmp_path, pki, broker, gw, bank_server) -> None:  # type: ignore[no-untyped-def]
     coins = withdraw(bank_server, 8, ANALYSTS)
     ops = seal(coins, "average")
-    with analyst(tmp_path, pki, broker, bank_server, ["average"], bank={"wait_max_s": 6.0}) as a:
+    with analyst(tmp_path, pki, broker.port, bank_server, ["average"], bank={"wait_max_s": 6.0}) as a:
         bank_server.kill()
         gw.send_all("average", ops[:4])
         time.sleep(1.0)
@@ -309,7 +254,7 @@ def test_operations_wait_for_an_unreachable_bank(tmp_path, pki, broker, gw, bank
 def test_a_bank_refusal_spends_nothing(tmp_path, pki, broker, gw, bank_server) -> None:  # type: ignore[no-untyped-def]
     coins = withdraw(bank_server, 1, ANALYSTS)
     op = seal(coins, "average")[0]
-    with analyst(tmp_path, pki, broker, bank_server, ["average"], analyst="bob", name="bob") as b:
+    with analyst(tmp_path, pki, broker.port, bank_server, ["average"], analyst="bob", name="bob") as b:
         gw.send("average", op.frame, b"0")  # the bank does not know bob for average
         assert gw.wait(1)
     assert errors(gw, [b"0"]) == [(op.op_id, wire.E_FAILED)]
@@ -321,7 +266,7 @@ def test_a_bank_refusal_spends_nothing(tmp_path, pki, broker, gw, bank_server) -
 def test_a_killed_analyst_is_unannounced_by_its_last_will(tmp_path, pki, broker, bank_server) -> None:  # type: ignore[no-untyped-def]
     watch = Announcements(broker.port, pki)
     try:
-        a = analyst(tmp_path, pki, broker, bank_server, ["average", "stats"]).start()
+        a = analyst(tmp_path, pki, broker.port, bank_server, ["average", "stats"]).start()
         assert watch.wait("ecoin/svc/average/analyst/alice", True)
         assert watch.wait("ecoin/svc/stats/analyst/alice", True)
         a.kill()
