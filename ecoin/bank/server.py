@@ -140,18 +140,15 @@ class BankServer(ThreadingHTTPServer):
         except OSError:
             pass  # the client went away mid-exchange: nothing to answer
         finally:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+            _linger(conn)
 
 
 def _linger(conn: ssl.SSLSocket) -> None:
-    """Closes a refused connection gently. With TLS 1.3 the client sends its request before
-    it learns that its certificate was refused; closing with that request unread would
-    reset the connection, and the client would see "connection reset" instead of the alert
-    that says why. So: end our side, read (and drop) whatever it sent, then close."""
+    """Closes a connection gently ("lingering close"). A client may still be sending when we
+    close: its request after a TLS 1.3 handshake we refused, or the rest of a body we refused
+    as too large. Closing with that data unread would reset the connection, and the client
+    would see "connection reset" instead of our alert or our 413. So: end our side, read
+    (and drop) whatever it still sends, for a second at most, then close."""
     try:
         conn.settimeout(1.0)
         socket.socket.shutdown(conn, socket.SHUT_WR)
