@@ -191,11 +191,15 @@ class Link:
     def unsubscribe(self) -> None:
         self.client.unsubscribe(shared_topic(self.service))
 
-    def stop(self, clear_announcement: bool = True) -> None:
-        self._stopping = True
-        if clear_announcement and self.connected.is_set():
+    def unannounce(self, timeout: float = 2.0) -> None:
+        """Clears our retained announcement (what the last will does when we die)."""
+        if self.connected.is_set():
             cleared = threading.Event()
             self._publish(self.announce_topic, b"", None, True, lambda ok: cleared.set())
-            cleared.wait(2)
+            cleared.wait(timeout)
+
+    def stop(self) -> None:
+        """Disconnects; the broker keeps our session (and what we did not acknowledge)."""
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()

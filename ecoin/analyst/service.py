@@ -130,7 +130,8 @@ class Analyst:
         if self._stop.is_set():
             return
         self._stop.set()
-        for link in self.links:
+        for link in self.links:  # first: gateways stop counting on us
+            link.unannounce()
             link.unsubscribe()
         with self._idle:
             drained = self._idle.wait_for(lambda: self._in_flight == 0, self.settings.limits.drain_s)
