@@ -73,6 +73,7 @@ class Router:
         op_timeout_s: float = 30.0,
         replay_rate: float = 200.0,
         replay_burst: int = 50,
+        recent_max: int = RECENT_MAX,
     ) -> None:
         self.directory = directory
         self.queue = queue
@@ -80,6 +81,7 @@ class Router:
         self.limiter = limiter
         self.frame_max = frame_max
         self.op_timeout_s = op_timeout_s
+        self.recent_max = recent_max
         self.routes: dict[str, Send] = {}
         self.upstream: UpstreamPort | None = None
         self.topup: TopupPort | None = None
@@ -179,7 +181,7 @@ class Router:
             if key in self._recent:
                 return False
             self._recent[key] = None
-            if len(self._recent) > RECENT_MAX:
+            if len(self._recent) > self.recent_max:
                 self._recent.popitem(last=False)
         return True
 

@@ -22,6 +22,9 @@ from ecoin.gateway.metrics import Metrics
 log = logging.getLogger("ecoin.gateway.serial")
 
 READ_MAX = 4096
+# A device that stops reading must not stall the port's reader (which also writes the
+# answers): a write that cannot finish in this time is given up and counted.
+WRITE_TIMEOUT_S = 0.2
 
 
 class SerialLink:
@@ -77,6 +80,8 @@ class SerialLink:
                 return False
             try:
                 ser.write(data)
+            except serial.SerialTimeoutException:
+                return False  # the line is full: the device is not reading
             except (OSError, serial.SerialException) as exc:
                 log.warning("serial_write_failed", extra={"device": self.device_id, "error": str(exc)})
                 return False
@@ -109,7 +114,9 @@ class SerialLink:
 
     def _open(self) -> serial.Serial | None:
         try:
-            ser = serial.Serial(self.port.path, self.port.baud, timeout=None, exclusive=True)
+            ser = serial.Serial(
+                self.port.path, self.port.baud, timeout=None, write_timeout=WRITE_TIMEOUT_S, exclusive=True
+            )
         except (OSError, serial.SerialException, ValueError) as exc:
             log.info("serial_unavailable", extra={"device": self.device_id, "error": str(exc)})
             return None
