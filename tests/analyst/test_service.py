@@ -201,22 +201,20 @@ def test_two_analysts_share_a_service_and_a_killed_one_loses_nothing(
     common = {"plugin_site": plugin_site, "broker": {"receive_maximum": 16}, "limits": {"workers": 2}}
     a1 = analyst(tmp_path, pki, broker.port, bank_server, ["slow"], name="a1", instance="1", **common).start()
     a2 = analyst(tmp_path, pki, broker.port, bank_server, ["slow"], name="a2", instance="2", **common).start()
+    restarted = analyst(tmp_path, pki, broker.port, bank_server, ["slow"], name="a1", instance="1", **common)
     try:
         gw.send_all("slow", ops)
         assert gw.wait(n // 4)
         served_by_a1 = a1.metrics()['ecoin_analyst_operations_total{outcome="ok",service="slow"}']
         a1.kill()  # mid-load: it holds up to 16 operations, some already redeemed
         assert served_by_a1 > 0 and len(gw.replies) < n
-        restarted = analyst(
-            tmp_path, pki, broker.port, bank_server, ["slow"], name="a1", instance="1", **common
-        )
         restarted.start()  # what systemd does: same instance, same MQTT session
         assert gw.wait(n, timeout=90)
         served_by_a2 = a2.metrics()['ecoin_analyst_operations_total{outcome="ok",service="slow"}']
         after_restart = restarted.metrics()['ecoin_analyst_operations_total{outcome="ok",service="slow"}']
     finally:
-        a2.stop()
-        a1.stop()
+        for proc in (restarted, a2, a1):
+            proc.stop()
     assert served_by_a2 > 0 and after_restart > 0
     assert {r["result"] for r in results(gw, ops)} == {21.625}  # every operation, a RESULT
     reconnects = [e for e in restarted.events() if e["event"] == "broker_connected"]
@@ -265,12 +263,14 @@ def test_a_bank_refusal_spends_nothing(tmp_path, pki, broker, gw, bank_server) -
 
 def test_a_killed_analyst_is_unannounced_by_its_last_will(tmp_path, pki, broker, bank_server) -> None:  # type: ignore[no-untyped-def]
     watch = Announcements(broker.port, pki)
+    a = analyst(tmp_path, pki, broker.port, bank_server, ["average", "stats"])
     try:
-        a = analyst(tmp_path, pki, broker.port, bank_server, ["average", "stats"]).start()
+        a.start()
         assert watch.wait("ecoin/svc/average/analyst/alice", True)
         assert watch.wait("ecoin/svc/stats/analyst/alice", True)
         a.kill()
         assert watch.wait("ecoin/svc/average/analyst/alice", False)  # one will per connection:
         assert watch.wait("ecoin/svc/stats/analyst/alice", False)  # one connection per service
     finally:
+        a.stop()
         watch.close()
