@@ -72,7 +72,7 @@ class Collector:
         self._start = 0
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
         self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
-        self._op = self._k = self._done = None
+        self._op = self._k = self._done = self._led_off = None
         self.ops = self.results = self.doubts = self.dropped = 0
         net.on_message = self._on_message
         net.idle = self.idle
@@ -85,6 +85,9 @@ class Collector:
         if self.feed:
             self.feed()
         now = time.ticks_ms()
+        if self._led_off is not None and time.ticks_diff(now, self._led_off) >= 0:
+            self.board.led(False)
+            self._led_off = None
         if time.ticks_diff(now, self._next) < 0:
             return
         self._next = time.ticks_add(self._next, self.interval_ms)
@@ -200,16 +203,12 @@ class Collector:
                 cr, self.pub, self.kid, store.peek(), self.service, memoryview(self.json)[:n], op_id=op_id
             )[1:]
             store.take(op_id)  # durable before the coin can leave; until here it stayed unused
-        except BaseException:
-            self._keep_room()
-            raise
-        self.ops += 1
-        for i in range(used, self.n):  # readings that did not fit stay for the next batch
-            self.values[i - used] = self.values[i]
-        self.n -= used
-        if self.n and self._start:
-            self._start += int(used * self.cfg["sample_interval"])
-        try:
+            self.ops += 1
+            for i in range(used, self.n):  # readings that did not fit stay for the next batch
+                self.values[i - used] = self.values[i]
+            self.n -= used
+            if self.n and self._start:
+                self._start += int(used * self.cfg["sample_interval"])
             what, value = self.exchange(frame, wire.T_RESULT, op_id, self.cfg["op_timeout"], (k_enc, k_mac))
             frame = None
             self._keep_room()
@@ -218,9 +217,12 @@ class Collector:
                     result = json.loads(value)
                 except ValueError:
                     what = "bad result"
-        except BaseException:  # cut short (Ctrl-C, out of memory): the coin's fate is unknown
-            store.doubt(coinstore.R_RESTART)
-            self.doubts += 1
+        except BaseException:  # cut short (Ctrl-C, out of memory)
+            if store.op_id is not None:  # the coin was taken: its fate is unknown
+                store.doubt(coinstore.R_RESTART)
+                self.doubts += 1
+            frame = None
+            self._keep_room()
             raise
         short = hexlify(op_id[:4]).decode()
         if what != "ok":
@@ -236,9 +238,8 @@ class Collector:
         self.log("collector: op %s result %s; %d left" % (short, value.decode(), store.left()))
         if self.on_result:
             self.on_result(op_id, result)
-        self.board.led(True)  # a short blink for every result
-        time.sleep_ms(20)
-        self.board.led(False)
+        self.board.led(True)  # a short blink for every result (off again in idle)
+        self._led_off = time.ticks_add(time.ticks_ms(), 50)
         return True
 
     def step(self):
