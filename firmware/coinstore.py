@@ -26,6 +26,9 @@ except ImportError:  # CPython (simulator compatibility layer)
 
 
 FMT = ">4sIIIIB16s32s"
+# settled.bin: 16-byte op_ids of in-doubt records the owner has claimed at the bank (written
+# by `ecoin-provision refund`); at boot start.py drops those records from doubt.bin.
+SETTLED = "settled.bin"
 RECORD = const(64)
 _NONE = bytes(32)
 

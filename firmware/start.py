@@ -135,6 +135,9 @@ def open_store():
                 src.readinto(buf)
                 dst.write(buf)
         coinstore.replace("doubt.tmp", "doubt.bin")
+    if _exists(coinstore.SETTLED):
+        _settle(size)
+        size = store.doubt_count() * coinstore.RECORD
     if store.op_id is not None:
         if _has_doubt(store.op_id, size):
             store.op_id = None
@@ -147,6 +150,35 @@ def open_store():
         if (name.startswith("coins.") and name != keep) or name.endswith(".tmp"):
             os.remove(name)
     return store
+
+
+def _listed(op_id, ids):
+    i = ids.find(op_id)
+    while i >= 0:
+        if i % 16 == 0:
+            return True
+        i = ids.find(op_id, i + 1)
+    return False
+
+
+def _settle(size):
+    """Drops the in-doubt records listed in settled.bin, 64 op_ids at a time (a small heap),
+    then removes the list. Cut anywhere, it is simply done again at the next boot."""
+    rec = bytearray(coinstore.RECORD)
+    with open(coinstore.SETTLED, "rb") as f:
+        while True:
+            ids = f.read(1024)
+            if not ids:
+                break
+            with open("doubt.bin", "rb") as src, open("doubt.tmp", "wb") as dst:
+                for _ in range(size // coinstore.RECORD):
+                    src.readinto(rec)
+                    if not _listed(bytes(rec[:16]), ids):
+                        dst.write(rec)
+            coinstore.replace("doubt.tmp", "doubt.bin")
+            size = os.stat("doubt.bin")[6]
+    os.remove(coinstore.SETTLED)
+    print("store: settled in-doubt records removed")
 
 
 def _has_doubt(op_id, size):

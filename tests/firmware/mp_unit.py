@@ -166,6 +166,18 @@ def test_interrupted_rename_and_orphans_are_repaired():
     check(sorted(os.listdir()) == ["coins.0.bin", "state.bin"], "orphans removed: %s" % os.listdir())
 
 
+def test_settled_records_leave_the_doubt_store():
+    s = fresh_store()
+    for op in (b"1" * 16, b"2" * 16, b"3" * 16):
+        s.take(op)
+        s.doubt(coinstore.R_TIMEOUT)
+    with open(coinstore.SETTLED, "wb") as f:
+        f.write(b"3" * 16 + b"1" * 16 + b"x" * 16)  # x: not a record here
+    reopen()
+    check([d[0] for d in doubts()] == [b"2" * 16], "only the unsettled record stays")
+    check(coinstore.SETTLED not in os.listdir(), "the list is consumed")
+
+
 def test_corrupt_state_is_refused():
     fresh_store()
     with open("state.bin", "wb") as f:
@@ -635,6 +647,7 @@ GROUPS = {
         test_power_loss_between_record_and_state_adds_no_duplicate,
         test_torn_doubt_record_is_trimmed,
         test_interrupted_rename_and_orphans_are_repaired,
+        test_settled_records_leave_the_doubt_store,
         test_corrupt_state_is_refused,
         test_topup_adds_coins_after_the_unused_ones,
     ],
