@@ -112,7 +112,10 @@ class Client:
             return False
         try:
             self.connect()
-        except (OSError, MQTTError) as exc:
+        except MemoryError:
+            self.close()
+            raise
+        except Exception as exc:  # OSError, MQTTError, ValueError (a certificate refused)...
             self.close()
             self.failures += 1
             self.log("mqtt: broker %s:%d unreachable (%s); attempt %d, next in %d ms"

@@ -199,7 +199,11 @@ def tls_context(ca_file):
         return ssl.create_default_context(cafile=ca_file)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=_read(ca_file))
+    ca = _read(ca_file)
+    if ca.startswith(b"-----"):  # PEM: MicroPython's mbedtls binding takes DER
+        body = ca.split(b"-----BEGIN CERTIFICATE-----")[1].split(b"-----END")[0]
+        ca = binascii.a2b_base64(body.replace(b"\n", b"").replace(b"\r", b""))
+    ctx.load_verify_locations(cadata=ca)
     return ctx
 
 

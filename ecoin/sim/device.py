@@ -57,7 +57,7 @@ class SimDevice:
         self._log = open(self.console, "ab")  # noqa: SIM115 - owned by the process
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         if self.runtime == "micropython":
-            env["MICROPYPATH"] = str(self.flash_dir)
+            env["MICROPYPATH"] = f"{self.flash_dir}:.frozen"  # .frozen: ssl and friends, as on a board
         else:
             env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(

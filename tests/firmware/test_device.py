@@ -81,11 +81,10 @@ def test_top_up_adds_coins_from_the_bank(broker: Mosquitto, responder: Responder
 def test_many_operations_with_1kib_readings_in_64k(
     broker: Mosquitto, responder: Responder, make_device: MakeDevice
 ):
-    """200 operations of about 1 KiB of readings each, heap capped at 64 KiB (the bench and
-    the demo run 1,000)."""
+    """1,000 operations of about 1 KiB of readings each, heap capped at 64 KiB: no MemoryError."""
     dev = make_device(
-        broker.port, coins=200, max_ops=200, batch_max=170, sample_interval=0.0001, batch_seconds=5
+        broker.port, coins=1000, max_ops=1000, batch_max=170, sample_interval=0.0001, batch_seconds=5
     )
-    out = run_to_end(dev, timeout=120)
-    assert "ops=200 results=200 doubts=0" in out, out[-2000:]
+    out = run_to_end(dev, timeout=180)
+    assert "ops=1000 results=1000 doubts=0" in out, out[-2000:]
     assert all(s.values == 170 for s in responder.ops)

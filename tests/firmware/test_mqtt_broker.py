@@ -4,6 +4,7 @@ restarted in the middle of an operation, and a broker that is not there."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -13,7 +14,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from ecoin.sim.deploy import install_firmware
-from ecoin.testing import Mosquitto, free_port
+from ecoin.testing import Mosquitto, free_port, wait_for_port
+from ecoin.tools import pki as pki_tool
 
 from .conftest import MakeDevice, micropython, nodelay_broker
 from .responder import Responder
@@ -139,3 +141,33 @@ def test_silent_broker_is_bounded_by_io_timeout(tmp_path: Path, make_device: Mak
         for c in conns:
             c.close()
         srv.close()
+
+
+def test_tls_to_the_broker_verified_against_the_project_ca(tmp_path: Path, pki: Path, coin_key, make_device):
+    """TLS with the broker's certificate from the project PKI. The unix port's mbedtls takes
+    its memory from the MicroPython heap (on an ESP32 it has its own), hence 128K here."""
+    plain, tls = free_port(), free_port()
+    conf = (
+        f"listener {plain} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+        f"listener {tls} 127.0.0.1\ncafile {pki}/ca.crt\ncertfile {pki}/broker/broker.crt\n"
+        f"keyfile {pki}/broker/broker.key\nallow_anonymous true\n"
+    )
+    other_ca = tmp_path / "other-pki"
+    pki_tool.init(other_ca, coin_key_bits=2048)
+    with Mosquitto(tmp_path / "mq", conf, plain) as broker:
+        wait_for_port(tls)
+        r = Responder(broker.port, coin_key[0]).start()
+        try:
+            good = make_device(tls, name="good", heap="128K", broker_host="localhost", tls=True, max_ops=2)
+            shutil.copyfile(pki / "ca.crt", good.flash_dir / "ca.crt")
+            good.start()
+            assert good.wait(30) == 0
+            assert "(tls)" in good.output() and "ops=2 results=2" in good.output(), good.output()
+            bad = make_device(tls, name="bad", heap="128K", broker_host="localhost", tls=True, io_timeout=1.0)
+            shutil.copyfile(other_ca / "ca.crt", bad.flash_dir / "ca.crt")
+            bad.start()
+            assert bad.wait_for("unreachable", timeout=20), bad.output()
+            bad.stop()
+            assert bad.state().next == 0  # a broker it cannot verify gets nothing
+        finally:
+            r.stop()
