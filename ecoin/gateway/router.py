@@ -33,6 +33,7 @@ log = logging.getLogger("ecoin.gateway.router")
 
 Send = Callable[[str, bytes], bool]  # (device id, frame) -> handed to the transport?
 RECENT_MAX = 50_000  # (device, op_id) pairs remembered to drop repeated operations
+WAITING_MAX = 10_000  # operations waiting in memory for a window slot (then: the queue)
 _ERROR_KIND = {
     wire.E_FAILED: "failed",
     wire.E_UNAVAILABLE: "unavailable",
@@ -43,6 +44,8 @@ _ERROR_KIND = {
 
 
 class UpstreamPort(Protocol):
+    @property
+    def ready(self) -> bool: ...
     def send(self, service: str, frame: bytes, corr: bytes) -> bool: ...
     def has_room(self) -> bool: ...
 
@@ -87,6 +90,7 @@ class Router:
         self.topup: TopupPort | None = None
         self._pending: dict[bytes, Pending] = {}
         self._timeouts: deque[Pending] = deque()
+        self._waiting: deque[tuple[str, str, str, bytes, bytes, float]] = deque()
         self._recent: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
         self._boot = os.urandom(4)  # a reply meant for an earlier run never matches
@@ -124,6 +128,9 @@ class Router:
             self._wake.notify()
 
     def on_window(self) -> None:
+        """A window slot freed (or the directory changed): send what waits for one."""
+        if self._waiting:
+            self._drain_waiting()
         if self.queue.depth:
             self.kick()
 
@@ -195,9 +202,39 @@ class Router:
         if not self.directory.is_live(service):
             self._error(route, device, op_id, wire.E_UNAVAILABLE)
             return
-        if not self.queue.depth and self._send(route, device, service, op_id, frame, started):
+        item = (route, device, service, op_id, frame, started)
+        if not self.queue.depth and not self._waiting and self._send(*item):
             return
+        upstream = self.upstream
+        if not self.queue.depth and upstream is not None and upstream.ready:
+            # Connected, only the window is full: wait in memory for the next PUBACK.
+            with self._lock:
+                room = len(self._waiting) < WAITING_MAX
+                if room:
+                    self._waiting.append(item)
+            if room:
+                self._drain_waiting()  # a slot may have freed meanwhile
+                return
         self._enqueue(route, device, service, op_id, frame)
+
+    def _drain_waiting(self) -> None:
+        upstream = self.upstream
+        while upstream is not None and upstream.has_room():
+            with self._lock:
+                if not self._waiting:
+                    return
+                item = self._waiting.popleft()
+            if not self._send(*item):
+                with self._lock:
+                    self._waiting.appendleft(item)
+                return
+
+    def upstream_lost(self) -> None:
+        """Operations waiting for a window slot were never sent: they go to the queue."""
+        with self._lock:
+            items, self._waiting = list(self._waiting), deque()
+        for route, device, service, op_id, frame, _ in items:
+            self._enqueue(route, device, service, op_id, frame)
 
     def _topup(self, route: str, device: str, op_id: bytes, named: str, frame: bytes) -> None:
         if named != device:  # a device may only top itself up

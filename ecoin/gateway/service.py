@@ -45,7 +45,7 @@ class Gateway:
             on_reply=self.router.on_reply,
             on_ready=self._upstream_ready,
             on_window=self.router.on_window,
-            on_lost=lambda: m.link_up["upstream"].set(0),
+            on_lost=self._upstream_lost,
             on_error=m.callback_errors.inc,
             backoff=self._backoff(),
         )
@@ -84,6 +84,10 @@ class Gateway:
     def _upstream_ready(self) -> None:
         self._link_up("upstream")
         self.router.kick()
+
+    def _upstream_lost(self) -> None:
+        self.metrics.link_up["upstream"].set(0)
+        self.router.upstream_lost()
 
     def start(self) -> Gateway:
         self.router.start()

@@ -110,6 +110,10 @@ class LoopbackUpstream:
     def has_room(self) -> bool:
         return True
 
+    @property
+    def ready(self) -> bool:
+        return True
+
 
 def test_fuzz_router_and_serial_decoder(tmp_path: Path) -> None:
     rng = random.Random(20261122)
