@@ -25,7 +25,6 @@ from typing import Any
 import tomli_w
 
 from ecoin.analyst.testing import AnalystProcess
-from ecoin.bank.client import BankClient
 from ecoin.bank.testing import BankProcess
 from ecoin.gateway import brokerconf
 from ecoin.gateway.config import BrokerConf
@@ -61,6 +60,8 @@ class Demo:
     ops: int
     heap: str
     runtime: str
+    quiet: bool = False  # no live progress lines (benchmarks)
+    elapsed: float = 0.0
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     fleet: list[Device] = field(default_factory=list)
 
@@ -89,7 +90,7 @@ class Demo:
             self.provision(pki_dir, bank, broker)
             started = time.monotonic()
             self.watch(bank)
-            elapsed = time.monotonic() - started
+            self.elapsed = elapsed = time.monotonic() - started
             audit = bank.cli("audit", check=False)
             credits = self.credits(bank)
         return self.summary(elapsed, credits, audit.returncode == 0, audit.stdout + audit.stderr)
@@ -174,9 +175,7 @@ class Demo:
         return f"dev-{i + 1:02d}"
 
     def provision(self, pki_dir: Path, bank: BankProcess, broker: dict[str, Any]) -> None:
-        owner = BankClient(
-            bank.url, *(pki_dir / "owner" / f"{OWNER}.{ext}" for ext in ("crt", "key")), pki_dir / "ca.crt"
-        )
+        owner = bank.client("owner", OWNER)
         with owner:
             for i in range(self.devices):
                 name = self.device_name(i)
@@ -205,24 +204,29 @@ class Demo:
             self.stack.callback(dev.sim.stop)
             dev.sim.start()
 
-    def watch(self, bank: BankProcess, timeout: float = 600.0) -> None:
+    def watch(self, bank: BankProcess, timeout: float = 900.0) -> None:
         deadline = time.monotonic() + timeout
         tty = sys.stdout.isatty()
         last = 0.0
         while time.monotonic() < deadline:
-            for dev in self.fleet:
-                out = dev.sim.output().encode()
-                dev.ok, dev.failed = len(RESULT.findall(out)), len(FAILED.findall(out))
-                dev.left = dev.sim.state().left
-                dev.done = not dev.sim.running
-            if tty or time.monotonic() - last > 2 or all(d.done for d in self.fleet):
-                self.progress(bank, tty)
+            finished = not any(d.sim.running for d in self.fleet)
+            if finished or (not self.quiet and (tty or time.monotonic() - last > 2)):
+                self.count()
+                if not self.quiet:
+                    self.progress(bank, tty)
                 last = time.monotonic()
-            if all(d.done for d in self.fleet):
+            if finished:
                 break
             time.sleep(0.25)
-        if tty:
+        if tty and not self.quiet:
             print()
+
+    def count(self) -> None:
+        for dev in self.fleet:
+            out = dev.sim.output().encode()
+            dev.ok, dev.failed = len(RESULT.findall(out)), len(FAILED.findall(out))
+            dev.left = dev.sim.state().left
+            dev.done = not dev.sim.running
 
     def progress(self, bank: BankProcess, tty: bool) -> None:
         parts = [f"{d.name} {d.ok + d.failed}/{self.ops} ({d.left} coins)" for d in self.fleet]
