@@ -3,6 +3,7 @@
 # before the modules that stay are loaded into the room it leaves. Then it steps the
 # collector forever (or for max_ops operations): out-of-memory and I/O errors are reported
 # on the console and survived; the watchdog is fed from every wait.
+import array
 import gc
 import sys
 import time
@@ -19,6 +20,9 @@ def _device():
     finally:
         sys.modules.pop("start", None)  # boot code: give its memory back
     gc.collect()
+    # The collector's two big buffers, while the room start.py left is still in one piece.
+    cfg["json_buf"] = bytearray(cfg["json_size"])
+    cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
     if cfg["transport"] == "serial":
         import serial_link
 

@@ -58,12 +58,13 @@ class Collector:
         self.interval_ms = int(cfg["sample_interval"] * 1000)
         self.batch_ms = int(cfg["batch_seconds"] * 1000)
         nmax = cfg["batch_max"]
-        self.values = array.array("i", bytes(4 * nmax))
+        # Buffers allocated by app.py early, before the heap fragments (or here).
+        self.values = cfg.pop("values", None) or array.array("i", bytes(4 * nmax))
         self.n = 0
         self._head = ('{"sensor":"%s","unit":"%s","start":' % (cfg["sensor"], cfg["unit"])).encode()
         self._mid = (',"interval":%s,"values":[' % cfg["sample_interval"]).encode()
         size = len(self._head) + 10 + len(self._mid) + _PER_VALUE * nmax + _LONGEST
-        self.json = bytearray(min(wire.PAYLOAD_MAX, size))
+        self.json = cfg.pop("json_buf", None) or bytearray(min(wire.PAYLOAD_MAX, size))
         # Sealing needs a few contiguous kilobytes (ciphertext, frame, RSA integers). A heap
         # this small fragments, so that room is held here and let go just before sealing.
         self._room = 2 * len(self.json) + 2048

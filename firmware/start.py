@@ -238,6 +238,10 @@ def boot(board):
         raise ConfigError("bank.json: the kid does not match the key")
     cfg["rx_size"] = rx_size(cfg)
     cfg["ssl"] = tls_context("ca.crt") if cfg["tls"] else None
+    # The readings' JSON: '{"sensor":"..","unit":"..","start":N,"interval":..,"values":[' and
+    # 8 bytes a value ("-123.45,"; a longer one waits for the next batch).
+    head = 33 + len(cfg["sensor"]) + len(cfg["unit"]) + 10 + 24 + len(str(cfg["sample_interval"]))
+    cfg["json_size"] = min(4096, head + 8 * cfg["batch_max"] + 13)
     board.setup(cfg)
     while not board.connect_network(cfg):
         print("network: not connected; retrying")
