@@ -197,6 +197,7 @@ class Collector:
             self._keep_room()  # an earlier failure may have left none
         n, used = self.build()
         op_id = cr.random(16)
+        began = time.ticks_ms()  # the latency the owner sees: seal to verified result
         self._reserve = None  # the room kept free for this moment
         gc.collect()
         try:
@@ -236,7 +237,8 @@ class Collector:
             return False
         store.spent()
         self.results += 1
-        self.log("collector: op %s result %s; %d left" % (short, value.decode(), store.left()))
+        self.log("collector: op %s result %s; %d left; in %d ms"
+                 % (short, value.decode(), store.left(), time.ticks_diff(time.ticks_ms(), began)))
         if self.on_result:
             self.on_result(op_id, result)
         self.board.led(True)  # a short blink for every result (off again in idle)

@@ -14,6 +14,7 @@ import pytest
 from ecoin.analyst.testing import AnalystProcess
 from ecoin.bank.testing import BankProcess
 from ecoin.sim.device import SimDevice
+from ecoin.sim.flash import read_in_doubt
 from ecoin.tools.provisioning.bundle import Broker, provision_device
 from ecoin.tools.provisioning.install import install_bundle
 from ecoin.tools.provisioning.refund import claim_refunds
@@ -112,8 +113,13 @@ def test_a_hostile_director_cannot_forge_replay_splice_reroute_or_double_spend(t
         **{short[i]: ("refunded", None) for i in UNSPENT},
     }
     assert balances["olive"] + len(UNSPENT) == owner.balance() == 100 - 20 + len(UNSPENT)
-    again = claim_refunds(owner, "dev-h1", flash_dir=flash, mark=False)  # claiming twice pays nothing
-    assert {c.op_id[:8]: c.state for c in again.claims} == {
+    # The claim marked those coins settled on the device: claiming again finds nothing there,
+    # and the same coins sent to the bank once more pay nothing twice.
+    assert report.settled.startswith("marked"), report.settled
+    assert claim_refunds(owner, "dev-h1", flash_dir=flash).claims == []
+    doubts = read_in_doubt(flash)
+    again = owner.claim("dev-h1", [d.coin for d in doubts])
+    assert {d.op_id[:4].hex(): a["state"] for d, a in zip(doubts, again, strict=True)} == {
         **{short[i]: "redeemed" for i in REDEEMED - GENUINE},
         **{short[i]: "already_refunded" for i in UNSPENT},
     }
