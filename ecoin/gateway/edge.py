@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Broker
 from ecoin.gateway.link import Link
+from ecoin.gateway.netloop import NetLoop
 from ecoin.protocol import wire
 
 UP_FILTER = "ecoin/dev/+/up"
@@ -42,6 +43,7 @@ class Edge:
         on_up: Callable[[], None],
         on_down: Callable[[], None],
         backoff: Backoff,
+        netloop: NetLoop,
     ) -> None:
         self._on_frame = on_frame
         self._on_bad_topic = on_bad_topic
@@ -49,6 +51,7 @@ class Edge:
             "edge",
             broker,
             f"ecoin-gw-{gateway_id}-edge",
+            netloop,
             v5=False,
             subscriptions=[(UP_FILTER, 1)],
             on_message=self._message,

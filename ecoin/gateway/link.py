@@ -1,9 +1,10 @@
 """One supervised MQTT connection.
 
-A supervisor thread connects, runs paho's network loop in its thread, and when the
-connection drops or the loop thread dies it waits (jittered exponential backoff) and starts
-over. Every attempt uses a FRESH paho client, so nothing left unacknowledged on a dead
-connection is ever re-sent by paho: the gateway decides itself what is retried (queue.py).
+A supervisor thread connects, hands the client to the shared network thread (netloop.py),
+and when the connection drops it waits (jittered exponential backoff) and starts over; it
+also restarts the network thread if that ever dies. Every attempt uses a FRESH paho client,
+so nothing left unacknowledged on a dead connection is ever re-sent by paho: the gateway
+decides itself what is retried (queue.py).
 Idle, the threads sleep in select() and Event.wait(): no polling loop.
 """
 
@@ -26,11 +27,35 @@ from paho.mqtt.properties import Properties
 from ecoin import tls
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Broker
+from ecoin.gateway.netloop import NetLoop
 
 log = logging.getLogger("ecoin.gateway.link")
 
 STABLE_S = 10.0  # a connection that lived this long resets the backoff
-WATCH_S = 5.0  # how often the supervisor checks that the loop thread is alive
+WATCH_S = 5.0  # how often the supervisor checks that the network thread is alive
+
+
+class BufferedClient(mqtt.Client):
+    """paho reads each packet with several small recv() calls (type byte, length bytes,
+    body), and a QoS 1 exchange is mostly tiny packets. This client takes what the socket
+    has in one call and serves paho from that buffer: a fraction of the system calls. The
+    network thread asks ``buffered()`` (like TLS's ``pending()``) since select() cannot
+    see bytes already read. (It overrides a private paho method; paho is pinned < 3.)"""
+
+    _rbuf = memoryview(b"")
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf = self._rbuf
+        if not buf:
+            data = super()._sock_recv(65536)
+            if not data:
+                return data
+            buf = memoryview(data)
+        self._rbuf = buf[bufsize:]
+        return bytes(buf[:bufsize])
+
+    def buffered(self) -> int:
+        return len(self._rbuf)
 
 
 class LinkError(Exception):
@@ -50,6 +75,7 @@ class Link:
         name: str,
         broker: Broker,
         client_id: str,
+        netloop: NetLoop,
         *,
         v5: bool,
         subscriptions: list[tuple[str, int]],
@@ -63,6 +89,7 @@ class Link:
         max_inflight: int = 1000,
     ) -> None:
         self.name = name
+        self.netloop = netloop
         self.broker = broker
         self.client_id = client_id
         self.v5 = v5
@@ -98,7 +125,7 @@ class Link:
                 except Exception:  # noqa: S110 - best effort on the way out
                     pass
             client.disconnect()
-        self._dead.set()
+            self.netloop.wake()
         if self._thread:
             self._thread.join(10)
 
@@ -115,6 +142,7 @@ class Link:
         if client is None or not self.up:
             return -1
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        self.netloop.wake()  # a no-op inside the network thread
         return info.mid if info.rc == mqtt.MQTT_ERR_SUCCESS else -1
 
     # The supervisor.
@@ -135,7 +163,7 @@ class Link:
             self._stopping.wait(delay)
 
     def _run_once(self) -> None:
-        self._dead.clear()
+        dead = self._dead = threading.Event()  # this connection's own: late words cannot reach the next
         client = self._make_client()
         try:
             client.connect(self.broker.host, self.broker.port, self.broker.keepalive, **self._connect_args())
@@ -143,17 +171,18 @@ class Link:
             log.warning("link_connect_failed", extra={"link": self.name, "error": str(exc)})
             return
         self.client = client
-        client.loop_start()
+        connects = self.connects
+        self.netloop.add(client, dead.set)
         try:
-            while not self._dead.wait(WATCH_S):
-                thread = getattr(client, "_thread", None)  # paho keeps its loop thread here
-                if thread is None or not thread.is_alive():
-                    log.error("link_loop_died", extra={"link": self.name})
-                    break
+            while not dead.wait(WATCH_S) and not self._stopping.is_set():
+                self.netloop.ensure_running()
         finally:
-            was_up, self.up = self.up, False
-            client.disconnect()
-            client.loop_stop()
+            self.up = False
+            was_up = self.connects > connects  # this connection got as far as on_connect
+            if client.socket() is not None:  # stopping: say goodbye, the network thread closes it
+                client.disconnect()
+                self.netloop.wake()
+                dead.wait(5)
             self.client = None
             if was_up:
                 self._on_down()
@@ -167,7 +196,7 @@ class Link:
 
     def _make_client(self) -> mqtt.Client:
         b = self.broker
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
@@ -199,7 +228,8 @@ class Link:
     def _connected(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
             log.warning("link_refused", extra={"link": self.name, "reason": str(rc)})
-            self._dead.set()
+            if client is self.client:
+                self._dead.set()
             return
         try:
             for topic, qos in self.subscriptions:
@@ -214,6 +244,8 @@ class Link:
             self._on_error()
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if client is not self.client:
+            return  # a late word from an earlier connection
         self.up = False
         if not self._stopping.is_set():
             log.warning("link_down", extra={"link": self.name, "reason": str(rc)})

@@ -12,6 +12,7 @@ from ecoin.gateway.edge import Edge
 from ecoin.gateway.health import HealthServer
 from ecoin.gateway.limits import DeviceLimiter
 from ecoin.gateway.metrics import Metrics
+from ecoin.gateway.netloop import NetLoop
 from ecoin.gateway.queue import OpQueue
 from ecoin.gateway.router import Router
 from ecoin.gateway.serial_bridge import SerialLink
@@ -25,6 +26,7 @@ class Gateway:
     def __init__(self, cfg: Config, bank: BankClient | None = None) -> None:
         self.cfg = cfg
         self.metrics = m = Metrics()
+        self.netloop = NetLoop()
         self.directory = Directory()
         self.queue = OpQueue(cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_age_s)
         self.router = Router(
@@ -48,6 +50,7 @@ class Gateway:
             on_lost=self._upstream_lost,
             on_error=m.callback_errors.inc,
             backoff=self._backoff(),
+            netloop=self.netloop,
         )
         self.edge = Edge(
             cfg.edge,
@@ -58,6 +61,7 @@ class Gateway:
             on_up=lambda: self._link_up("edge"),
             on_down=lambda: m.link_up["edge"].set(0),
             backoff=self._backoff(),
+            netloop=self.netloop,
         )
         self.router.upstream = self.upstream
         self.directory.on_change = self.router.on_window
@@ -90,6 +94,7 @@ class Gateway:
         self.router.upstream_lost()
 
     def start(self) -> Gateway:
+        self.netloop.start()
         self.router.start()
         self.upstream.start()
         self.edge.start()
@@ -115,6 +120,7 @@ class Gateway:
         self.edge.stop()
         self.upstream.stop()
         self.router.stop()
+        self.netloop.stop()
         if self.topup:
             self.topup.stop()
         self.queue.close()
@@ -123,6 +129,7 @@ class Gateway:
     def status(self) -> dict[str, Any]:
         threads_ok = (
             self.router.alive
+            and self.netloop.alive
             and self.edge.link.alive
             and self.upstream.link.alive
             and all(s.alive for s in self.serial)

@@ -24,6 +24,7 @@ from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Broker
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.link import Link, Will
+from ecoin.gateway.netloop import NetLoop
 
 log = logging.getLogger("ecoin.gateway.upstream")
 
@@ -33,6 +34,36 @@ OFFLINE = json.dumps({"state": "offline"}).encode()
 
 def op_topic(service: str) -> str:
     return f"ecoin/svc/{service}/op"
+
+
+class RequestProperties(Properties):
+    """Response topic + correlation data, packed directly (paho's generic Properties costs
+    about 20 µs per message here; only ``pack()`` is used when publishing)."""
+
+    def __init__(self, response_topic: str, corr: bytes) -> None:
+        topic = response_topic.encode()
+        body = b"\x08" + len(topic).to_bytes(2, "big") + topic + b"\x09" + len(corr).to_bytes(2, "big") + corr
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "_packed", _varint(len(body)) + body)
+
+    _packed: bytes
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __str__(self) -> str:
+        return "RequestProperties"
+
+    __repr__ = __str__
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 class Upstream:
@@ -49,6 +80,7 @@ class Upstream:
         on_lost: Callable[[], None],
         on_error: Callable[[], None],
         backoff: Backoff,
+        netloop: NetLoop,
     ) -> None:
         self.gateway_id = gateway_id
         self.reply_topic = f"ecoin/gw/{gateway_id}/reply"
@@ -66,6 +98,7 @@ class Upstream:
             "upstream",
             broker,
             f"ecoin-gw-{gateway_id}-up",
+            netloop,
             v5=True,
             subscriptions=[
                 (directory_mod.FILTER, 1),
@@ -102,9 +135,7 @@ class Upstream:
             if not self.link.up or self.inflight >= self.window:
                 return False
             self.inflight += 1
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.reply_topic
-        props.CorrelationData = corr
+        props = RequestProperties(self.reply_topic, corr)
         if self.link.publish(op_topic(service), frame, 1, False, props) < 0:
             with self._lock:
                 self.inflight -= 1

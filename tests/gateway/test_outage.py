@@ -64,6 +64,8 @@ def test_upstream_outage(tmp_path: Path) -> None:
         down_at = time.monotonic()
         wait_until(lambda: not gw.upstream.ready, what="upstream seen down")
         time.sleep(OUTAGE_S)
+        assert gw.metrics.link_up["upstream"]._value.get() == 0
+        assert gw.status()["upstream"] is False and gw.status()["queue_depth"] > 0
         up_at = time.monotonic()
         upstream = Mosquitto.plain(tmp_path / "up2", up_port).start()
         time.sleep(3)
@@ -93,6 +95,8 @@ def test_upstream_outage(tmp_path: Path) -> None:
         for dev in devices:  # per device: one connection keeps its order, so this is exact
             mine = [kinds[op_id] for at, op_id, d in sent if d is dev and down_at + 0.5 < at < up_at]
             assert "dropped" not in mine[mine.index("result") :]
+        assert gw.metrics.reconnects["upstream"]._value.get() == 2
+        assert gw.metrics.link_up["upstream"]._value.get() == 1
         # Only the few operations in flight when the broker died can have timed out.
         assert list(kinds.values()).count("timeout") <= cfg.limits.window
         assert gw.metrics.errors["dropped"]._value.get() == list(kinds.values()).count("dropped")
