@@ -1,5 +1,6 @@
 # Top-up: asks the bank, through the gateway, for coins when few are left (PROTOCOL.md 4.5,
 # 4.6). Loaded by the collector only when needed, and dropped afterwards.
+import gc
 import time
 
 import session
@@ -47,7 +48,13 @@ def run(dev):
     store.save()  # the counter is stored before it is used: never reused
     key = cfg["device_key"]
     op_id, frame = session.seal_topup_request(cr, key, cfg["device_id"], store.counter, cfg["topup_count"])
-    what, value = dev.exchange(frame, wire.T_TOPUP_RESPONSE, op_id, cfg["op_timeout"], (key, store.counter))
+    dev._reserve = None  # the answer (up to 3.3 KB) is opened in the room kept for sealing
+    gc.collect()
+    try:
+        what, value = dev.exchange(frame, wire.T_TOPUP_RESPONSE, op_id, cfg["op_timeout"], (key, store.counter))
+    finally:
+        frame = None
+        dev._keep_room()
     if what != "ok":
         dev.log("topup: failed (%s %s)" % (what, value))
         return False

@@ -61,6 +61,7 @@ class Demo:
     heap: str
     runtime: str
     quiet: bool = False  # no live progress lines (benchmarks)
+    batch_seconds: float = 0.1  # how often each device buys an analysis
     elapsed: float = 0.0
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     fleet: list[Device] = field(default_factory=list)
@@ -156,7 +157,7 @@ class Demo:
             "upstream": side,
             "bank": {"url": bank_url, "ca": side["ca"], "cert": side["cert"], "key": side["key"]},
             "queue": {"path": str(self.workdir / "gateway" / "queue.sqlite")},
-            "limits": {"rate_per_s": 50.0, "burst": 50},
+            "limits": {"rate_per_s": 100.0, "burst": 100},
             "health": {"port": health},
         }
         gw_dir = self.workdir / "gateway"
@@ -187,8 +188,8 @@ class Demo:
                     out_dir=self.workdir / "devices",
                     broker=Broker(port=broker["device_port"], tls=False, credentials=broker["credentials"]),
                     config={
-                        "sample_interval": 0.01,
-                        "batch_seconds": 0.1,
+                        "sample_interval": self.batch_seconds / 10,
+                        "batch_seconds": self.batch_seconds,
                         "batch_max": 32,
                         "max_ops": self.ops,
                         "op_timeout": 20.0,
