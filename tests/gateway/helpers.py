@@ -141,6 +141,8 @@ class Device:
             self.client.tls_set_context(context)
         self.client.on_message = self._message
         self.client.on_connect = lambda c, *a: c.subscribe(f"ecoin/dev/{device_id}/down", 1)
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.port = port
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -152,6 +154,8 @@ class Device:
     def start(self) -> Device:
         self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()
+        if not self.subscribed.wait(10):  # an answer sent before the SUBACK would be lost
+            raise AssertionError(f"{self.device_id}: not subscribed")
         return self
 
     def send(self, frame: bytes, topic_device: str | None = None) -> mqtt.MQTTMessageInfo:
