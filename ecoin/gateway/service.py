@@ -16,7 +16,7 @@ from ecoin.gateway.netloop import NetLoop
 from ecoin.gateway.queue import OpQueue
 from ecoin.gateway.router import Router
 from ecoin.gateway.serial_bridge import SerialLink
-from ecoin.gateway.topup import BankClient, HttpsBank, TopupRelay
+from ecoin.gateway.topup import BankClient, TopupRelay, bank_client
 from ecoin.gateway.upstream import Upstream
 
 log = logging.getLogger("ecoin.gateway")
@@ -70,7 +70,7 @@ class Gateway:
         for link in self.serial:
             self.router.routes[link.route] = link.send
         if bank is None and cfg.bank.url:
-            bank = HttpsBank(cfg.bank)
+            bank = bank_client(cfg.bank)
         self.topup = TopupRelay(bank, cfg.bank.workers) if bank is not None else None
         self.router.topup = self.topup
         self.health: HealthServer | None = None

@@ -4,22 +4,18 @@ read either: both are authenticated with the device key, which it never has.
 
 Calls run on a few worker threads so a slow bank never stalls the MQTT or serial threads;
 when every worker is busy the request is answered FAILED at once (the device retries).
+The HTTPS call itself is the bank's client, ``ecoin.bank.client.BankClient``.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
-import json
 import logging
 import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
-from urllib.parse import urlsplit
 
-from ecoin import tls
 from ecoin.gateway.config import Bank
 
 log = logging.getLogger("ecoin.gateway.topup")
@@ -33,57 +29,15 @@ class BankClient(Protocol):
     def topup(self, frame: bytes) -> bytes: ...
 
 
-class HttpsBank:
-    """A minimal persistent mTLS client for the one call the gateway makes. One connection
-    per worker thread, kept alive and re-made after any failure."""
+def bank_client(cfg: Bank) -> BankClient:
+    """The bank's own client (ecoin.bank.client: one keep-alive mTLS connection, the
+    gateway's certificate, retried once on a broken connection)."""
+    from ecoin.bank.client import BankClient as Client
 
-    def __init__(self, cfg: Bank) -> None:
-        url = urlsplit(cfg.url)
-        if url.scheme != "https" or not url.hostname:
-            raise TopupError(f"bank url must be https://host:port, got {cfg.url!r}")
-        self.host = url.hostname
-        self.port = url.port or 443
-        self.timeout = cfg.timeout_s
-        try:
-            self.context = tls.client_context(cfg.cert, cfg.key, cfg.ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise TopupError(f"bank TLS files: {exc}") from exc
-        self._local = threading.local()
-
-    def _conn(self) -> http.client.HTTPSConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.timeout, context=self.context
-            )
-            self._local.conn = conn
-        return conn
-
-    def topup(self, frame: bytes) -> bytes:
-        body = json.dumps({"frame": base64.b64encode(frame).decode()})
-        conn = self._conn()
-        try:
-            conn.request("POST", "/v1/topup", body, {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read(1 << 20)
-        except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
-            conn.close()
-            self._local.conn = None
-            raise TopupError(f"bank unreachable: {exc}") from exc
-        if resp.status != 200:
-            code = _error_code(data)
-            raise TopupError(f"bank answered {resp.status} {code}")
-        try:
-            return base64.b64decode(json.loads(data)["frame"], validate=True)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TopupError("bank answer has no frame") from exc
-
-
-def _error_code(data: bytes) -> str:
     try:
-        return str(json.loads(data)["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return "?"
+        return Client(cfg.url, cfg.cert, cfg.key, cfg.ca, timeout=cfg.timeout_s)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise TopupError(f"bank client: {exc}") from exc
 
 
 class TopupRelay:
