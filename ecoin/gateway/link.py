@@ -108,6 +108,16 @@ class Link:
         self._dead = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tls: ssl.SSLContext | None = None
+        if broker.tls:  # built once, now: a bad file stops the start instead of every retry
+            try:
+                self._tls = (
+                    tls.client_context(broker.cert, broker.key, broker.ca)
+                    if broker.cert
+                    else _server_only(broker.ca)
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise LinkError(f"{name}: TLS files: {exc}") from exc
 
     # Life cycle.
 
@@ -205,12 +215,8 @@ class Link:
         )
         client.max_inflight_messages_set(self.max_inflight)
         client.max_queued_messages_set(0)
-        if b.tls:
-            try:
-                ctx = tls.client_context(b.cert, b.key, b.ca) if b.cert else _server_only(b.ca)
-            except (OSError, ssl.SSLError) as exc:
-                raise LinkError(f"{self.name}: TLS files: {exc}") from exc
-            client.tls_set_context(ctx)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
         if b.username:
             client.username_pw_set(b.username, b.password or None)
         if self.will:

@@ -27,6 +27,14 @@ def test_help_and_bad_config(tmp_path: Path) -> None:
     bad.write_text("gateway_id = 'gw1'\nsurprise = 1\n")
     run = subprocess.run([*CLI, "serve", "--config", str(bad)], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown key(s) surprise" in run.stderr and "Traceback" not in run.stderr
+    missing = tmp_path / "tls.toml"
+    missing.write_text(
+        f"[upstream]\ntls = true\nca = '{tmp_path}/no-ca.crt'\n[queue]\npath = '{tmp_path}/q.sqlite'\n"
+    )
+    run = subprocess.run(
+        [*CLI, "serve", "--config", str(missing)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 1 and "TLS files" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_broker_config_command(tmp_path: Path) -> None:
