@@ -86,7 +86,6 @@ class Link:
         on_error: Callable[[], None] = lambda: None,
         will: Will | None = None,
         backoff: Backoff | None = None,
-        max_inflight: int = 1000,
     ) -> None:
         self.name = name
         self.netloop = netloop
@@ -101,7 +100,6 @@ class Link:
         self._on_error = on_error
         self.will = will
         self.backoff = backoff or Backoff()
-        self.max_inflight = max_inflight
         self.client: mqtt.Client | None = None
         self.up = False
         self.connects = 0
@@ -213,7 +211,9 @@ class Link:
             clean_session=None if self.v5 else False,
             reconnect_on_failure=False,
         )
-        client.max_inflight_messages_set(self.max_inflight)
+        # 0 = no limit in paho: the gateway keeps its own window (upstream.py), and with a
+        # limit paho scans every unacknowledged message on every PUBACK.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         if self._tls is not None:
             client.tls_set_context(self._tls)

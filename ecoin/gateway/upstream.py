@@ -112,7 +112,6 @@ class Upstream:
             on_error=on_error,
             will=Will(self.status_topic, OFFLINE),
             backoff=backoff,
-            max_inflight=window + 16,
         )
 
     @property
