@@ -8,6 +8,8 @@
     gateway_vs_raw       their ratio; one operation crosses the broker four times, so 0.25
                          is the ceiling (target >= 0.2)
     gateway_p50_ms/p99   a device's round trip (frame out -> answer in) under that load
+                         (mostly queueing: 200 outstanding / throughput)
+    gateway_unloaded_p50_ms/p99  the same round trip for one device alone
     gateway_idle_cpu_pct the gateway process's CPU over 10 s of idle, in % of one core
 
 Every party is its own process (the gateway is the real ``ecoin-gateway serve``), so no
@@ -272,6 +274,9 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         loader = _spawn("load", str(port), str(LOAD_S), str(out))
         loader.wait(LOAD_S + 120)
         figures = json.loads(out.read_text())
+        single = workdir / "single.json"  # one device alone: the latency the path adds, no queueing
+        _spawn("load", str(port), "3", str(single), "1").wait(120)
+        alone = json.loads(single.read_text())
         time.sleep(2.0)
         cpu0, t0 = _cpu_seconds(gw.pid), time.monotonic()
         time.sleep(IDLE_S)
@@ -285,6 +290,8 @@ def run(workdir: Path) -> dict[str, float | int | str]:
             "gateway_vs_raw": round(ops / raw, 3),
             "gateway_p50_ms": round(float(figures["p50_ms"]), 2),
             "gateway_p99_ms": round(float(figures["p99_ms"]), 2),
+            "gateway_unloaded_p50_ms": round(float(alone["p50_ms"]), 3),
+            "gateway_unloaded_p99_ms": round(float(alone["p99_ms"]), 3),
             "gateway_idle_cpu_pct": round(idle, 2),
         }
     finally:
