@@ -54,10 +54,11 @@ class NetLoop:
 
     def ensure_running(self) -> None:
         """The supervisor's check: a network thread that died is started again."""
-        if not self._stopping and not self.alive:
-            log.error("netloop_restarted")
-            self.restarts += 1
-            self.start()
+        with self._lock:  # several supervisors watch it: exactly one restarts it
+            if not self._stopping and not self.alive:
+                log.error("netloop_restarted")
+                self.restarts += 1
+                self.start()
 
     @property
     def alive(self) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing import Mosquitto
@@ -81,3 +83,26 @@ def test_timeout_answers_generic_error(tmp_path: Path, mosquitto: Mosquitto) -> 
         dev.stop()
         gw.stop()
         silent.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_supervisor_restarts_a_dead_network_thread(gateway: Gateway, mosquitto: Mosquitto) -> None:
+    loop = gateway.netloop
+    serve = loop._serve
+
+    def die_once(*args: object) -> None:
+        loop._serve = serve  # type: ignore[method-assign]
+        raise SystemExit("simulated death of the network thread")  # not an Exception: it ends the thread
+
+    loop._serve = die_once  # type: ignore[method-assign]
+    dev = Device(mosquitto.port, "dev-n").start()
+    try:
+        dev.send(query("echo"))
+        wait_until(lambda: not loop.alive, what="the network thread dead")
+        assert gateway.status()["ok"] is False  # /healthz says 503 meanwhile
+        wait_until(lambda: loop.alive and loop.restarts == 1, timeout=20, what="restarted by a supervisor")
+        op = operation()
+        assert wire.frame_type(dev.ask(op)) == (wire.T_RESULT, op[2:18])
+        assert gateway.status()["ok"] is True
+    finally:
+        dev.stop()
