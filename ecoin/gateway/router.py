@@ -195,12 +195,12 @@ class Router:
     def _operation(
         self, route: str, device: str, op_id: bytes, service: str, frame: bytes, started: float
     ) -> None:
+        self.metrics.frames_in["operation"].inc()
+        if not self.directory.is_live(service):  # refused, not remembered: a later retry may pass
+            self._error(route, device, op_id, wire.E_UNAVAILABLE)
+            return
         if not self._first_time(device, op_id):
             self.metrics.duplicates.inc()
-            return
-        self.metrics.frames_in["operation"].inc()
-        if not self.directory.is_live(service):
-            self._error(route, device, op_id, wire.E_UNAVAILABLE)
             return
         item = (route, device, service, op_id, frame, started)
         if not self.queue.depth and not self._waiting and self._send(*item):
