@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from http.server import ThreadingHTTPServer
 from typing import Any
 
+from ecoin import health
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Config
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.edge import Edge
-from ecoin.gateway.health import HealthServer
 from ecoin.gateway.limits import DeviceLimiter
 from ecoin.gateway.metrics import Metrics
 from ecoin.gateway.netloop import NetLoop
@@ -73,9 +74,7 @@ class Gateway:
             bank = bank_client(cfg.bank)
         self.topup = TopupRelay(bank, cfg.bank.workers) if bank is not None else None
         self.router.topup = self.topup
-        self.health: HealthServer | None = None
-        if cfg.health.port >= 0 and cfg.health.host:
-            self.health = HealthServer(cfg.health.host, cfg.health.port, m.registry, self.status)
+        self.health: ThreadingHTTPServer | None = None
 
     def _backoff(self, cap: float | None = None) -> Backoff:
         top = self.cfg.backoff_max_s if cap is None else min(cap, self.cfg.backoff_max_s)
@@ -100,8 +99,10 @@ class Gateway:
         self.edge.start()
         for link in self.serial:
             link.start()
-        if self.health:
-            self.health.start()
+        if self.cfg.health.port >= 0 and self.cfg.health.host:
+            self.health = health.serve(
+                self.cfg.health.host, self.cfg.health.port, self.metrics.registry, self.status
+            )
         log.info(
             "gateway_started",
             extra={
@@ -114,7 +115,9 @@ class Gateway:
 
     def stop(self) -> None:
         if self.health:
-            self.health.stop()
+            self.health.shutdown()
+            self.health.server_close()
+            self.health = None
         for link in self.serial:
             link.stop()
         self.edge.stop()
