@@ -15,6 +15,7 @@ import contextlib
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -269,6 +270,10 @@ class Demo:
         }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ecoin.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=5, help="simulated devices (default 5)")
@@ -281,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     demo = Demo(workdir, args.devices, args.ops, args.heap, args.runtime)
+    # Ctrl-C and SIGTERM both unwind through the exit stack, which stops what was started
+    # (also when the caller left SIGINT ignored, as shells do for background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = demo.run()
     except KeyboardInterrupt:

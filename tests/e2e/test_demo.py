@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
@@ -28,3 +30,45 @@ def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
         "audit_ok": True,
     }
     assert "bank audit: passed" in done.stdout
+
+
+def _processes_under(path: Path) -> list[str]:
+    """Processes whose command line names path or whose working directory is inside it
+    (the simulated devices run in their flash directories)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue  # not a process, or gone
+        if str(path) in cmd or cwd.startswith(str(path)):
+            found.append(f"{proc.name} {cmd}")
+    return found
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
+    import signal
+    import time
+
+    workdir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "ecoin.tools.demo", "--ops", "100000", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # wait until the devices run
+            if "starting them" in line:
+                break
+        time.sleep(1.0)
+        assert len(_processes_under(workdir)) >= 10  # broker, bank, 2 analysts, gateway, 5 devices
+        demo.send_signal(signal.SIGINT)
+        rest = demo.communicate(timeout=60)[0]
+    finally:
+        demo.kill()
+    assert demo.returncode == 130, rest[-2000:]
+    assert "everything it started has been stopped" in rest
+    assert _processes_under(workdir) == []
