@@ -45,6 +45,27 @@ def client_context(cert: StrPath, key: StrPath, ca: StrPath) -> ssl.SSLContext:
     return ctx
 
 
+def server_auth_context(ca: StrPath) -> ssl.SSLContext:
+    """A client context that authenticates the server against the project CA only, for a
+    client that logs in otherwise (a broker password). Never the system store."""
+    if not ca:
+        raise ValueError("a CA file is required: the server is checked against the project CA only")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=str(ca))
+    return ctx
+
+
+def expect_role(peer: ssl.SSLObject | ssl.SSLSocket | None, role: str) -> str:
+    """Checks that the verified peer holds a certificate of ``role`` (its OU) and returns its
+    name: a host name check alone would let the broker, whose certificate names the same
+    hosts, answer as the bank."""
+    name, got = peer_identity(peer)
+    if got != role:
+        raise PeerIdentityError(f"the server is {name!r} with role {got!r}, not a {role}")
+    return name
+
+
 def peer_identity(peer: ssl.SSLObject | ssl.SSLSocket | dict[str, Any] | None) -> tuple[str, str]:
     """(name, role) = (CN, OU) of the verified peer certificate. Takes an SSL object or
     socket, or the dict from its ``getpeercert()``."""

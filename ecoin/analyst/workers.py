@@ -79,7 +79,8 @@ def _answer(
     except MemoryError:
         return _FAILED, f"analyser {service} ran out of memory".encode()
     except Exception as exc:  # the analyser's own bug: reported, the worker lives on
-        return _FAILED, f"analyser {service} raised {type(exc).__name__}: {str(exc)[:200]}".encode()
+        # The type only: an analyser's message may quote the readings it choked on.
+        return _FAILED, f"analyser {service} raised {type(exc).__name__}".encode()
 
 
 def _read_exact(fd: int, n: int) -> bytes:

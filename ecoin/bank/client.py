@@ -147,9 +147,16 @@ class BankClient:
 
     def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
         if self._conn is None:
-            self._conn = http.client.HTTPSConnection(
+            conn = http.client.HTTPSConnection(
                 self.host, self.port, timeout=self.timeout, context=self.context
             )
+            conn.connect()
+            try:
+                tls.expect_role(conn.sock, "bank")
+            except tls.PeerIdentityError as exc:
+                conn.close()
+                raise Unauthenticated(f"refusing to talk to {self.host}:{self.port}: {exc}") from None
+            self._conn = conn
         headers = {"Content-Type": "application/json"} if data is not None else {}
         self._conn.request(method, path, body=data, headers=headers)
         response = self._conn.getresponse()

@@ -251,6 +251,8 @@ class Router:
                 log.warning("request_failed", extra={"route": name, "code": exc.code, "reason": exc.message})
             if exc.code not in errors.STATUS:  # an internal failure: its details stay in the log
                 exc = errors.BankError("internal error; see the bank's log")
+            elif status >= 500:  # the database's own words (host, user) stay in the log too
+                exc = type(exc)("the bank's database is unavailable; nothing was changed, retry later")
             return name, status, error_body(exc)
         except Exception:
             log.exception("request_crashed", extra={"route": name})

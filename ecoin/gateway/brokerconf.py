@@ -77,8 +77,10 @@ def service_acl(c: BrokerConf) -> str:
             f"topic readwrite ecoin/gw/{gw}/#",
         ]
     for analyst, services in sorted(c.analysts.items()):
+        if not services:  # "+" would let it read every operation and announce any service
+            raise ValueError(f"analyst {analyst}: list the services it offers")
         lines.append(f"\nuser {analyst}")
-        for svc in services or ["+"]:
+        for svc in services:
             lines += [f"topic read ecoin/svc/{svc}/op", f"topic write ecoin/svc/{svc}/analyst/{analyst}"]
         lines.append("topic write ecoin/gw/+/reply")
     return "\n".join(lines) + "\n"

@@ -77,7 +77,7 @@ class BrokerConf:
     device_tls: bool = True
     service_port: int = 8884  # TLS, client certificate required (analysts, gateways)
     devices: list[str] = field(default_factory=list)
-    analysts: dict[str, list[str]] = field(default_factory=dict)  # analyst -> services ([] = any)
+    analysts: dict[str, list[str]] = field(default_factory=dict)  # analyst -> the services it offers
     gateways: list[str] = field(default_factory=list)
     max_inflight: int = 100
 
@@ -128,6 +128,11 @@ def check(c: Config) -> None:
             wire.device_id(device)
     except ValueError as exc:
         raise cfg.ConfigError(f"gateway config: {exc}") from None
+    empty = sorted(a for a, services in c.broker.analysts.items() if not services)
+    if empty:
+        raise cfg.ConfigError(f"gateway config: broker.analysts: list the services of {', '.join(empty)}")
+    if not c.broker.device_tls and not c.broker.bind.startswith("127."):
+        raise cfg.ConfigError("gateway config: broker.device_tls = false is for a loopback bind only")
     if c.op_timeout_s <= 0 or c.limits.rate_per_s <= 0 or c.queue.replay_rate <= 0:
         raise cfg.ConfigError("gateway config: timeouts and rates must be > 0")
     if not 0 < c.limits.frame_max <= wire.FRAME_MAX:

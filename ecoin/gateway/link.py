@@ -112,9 +112,9 @@ class Link:
                 self._tls = (
                     tls.client_context(broker.cert, broker.key, broker.ca)
                     if broker.cert
-                    else _server_only(broker.ca)
+                    else tls.server_auth_context(broker.ca)
                 )
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ssl.SSLError, ValueError) as exc:
                 raise LinkError(f"{name}: TLS files: {exc}") from exc
 
     # Life cycle.
@@ -271,12 +271,6 @@ class Link:
         except Exception:
             log.exception("publish_handler_failed", extra={"link": self.name})
             self._on_error()
-
-
-def _server_only(ca: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=ca or None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:

@@ -216,3 +216,18 @@ def _gw_broker(port: int, pki: Path) -> dict[str, Any]:
         "cert": str(pki / "gateway" / "gw1.crt"),
         "key": str(pki / "gateway" / "gw1.key"),
     }
+
+
+@pytest.mark.parametrize(
+    "broker, message",
+    [
+        ({"analysts": {"alice": []}}, "list the services of alice"),
+        ({"device_tls": False, "bind": "0.0.0.0"}, "loopback bind only"),
+    ],
+)
+def test_broker_settings_that_would_open_the_broker_are_refused(broker, message):
+    from ecoin.config import ConfigError
+    from ecoin.gateway.config import from_table
+
+    with pytest.raises(ConfigError, match=message):
+        from_table({"broker": broker})
