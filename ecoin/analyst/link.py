@@ -31,6 +31,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ecoin import topics
+
 from . import metrics
 from .settings import Settings
 
@@ -44,23 +46,11 @@ def _ignore(ok: bool) -> None:
     pass
 
 
-def op_topic(service: str) -> str:
-    return f"ecoin/svc/{service}/op"
-
-
-def shared_topic(service: str) -> str:
-    return f"$share/ecoin-{service}/{op_topic(service)}"
-
-
-def announce_topic(service: str, analyst: str) -> str:
-    return f"ecoin/svc/{service}/analyst/{analyst}"
-
-
 class Link:
     def __init__(self, settings: Settings, service: str, announcement: dict[str, Any], on_message: OnMessage):
         self.service = service
         self.settings = settings
-        self.announce_topic = announce_topic(service, settings.id)
+        self.announce_topic = topics.announcement(service, settings.id)
         self.announcement = json.dumps(announcement, separators=(",", ":")).encode()
         self.on_message = on_message
         self.generation = 0  # bumped on every successful connect
@@ -120,7 +110,7 @@ class Link:
             "broker_connected",
             extra={"service": self.service, "session_present": bool(flags.session_present)},
         )
-        c.subscribe(shared_topic(self.service), qos=1)
+        c.subscribe(topics.shared_op(self.service), qos=1)
         self.announce()
         self.connected.set()
         metrics.CONNECTED.labels(self.service).set(1)
@@ -189,7 +179,7 @@ class Link:
             self.client.ack(mid, 1)
 
     def unsubscribe(self) -> None:
-        self.client.unsubscribe(shared_topic(self.service))
+        self.client.unsubscribe(topics.shared_op(self.service))
 
     def unannounce(self, timeout: float = 2.0) -> None:
         """Clears our retained announcement (what the last will does when we die)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from ecoin import crypto
+from ecoin import crypto, topics
 from ecoin.protocol import session, wire
 
 from . import metrics
@@ -41,7 +40,6 @@ from .workers import AnalysisFailed, AnalysisTimeout, WorkerPool
 
 log = logging.getLogger("ecoin.analyst")
 
-REPLY_TOPIC = re.compile(r"ecoin/gw/[A-Za-z0-9._-]{1,32}/reply")
 _NO_OP_ID = bytes(wire.OP_ID_LEN)
 
 
@@ -167,7 +165,7 @@ class Analyst:
             return self._refuse(op, _frame_problem(str(exc)), str(exc))
         if service != link.service:
             return self._refuse(op, "wrong_service", f"{service} arrived on the topic of {link.service}")
-        if reply_to is None or not REPLY_TOPIC.fullmatch(reply_to):
+        if reply_to is None or not topics.is_reply(reply_to):
             return self._refuse(op, "bad_response_topic", "no response topic, or not ecoin/gw/<id>/reply")
         op.key = hashlib.sha256(frame).digest()
         if self._duplicate(op):
@@ -267,7 +265,7 @@ class Analyst:
         self._send(op, wire.encode_error(op.op_id, wire.E_FAILED), reason)
 
     def _send(self, op: _Op, frame: bytes | bytearray, outcome: str) -> None:
-        if op.reply_to is None or not REPLY_TOPIC.fullmatch(op.reply_to):
+        if op.reply_to is None or not topics.is_reply(op.reply_to):
             self._done(op, outcome, True)  # nowhere to answer: acknowledge and move on
             return
         sent = time.monotonic()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import tomli_w
 
+from ecoin import topics
 from ecoin.gateway.config import BrokerConf
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; passwords are random, not guessable
@@ -60,8 +61,8 @@ def _credentials(path: Path, devices: list[str]) -> dict[str, str]:
 def device_acl() -> str:
     return (
         "# ecoin devices: each user (= device id) only its own two topics.\n"
-        "pattern write ecoin/dev/%u/up\n"
-        "pattern read ecoin/dev/%u/down\n"
+        f"pattern write {topics.device_up('%u')}\n"
+        f"pattern read {topics.device_down('%u')}\n"
     )
 
 
@@ -70,19 +71,22 @@ def service_acl(c: BrokerConf) -> str:
     for gw in c.gateways:
         lines += [
             f"\nuser {gw}",
-            "topic read ecoin/dev/+/up",
-            "topic write ecoin/dev/+/down",
-            "topic write ecoin/svc/+/op",
-            "topic read ecoin/svc/+/analyst/+",
-            f"topic readwrite ecoin/gw/{gw}/#",
+            f"topic read {topics.DEVICE_UP_FILTER}",
+            f"topic write {topics.DEVICE_DOWN_FILTER}",
+            f"topic write {topics.SERVICE_OP_FILTER}",
+            f"topic read {topics.ANNOUNCE_FILTER}",
+            f"topic readwrite {topics.gateway_tree(gw)}",
         ]
     for analyst, services in sorted(c.analysts.items()):
         if not services:  # "+" would let it read every operation and announce any service
             raise ValueError(f"analyst {analyst}: list the services it offers")
         lines.append(f"\nuser {analyst}")
         for svc in services:
-            lines += [f"topic read ecoin/svc/{svc}/op", f"topic write ecoin/svc/{svc}/analyst/{analyst}"]
-        lines.append("topic write ecoin/gw/+/reply")
+            lines += [
+                f"topic read {topics.service_op(svc)}",
+                f"topic write {topics.announcement(svc, analyst)}",
+            ]
+        lines.append(f"topic write {topics.REPLY_FILTER}")
     return "\n".join(lines) + "\n"
 
 

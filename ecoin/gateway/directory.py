@@ -22,24 +22,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from ecoin.protocol import wire
+from ecoin import topics
 
-PREFIX = "ecoin/svc/"
-FILTER = "ecoin/svc/+/analyst/+"
+FILTER = topics.ANNOUNCE_FILTER
+parse_topic = topics.announcement_of
 GRACE_S = 2.0
-
-
-def parse_topic(topic: str) -> tuple[str, str] | None:
-    """(service, analyst) of an announcement topic, or None if it is not one."""
-    parts = topic.split("/")
-    if len(parts) != 5 or parts[0] != "ecoin" or parts[1] != "svc" or parts[3] != "analyst":
-        return None
-    try:
-        wire.service_name(parts[2])
-        wire.device_id(parts[4])  # same alphabet as analyst ids
-    except ValueError:
-        return None
-    return parts[2], parts[4]
 
 
 class Directory:

@@ -10,25 +10,14 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+from ecoin import topics
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Broker
 from ecoin.gateway.link import Link
 from ecoin.gateway.netloop import NetLoop
-from ecoin.protocol import wire
 
-UP_FILTER = "ecoin/dev/+/up"
-
-
-def device_of(topic: str) -> str | None:
-    """The device id in ``ecoin/dev/<id>/up``, or None if the topic is anything else."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "ecoin" or parts[1] != "dev" or parts[3] != "up":
-        return None
-    try:
-        wire.device_id(parts[2])
-    except ValueError:
-        return None
-    return parts[2]
+UP_FILTER = topics.DEVICE_UP_FILTER
+device_of = topics.device_of
 
 
 class Edge:
@@ -68,7 +57,7 @@ class Edge:
         self.link.stop()
 
     def send(self, device: str, frame: bytes) -> bool:
-        return self.link.publish(f"ecoin/dev/{device}/down", frame, 1) >= 0
+        return self.link.publish(topics.device_down(device), frame, 1) >= 0
 
     def _message(self, msg: mqtt.MQTTMessage) -> None:
         device = device_of(msg.topic)

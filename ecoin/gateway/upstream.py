@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ecoin import topics
 from ecoin.gateway import directory as directory_mod
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Broker
@@ -32,8 +33,7 @@ ONLINE = json.dumps({"state": "online"}).encode()
 OFFLINE = json.dumps({"state": "offline"}).encode()
 
 
-def op_topic(service: str) -> str:
-    return f"ecoin/svc/{service}/op"
+op_topic = topics.service_op
 
 
 class RequestProperties(Properties):
@@ -83,8 +83,8 @@ class Upstream:
         netloop: NetLoop,
     ) -> None:
         self.gateway_id = gateway_id
-        self.reply_topic = f"ecoin/gw/{gateway_id}/reply"
-        self.status_topic = f"ecoin/gw/{gateway_id}/status"
+        self.reply_topic = topics.gateway_reply(gateway_id)
+        self.status_topic = topics.gateway_status(gateway_id)
         self.directory = directory
         self.max_window = window
         self.window = window

@@ -1,0 +1,78 @@
+"""The MQTT topic tree (docs/PROTOCOL.md 7.1), built and parsed in one place for the
+gateway, the analysts and the broker ACLs. (The firmware spells its own two topics,
+``ecoin/dev/<id>/up`` and ``.../down``, to keep the board's heap small.)"""
+
+from __future__ import annotations
+
+import re
+
+from ecoin.protocol import wire
+
+DEVICE_UP_FILTER = "ecoin/dev/+/up"
+DEVICE_DOWN_FILTER = "ecoin/dev/+/down"
+SERVICE_OP_FILTER = "ecoin/svc/+/op"
+ANNOUNCE_FILTER = "ecoin/svc/+/analyst/+"
+REPLY_FILTER = "ecoin/gw/+/reply"
+_REPLY = re.compile(r"ecoin/gw/[A-Za-z0-9._-]{1,32}/reply")
+
+
+def device_up(device: str) -> str:
+    return f"ecoin/dev/{device}/up"
+
+
+def device_down(device: str) -> str:
+    return f"ecoin/dev/{device}/down"
+
+
+def service_op(service: str) -> str:
+    return f"ecoin/svc/{service}/op"
+
+
+def shared_op(service: str) -> str:
+    """The shared subscription through which the analysts of a service split its operations."""
+    return f"$share/ecoin-{service}/{service_op(service)}"
+
+
+def announcement(service: str, analyst: str) -> str:
+    return f"ecoin/svc/{service}/analyst/{analyst}"
+
+
+def gateway_reply(gateway: str) -> str:
+    return f"ecoin/gw/{gateway}/reply"
+
+
+def gateway_status(gateway: str) -> str:
+    return f"ecoin/gw/{gateway}/status"
+
+
+def gateway_tree(gateway: str) -> str:
+    return f"ecoin/gw/{gateway}/#"
+
+
+def device_of(topic: str) -> str | None:
+    """The device id in ``ecoin/dev/<id>/up``, or None if the topic is anything else."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[:2] != ["ecoin", "dev"] or parts[3] != "up":
+        return None
+    try:
+        wire.device_id(parts[2])
+    except ValueError:
+        return None
+    return parts[2]
+
+
+def announcement_of(topic: str) -> tuple[str, str] | None:
+    """(service, analyst) of an announcement topic, or None if it is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:2] != ["ecoin", "svc"] or parts[3] != "analyst":
+        return None
+    try:
+        wire.service_name(parts[2])
+        wire.device_id(parts[4])  # analyst ids share the device id alphabet
+    except ValueError:
+        return None
+    return parts[2], parts[4]
+
+
+def is_reply(topic: str) -> bool:
+    return _REPLY.fullmatch(topic) is not None
