@@ -39,7 +39,7 @@ DEFAULTS = {
     "op_timeout": 30.0,  # seconds to wait for RESULT or ERROR
     "result_max": 1024,  # largest result (bytes of JSON) accepted; sizes the receive buffer
     "low_coins": 100,  # top up below this many coins (0: never)
-    "topup_count": 50,  # coins per top-up request (1 to 100)
+    "topup_count": 20,  # coins per top-up (1 to 100); 20 keeps the answer small enough for a 64 KiB heap
     "topup_retry": 300.0,  # seconds between top-up attempts
     "watchdog_ms": 60000,  # hardware watchdog where the board has one (0: off)
     "max_ops": 0,  # stop after this many operations (0: never); tests and benches

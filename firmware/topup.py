@@ -7,6 +7,10 @@ import session
 import ucrypto as cr
 import wire
 
+# The op_id of a top-up request is derived from its counter (PROTOCOL.md 4.5), here rather
+# than in session.py: only the device needs it, and this module is loaded only to top up.
+_OP_LABEL = b"ecoin/v1 topup op_id\x00"
+
 
 def add(store, coins):
     """Adds coins (a multiple of 32 bytes): writes a new coin file holding the unused coins
@@ -44,14 +48,18 @@ def run(dev):
     if not dev.net.ensure():
         return False
     dev.log("topup: %d coins left; asking the bank for %d" % (store.left(), cfg["topup_count"]))
-    store.counter += 1
-    store.save()  # the counter is stored before it is used: never reused
+    # The counter is committed together with the coins it brought (add() saves both in one
+    # rename). Until then every attempt repeats the identical request (its op_id is derived
+    # from the counter), which the bank answers with the same coins: an answer lost on the
+    # way never costs the owner a second batch, and no batch is ever added twice.
+    counter = store.counter + 1
     key = cfg["device_key"]
-    op_id, frame = session.seal_topup_request(cr, key, cfg["device_id"], store.counter, cfg["topup_count"])
+    op_id = cr.hmac_sha256(session.topup_auth_key(cr, key), _OP_LABEL, counter.to_bytes(4, "big"))[:16]
+    op_id, frame = session.seal_topup_request(cr, key, cfg["device_id"], counter, cfg["topup_count"], op_id)
     dev._reserve = None  # the answer (up to 3.3 KB) is opened in the room kept for sealing
     gc.collect()
     try:
-        what, value = dev.exchange(frame, wire.T_TOPUP_RESPONSE, op_id, cfg["op_timeout"], (key, store.counter))
+        what, value = dev.exchange(frame, wire.T_TOPUP_RESPONSE, op_id, cfg["op_timeout"], (key, counter))
     finally:
         frame = None
         dev._keep_room()
@@ -59,6 +67,7 @@ def run(dev):
         dev.log("topup: failed (%s %s)" % (what, value))
         return False
     expires, coins = value
+    store.counter = counter
     add(store, coins)
     dev.log("topup: %d coins added (valid until %d); %d left" % (len(coins) // 32, expires, store.left()))
     return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -40,6 +41,9 @@ class Op:
 class HostileDirector:
     port: int
     plan: dict[int, str]  # operation index -> action; missing: honest
+    bank: Any = None  # a BankClient with the gateway's certificate, to relay top-ups
+    drop_topup_answers: int = 0  # answers from the bank thrown away before one is relayed
+    topups: list[bytes] = field(default_factory=list)  # every TOPUP_REQUEST seen
     ops: list[Op] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,6 +69,14 @@ class HostileDirector:
         kind, op_id = wire.frame_type(frame)
         if kind == wire.T_QUERY:
             self._down(device, wire.encode_status(op_id, wire.S_LIVE))
+        elif kind == wire.T_TOPUP_REQUEST and self.bank is not None:
+            self.topups.append(frame)
+            answer = self.bank.topup(frame)  # the bank mints and charges; the answer may be lost
+            if self.drop_topup_answers > 0:
+                self.drop_topup_answers -= 1
+                self.log.append(f"top-up {op_id[:4].hex()}: answer dropped")
+                return
+            self._down(device, answer)
         elif kind == wire.T_OPERATION:
             with self.lock:
                 op = Op(len(self.ops), device, frame, op_id, wire.decode_operation(frame)[2])

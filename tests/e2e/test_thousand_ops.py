@@ -15,9 +15,9 @@ def test_a_64k_device_completes_1000_operations_against_the_real_system(tmp_path
     console = demo.fleet[0].sim.output()
     assert "MemoryError" not in console and "out of memory" not in console, console[-3000:]
     assert (result["ops_ok"], result["ops_failed"]) == (1000, 0), console[-3000:]
-    # Below 100 coins the device topped up through the gateway and the bank, 50 coins a time.
-    topups = console.count("topup: 50 coins added")
+    # Below 100 coins the device topped up through the gateway and the bank, 20 coins a time.
+    topups = console.count("topup: 20 coins added")
     assert topups >= 1 and "topup: failed" not in console, console[-3000:]
-    assert result["coins_left"] == 50 * topups
+    assert result["coins_left"] == 20 * topups
     assert result["analyst_credits"] == 1000
     assert result["audit_ok"]
