@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -17,6 +18,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ecoin.protocol import wire
+from ecoin.tools.provisioning.bundle import Broker, provision_device
+from ecoin.tools.provisioning.install import install_bundle
+from ecoin.tools.provisioning.targets import SimTarget
 
 REPLY = "ecoin/gw/evil/reply"
 
@@ -134,3 +138,22 @@ class HostileDirector:
 
     def _down(self, device: str, frame: bytes) -> None:
         self.client.publish(f"ecoin/dev/{device}/down", frame, qos=1)
+
+
+def provision_sim(
+    owner: Any, workdir: Path, device: str, port: int, coins: int, config: dict[str, Any]
+) -> Path:
+    """Provisions ``device`` at the bank for ``owner`` and deploys it into a simulated flash
+    directory on an anonymous test broker; returns the flash directory."""
+    bundle = provision_device(
+        owner,
+        device,
+        "average",
+        coins=coins,
+        out_dir=workdir / "bundles",
+        broker=Broker(port=port, password="unused-on-an-anonymous-broker"),
+        config=config,
+    )
+    flash = workdir / "flash" / device
+    install_bundle(bundle, SimTarget(flash, create=True))
+    return flash

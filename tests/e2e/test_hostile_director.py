@@ -15,12 +15,9 @@ from ecoin.analyst.testing import AnalystProcess
 from ecoin.bank.testing import BankProcess
 from ecoin.sim.device import SimDevice
 from ecoin.sim.flash import read_in_doubt
-from ecoin.tools.provisioning.bundle import Broker, provision_device
-from ecoin.tools.provisioning.install import install_bundle
 from ecoin.tools.provisioning.refund import claim_refunds
-from ecoin.tools.provisioning.targets import SimTarget
 
-from .hostile import HostileDirector
+from .hostile import HostileDirector, provision_sim
 
 PLAN = {
     1: "tamper_op",
@@ -62,25 +59,16 @@ def system(tmp_path: Path, pki: Path, mosquitto):
 def test_a_hostile_director_cannot_forge_replay_splice_reroute_or_double_spend(tmp_path, pki, system):
     bank, mosquitto = system
     owner = bank.client("owner", "olive")
-    bundle = provision_device(
-        owner,
-        "dev-h1",
-        "average",
-        coins=20,
-        out_dir=tmp_path / "bundles",
-        broker=Broker(port=mosquitto.port, password="unused-on-an-anonymous-broker"),
-        config={
-            "sample_interval": 0.01,
-            "batch_seconds": 0.2,
-            "batch_max": 8,
-            "max_ops": OPS,
-            "op_timeout": 4.0,
-            "query_timeout": 4.0,
-            "low_coins": 0,
-        },
-    )
-    flash = tmp_path / "flash" / "dev-h1"
-    install_bundle(bundle, SimTarget(flash, create=True))
+    config = {
+        "sample_interval": 0.01,
+        "batch_seconds": 0.2,
+        "batch_max": 8,
+        "max_ops": OPS,
+        "op_timeout": 4.0,
+        "query_timeout": 4.0,
+        "low_coins": 0,
+    }
+    flash = provision_sim(owner, tmp_path, "dev-h1", mosquitto.port, 20, config)
     director = HostileDirector(mosquitto.port, PLAN).start()
     device = SimDevice(flash, heap="64K", runtime="micropython").start()
     try:

@@ -7,11 +7,8 @@ from pathlib import Path
 
 from ecoin.bank.testing import BankProcess
 from ecoin.sim.device import SimDevice
-from ecoin.tools.provisioning.bundle import Broker, provision_device
-from ecoin.tools.provisioning.install import install_bundle
-from ecoin.tools.provisioning.targets import SimTarget
 
-from .hostile import HostileDirector
+from .hostile import HostileDirector, provision_sim
 
 
 def test_a_lost_top_up_answer_is_repeated_not_paid_twice(tmp_path: Path, pki: Path, mosquitto):
@@ -19,23 +16,14 @@ def test_a_lost_top_up_answer_is_repeated_not_paid_twice(tmp_path: Path, pki: Pa
         bank.admin.create_account("olive", "owner")
         bank.admin.fund("olive", 100, request_id="fund-1")
         owner = bank.client("owner", "olive")
-        bundle = provision_device(
-            owner,
-            "dev-t1",
-            "average",
-            coins=5,
-            out_dir=tmp_path / "bundles",
-            broker=Broker(port=mosquitto.port, password="unused-on-an-anonymous-broker"),
-            config={
-                "low_coins": 10,
-                "topup_count": 20,
-                "topup_retry": 0.5,
-                "op_timeout": 2.0,
-                "batch_seconds": 3600.0,
-            },
-        )
-        flash = tmp_path / "flash" / "dev-t1"
-        install_bundle(bundle, SimTarget(flash, create=True))
+        config = {
+            "low_coins": 10,
+            "topup_count": 20,
+            "topup_retry": 0.5,
+            "op_timeout": 2.0,
+            "batch_seconds": 3600.0,
+        }
+        flash = provision_sim(owner, tmp_path, "dev-t1", mosquitto.port, 5, config)
         with bank.client("gateway", "gw1") as gateway_bank:
             director = HostileDirector(mosquitto.port, {}, bank=gateway_bank, drop_topup_answers=2).start()
             device = SimDevice(flash, heap="64K", runtime="micropython").start()
