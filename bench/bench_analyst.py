@@ -36,9 +36,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecoin import tls
-from ecoin.analyst.testing import AnalystProcess, Requester, seal, tls_broker, withdraw
-from ecoin.bank.testing import BankProcess
+from ecoin.common import tls
+from ecoin.testing.analyst import AnalystProcess, Requester, seal, tls_broker, withdraw
+from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
 WARMUP = 200

@@ -24,14 +24,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ecoin import crypto
-from ecoin.bank.client import BankClient, RedeemItem
 from ecoin.bank.keys import Opener
 from ecoin.bank.ledger import Ledger
 from ecoin.bank.sqlite import SqliteStore
-from ecoin.bank.testing import BankProcess
 from ecoin.bank.vault import Vault, create_master_key
+from ecoin.common import crypto
+from ecoin.common.bank_client import BankClient, RedeemItem
 from ecoin.protocol import session
+from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
 BATCH = 256

@@ -35,10 +35,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ecoin import crypto as cr
+from ecoin.common import crypto as cr
 from ecoin.protocol import session
 from ecoin.sim import SimDevice
-from ecoin.sim.deploy import deploy_device, find_tool, install_firmware, manifest
+from ecoin.tools.provisioning.deploy import deploy_device, find_tool, install_firmware, manifest
 
 CYCLES = 200
 VALUES = 170

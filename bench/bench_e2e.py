@@ -15,7 +15,7 @@ import re
 import statistics
 from pathlib import Path
 
-from ecoin.tools.demo import Demo
+from ecoin.sim.demo import Demo
 
 DEVICES = 50
 OPS = 20

@@ -34,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto, free_port
+from ecoin.testing.servers import Mosquitto, free_port
 
 DEVICES = 200
 CONNECTIONS = 4  # the devices are spread over a few MQTT connections of one load process

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ecoin import crypto as cr
+from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
 
 ROOT = Path(__file__).resolve().parents[1]

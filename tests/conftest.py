@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 from ecoin.tools import pki as pki_tool
 
 # Issued on top of what `init` makes (CA, bank, broker, admin, auditor, one 2048-bit coin key).
@@ -45,7 +45,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 def bank_server(pki: Path, tmp_path: Path) -> Iterator[object]:
     """A started bank (a real ``ecoin-bank serve`` process: SQLite, mutual TLS, free ports)
-    on the session's PKI; it has no accounts yet. An ``ecoin.bank.testing.BankProcess``:
+    on the session's PKI; it has no accounts yet. An ``ecoin.testing.bank.BankProcess``:
     ``.url``, ``.port``, ``.pki``, ``.admin`` (a ready admin ``BankClient``),
     ``.client(role, name)`` (a ``BankClient`` with that party's certificate), ``.cli(*args)``,
     ``.kill()`` / ``.start()``. Example::
@@ -53,7 +53,7 @@ def bank_server(pki: Path, tmp_path: Path) -> Iterator[object]:
         bank_server.admin.create_account("alice", "analyst", ["average"])
         with bank_server.client("analyst", "alice") as alice: alice.redeem(items)
     """
-    from ecoin.bank.testing import BankProcess  # owned by the bank; imported only when used
+    from ecoin.testing.bank import BankProcess  # owned by the bank; imported only when used
 
     bank = BankProcess(tmp_path / "bank-server", pki, workers=1, expire_every_s=0).start()
     try:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.analyst.testing import Requester, tls_broker
-from ecoin.testing import Mosquitto
+from ecoin.testing.analyst import Requester, tls_broker
+from ecoin.testing.servers import Mosquitto
 
 from .helpers import BROKER_ACL
 

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ecoin.analyst.testing import AnalystProcess, Requester, Sealed
 from ecoin.protocol import wire
+from ecoin.testing.analyst import AnalystProcess, Requester, Sealed
 
 SERVICES = ["average", "stats", "median", "slow", "sleepy", "crashy"]
 ANALYSTS = {"alice": SERVICES, "bob": ["stats"]}  # their bank accounts

@@ -7,7 +7,7 @@ import socket
 import threading
 from pathlib import Path
 
-from ecoin.analyst.testing import seal, withdraw
+from ecoin.testing.analyst import seal, withdraw
 
 from .helpers import ANALYSTS, analyst, results
 

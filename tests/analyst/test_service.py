@@ -12,9 +12,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from ecoin import tls
-from ecoin.analyst.testing import seal, withdraw
+from ecoin.common import tls
 from ecoin.protocol import wire
+from ecoin.testing.analyst import seal, withdraw
 
 from .helpers import ANALYSTS, analyst, errors, results
 

@@ -17,10 +17,10 @@ from ecoin.bank.ledger import Ledger
 from ecoin.bank.postgres import PostgresStore
 from ecoin.bank.sqlite import SqliteStore
 from ecoin.bank.store import Store
-from ecoin.bank.testing import seal_header
 from ecoin.bank.vault import Vault, create_master_key
-from ecoin.testing import postgres
-from ecoin.tools import pki as pki_tool
+from ecoin.common import keyfiles
+from ecoin.testing.bank import seal_header
+from ecoin.testing.servers import postgres
 
 from .helpers import DEVICE_KEY, OTHER_KEY
 
@@ -100,7 +100,7 @@ def ledger(store: Store, pki: Path, tmp_path: Path, clock: Clock) -> Ledger:
 @pytest.fixture
 def make_item(pki: Path) -> Callable[..., Item]:
     """make_item(coin, service="average", op_id=None): a header as a device would seal it."""
-    kid, public = pki_tool.load_coin_public(pki)
+    kid, public = keyfiles.load_coin_public(pki)
 
     def make(coin: bytes, service: str = "average", op_id: bytes | None = None) -> Item:
         return Item(*seal_header(public, kid, coin, service, op_id), service)

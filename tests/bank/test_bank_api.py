@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ecoin import crypto, tls
-from ecoin.bank import errors
-from ecoin.bank.client import BankClient, RedeemItem
-from ecoin.bank.testing import BankProcess, seal_header
+from ecoin.common import bank_errors as errors
+from ecoin.common import crypto, keyfiles, tls
+from ecoin.common.bank_client import BankClient, RedeemItem
 from ecoin.protocol import session
+from ecoin.testing.bank import BankProcess, seal_header
 from ecoin.tools import pki as pki_tool
 
 from .helpers import DEVICE_KEY
@@ -57,7 +57,7 @@ def raw_call(bank: BankProcess, method: str, path: str, body: bytes | None, role
 def test_end_to_end_over_mtls(bank):
     with bank.client("owner", "olive") as olive, bank.client("analyst", "alice") as alice:
         w = olive.withdraw("dev1", 20, request_id="e2e")
-        assert len(w.coins) == 20 and w.kid == bytes.fromhex(pki_tool.current_kid(bank.pki))
+        assert len(w.coins) == 20 and w.kid == bytes.fromhex(keyfiles.current_kid(bank.pki))
         items = items_for(w, w.coins[:10])
         results = alice.redeem(items)
         assert all(r.ok for r in results)

@@ -12,8 +12,9 @@ import pytest
 from ecoin.bank.keys import Item, Opener
 from ecoin.bank.ledger import Ledger
 from ecoin.bank.sqlite import SqliteStore
-from ecoin.bank.testing import BankProcess, seal_header
 from ecoin.bank.vault import Vault, VaultError, coin_hash
+from ecoin.common import keyfiles
+from ecoin.testing.bank import BankProcess, seal_header
 from ecoin.tools import pki as pki_tool
 
 from .helpers import DEVICE_KEY
@@ -30,7 +31,7 @@ def offline(pki: Path, tmp_path: Path):
     ledger.fund("olive", 100)
     ledger.register_device("olive", "dev1", DEVICE_KEY)
     coins = ledger.withdraw("olive", "dev1", 10, "w1").coins
-    kid, public = pki_tool.load_coin_public(pki)
+    kid, public = keyfiles.load_coin_public(pki)
     ledger.redeem("alice", [Item(*seal_header(public, kid, c, "average"), "average") for c in coins[:4]])
     ledger.claim("olive", "dev1", coins[4:6])
     ledger.store.close()
@@ -130,6 +131,6 @@ def test_key_rotation_keeps_old_coins_redeemable(tmp_path: Path):
     assert (old.kid, new.kid) != (new_kid, new_kid) and new.kid == new_kid
     items = []
     for minted in (old, new):
-        kid, public = pki_tool.load_coin_public(pki_dir, minted.kid)
+        kid, public = keyfiles.load_coin_public(pki_dir, minted.kid)
         items += [Item(*seal_header(public, kid, c, "average"), "average") for c in minted.coins]
     assert [r["status"] for r in ledger.redeem("alice", items)] == ["ok"] * 4

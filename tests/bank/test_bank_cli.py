@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.bank.testing import BankProcess
+from ecoin.testing.bank import BankProcess
 
 from .helpers import DEVICE_KEY
 

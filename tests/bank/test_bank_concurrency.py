@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ecoin import crypto
-from ecoin.bank.client import RedeemItem, RedeemResult
-from ecoin.bank.testing import BankProcess
+from ecoin.common import crypto
+from ecoin.common.bank_client import RedeemItem, RedeemResult
 from ecoin.protocol import session
+from ecoin.testing.bank import BankProcess
 
 from .helpers import DEVICE_KEY
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ecoin import crypto
-from ecoin.bank import errors
-from ecoin.bank.client import RedeemResult
-from ecoin.bank.testing import BankProcess
+from ecoin.common import bank_errors as errors
+from ecoin.common import crypto
+from ecoin.common.bank_client import RedeemResult
 from ecoin.protocol import session
+from ecoin.testing.bank import BankProcess
 
 from .helpers import DEVICE_KEY
 from .test_bank_concurrency import headers

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from ecoin import tls
-from ecoin.bank.client import BankClient
-from ecoin.bank.errors import Unauthenticated
+from ecoin.common import tls
+from ecoin.common.bank_client import BankClient
+from ecoin.common.bank_errors import Unauthenticated
 
 
 def test_a_server_holding_the_broker_certificate_is_not_taken_for_the_bank(pki):

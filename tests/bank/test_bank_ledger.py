@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from ecoin import crypto
-from ecoin.bank import errors
 from ecoin.bank.audit import verify
 from ecoin.bank.ledger import DAY, Ledger
+from ecoin.common import bank_errors as errors
+from ecoin.common import crypto
 from ecoin.protocol import session
 
 from .helpers import DEVICE_KEY, OTHER_KEY

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ecoin.bank import errors
-from ecoin.bank.testing import BankProcess
-from ecoin.testing import find_program
+from ecoin.common import bank_errors as errors
+from ecoin.testing.bank import BankProcess
+from ecoin.testing.servers import find_program
 
 from .helpers import DEVICE_KEY
 from .test_bank_api import items_for

@@ -11,7 +11,7 @@ from pathlib import Path
 
 def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "ecoin.tools.demo", "--workdir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "ecoin.sim.demo", "--workdir", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         timeout=600,
@@ -53,7 +53,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
 
     workdir = tmp_path / "demo"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "ecoin.tools.demo", "--ops", "100000", "--workdir", str(workdir)],
+        [sys.executable, "-m", "ecoin.sim.demo", "--ops", "100000", "--workdir", str(workdir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

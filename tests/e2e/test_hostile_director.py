@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.analyst.testing import AnalystProcess
-from ecoin.bank.testing import BankProcess
 from ecoin.sim.device import SimDevice
-from ecoin.sim.flash import read_in_doubt
+from ecoin.testing.analyst import AnalystProcess
+from ecoin.testing.bank import BankProcess
+from ecoin.tools.provisioning.flash import read_in_doubt
 from ecoin.tools.provisioning.refund import claim_refunds
 
 from .hostile import HostileDirector, provision_sim

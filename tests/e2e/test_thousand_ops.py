@@ -4,7 +4,7 @@ coins on the way."""
 
 from __future__ import annotations
 
-from ecoin.tools.demo import Demo
+from ecoin.sim.demo import Demo
 
 
 def test_a_64k_device_completes_1000_operations_against_the_real_system(tmp_path):

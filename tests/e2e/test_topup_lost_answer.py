@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ecoin.bank.testing import BankProcess
 from ecoin.sim.device import SimDevice
+from ecoin.testing.bank import BankProcess
 
 from .hostile import HostileDirector, provision_sim
 

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ecoin.sim import SimDevice, deploy_device
-from ecoin.sim.deploy import find_tool
-from ecoin.testing import Mosquitto, free_port
+from ecoin.common import keyfiles
+from ecoin.sim import SimDevice
+from ecoin.tools.provisioning.deploy import deploy_device
+from ecoin.tools.provisioning.deploy import find_tool
+from ecoin.testing.servers import Mosquitto, free_port
 from ecoin.tools import pki as pki_tool
 
 from .responder import Responder
@@ -40,8 +42,8 @@ def micropython() -> str:
 @pytest.fixture(scope="session")
 def coin_key(pki: Path) -> tuple[rsa.RSAPrivateKey, tuple[bytes, tuple[int, int]]]:
     """The PKI's current coin key: (private key, (kid, (n, e)))."""
-    public = pki_tool.load_coin_public(pki)
-    return pki_tool.load_coin_private(pki)[public[0]], public
+    public = keyfiles.load_coin_public(pki)
+    return keyfiles.load_coin_private(pki)[public[0]], public
 
 
 def nodelay_broker(workdir: Path, port: int | None = None) -> Mosquitto:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ecoin import crypto as cr
+from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
 
 MODES = ("ok", "error", "silent", "badtag", "unavailable", "hold")

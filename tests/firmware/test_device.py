@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from ecoin.sim import SimDevice
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 
 from .conftest import MakeDevice
 from .responder import Responder

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ecoin import crypto as cr
+from ecoin.common import crypto as cr
 from ecoin.gateway import framing
 from ecoin.protocol import session, wire
-from ecoin.sim.deploy import install_firmware
+from ecoin.tools.provisioning.deploy import install_firmware
 
 from .conftest import micropython
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from ecoin.sim.deploy import install_firmware
-from ecoin.testing import Mosquitto, free_port, wait_for_port
+from ecoin.tools.provisioning.deploy import install_firmware
+from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
 from ecoin.tools import pki as pki_tool
 
 from .conftest import MakeDevice, micropython, nodelay_broker

@@ -8,8 +8,8 @@ import random
 import time
 
 from ecoin.sim import SimDevice
-from ecoin.sim.flash import read_coins
-from ecoin.testing import Mosquitto
+from ecoin.tools.provisioning.flash import read_coins
+from ecoin.testing.servers import Mosquitto
 
 from .conftest import MakeDevice
 from .responder import Responder

@@ -14,9 +14,10 @@ import pytest
 import serial
 
 from ecoin.gateway import framing
-from ecoin.sim import SimDevice, deploy_device
-from ecoin.sim.deploy import DeployError
-from ecoin.testing import Mosquitto, free_port
+from ecoin.sim import SimDevice
+from ecoin.tools.provisioning.deploy import deploy_device
+from ecoin.tools.provisioning.deploy import DeployError
+from ecoin.testing.servers import Mosquitto, free_port
 
 from .conftest import FAST, MakeDevice
 from .responder import Responder

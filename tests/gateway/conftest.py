@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecoin.gateway.service import Gateway
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 from tests.gateway.helpers import EchoAnalyst, config, wait_until
 
 

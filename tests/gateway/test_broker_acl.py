@@ -15,12 +15,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ecoin import tls
+from ecoin.common import tls
 from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto, free_port
+from ecoin.testing.servers import Mosquitto, free_port
 from tests.gateway.helpers import Device, EchoAnalyst, operation, query, wait_until
 
 DEVICES = ["dev-a", "dev-b"]
@@ -226,7 +226,7 @@ def _gw_broker(port: int, pki: Path) -> dict[str, Any]:
     ],
 )
 def test_broker_settings_that_would_open_the_broker_are_refused(broker, message):
-    from ecoin.config import ConfigError
+    from ecoin.common.config import ConfigError
     from ecoin.gateway.config import from_table
 
     with pytest.raises(ConfigError, match=message):

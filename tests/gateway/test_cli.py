@@ -14,7 +14,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ecoin.testing import Mosquitto, free_port
+from ecoin.testing.servers import Mosquitto, free_port
 from tests.gateway.helpers import Device, EchoAnalyst, operation, wait_until
 
 CLI = [sys.executable, "-m", "ecoin.gateway.cli"]

@@ -25,7 +25,7 @@ from ecoin.gateway.queue import OpQueue
 from ecoin.gateway.router import Router
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, result_for, wait_until
 from tests.gateway.test_serial import PtyDevice
 

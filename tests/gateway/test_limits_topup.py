@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ecoin import tls
+from ecoin.common import tls
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, wait_until
 
 

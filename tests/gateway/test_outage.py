@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto, free_port
+from ecoin.testing.servers import Mosquitto, free_port
 from tests.gateway.helpers import Device, EchoAnalyst, config, operation, wait_until
 
 OUTAGE_S = 30.0

@@ -8,7 +8,7 @@ import pytest
 
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, wait_until
 
 

@@ -16,7 +16,7 @@ import pytest
 from ecoin.gateway import framing
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 from tests.gateway.helpers import EchoAnalyst, config, operation, query, wait_until
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware" / "serial_link.py"

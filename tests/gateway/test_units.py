@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.config import ConfigError
+from ecoin.common.config import ConfigError
 from ecoin.gateway import brokerconf, framing
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.backoff import Backoff

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
-PROTOCOL_SRC = Path(__file__).resolve().parents[2] / "ecoin" / "protocol"
+PROTOCOL_SRC = Path(__file__).resolve().parents[2] / "protocol"
 
 
 def load(name: str) -> Any:

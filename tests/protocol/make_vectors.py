@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ecoin import crypto as cr
+from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
 
 OUT = Path(__file__).resolve().parent.parent / "vectors"

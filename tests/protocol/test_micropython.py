@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from ecoin import crypto as cr
+from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
 
 from .conftest import PROTOCOL_SRC, VECTORS, micropython, private_key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecoin import crypto as cr
+from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
 
 from .conftest import load, private_key

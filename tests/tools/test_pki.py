@@ -17,16 +17,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 
-from ecoin import crypto, tls
+from ecoin.common import crypto, keyfiles, tls
 from ecoin.protocol import session
-from ecoin.testing import Mosquitto
+from ecoin.testing.servers import Mosquitto
 from ecoin.tools import pki as pki_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def ctx_for(pki_dir: Path, role: str, name: str, *, server: bool) -> ssl.SSLContext:
-    cert, key = pki_tool.leaf_paths(pki_dir, role, name)
+    cert, key = keyfiles.leaf_paths(pki_dir, role, name)
     make = tls.server_context if server else tls.client_context
     return make(cert, key, pki_dir / "ca.crt")
 
@@ -91,7 +91,7 @@ def test_no_client_certificate_refused(pki: Path) -> None:
 
 
 def test_require_client_false_lets_anonymous_in(pki: Path) -> None:
-    cert, key = pki_tool.leaf_paths(pki, "bank", "bank")
+    cert, key = keyfiles.leaf_paths(pki, "bank", "bank")
     anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     anonymous.load_verify_locations(pki / "ca.crt")
     seen = handshake(tls.server_context(cert, key, pki / "ca.crt", require_client=False), anonymous)
@@ -99,7 +99,7 @@ def test_require_client_false_lets_anonymous_in(pki: Path) -> None:
 
 
 def test_client_from_another_ca_refused(pki: Path, other_pki: Path) -> None:
-    cert, key = pki_tool.leaf_paths(other_pki, "analyst", "alice")
+    cert, key = keyfiles.leaf_paths(other_pki, "analyst", "alice")
     impostor = tls.client_context(cert, key, pki / "ca.crt")  # trusts our CA, cert from theirs
     seen = handshake(ctx_for(pki, "bank", "bank", server=True), impostor)
     assert seen.get("data") in (None, b"")
@@ -165,7 +165,7 @@ def test_certificate_profiles(pki: Path) -> None:
     assert basic.critical and basic.value.ca and basic.value.path_length == 0
     assert ca.not_valid_after_utc - ca.not_valid_before_utc > dt.timedelta(days=3649)
     for role, name in [("bank", "bank"), ("broker", "broker"), ("analyst", "alice"), ("owner", "oscar")]:
-        cert = x509.load_pem_x509_certificate(pki_tool.leaf_paths(pki, role, name)[0].read_bytes())
+        cert = x509.load_pem_x509_certificate(keyfiles.leaf_paths(pki, role, name)[0].read_bytes())
         ext = cert.extensions
         assert not ext.get_extension_for_class(x509.BasicConstraints).value.ca
         assert not ext.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
@@ -209,7 +209,7 @@ def test_init_rerun_keeps_everything_and_fills_gaps(tmp_path: Path) -> None:
     report = pki_tool.init(tmp_path)
     assert all(line.startswith("kept") for line in report), report
     assert snapshot(tmp_path) == before
-    for f in pki_tool.leaf_paths(tmp_path, "auditor", "auditor"):
+    for f in keyfiles.leaf_paths(tmp_path, "auditor", "auditor"):
         f.unlink()
     report = pki_tool.init(tmp_path)
     assert "created auditor/auditor" in report and "kept bank/bank" in report
@@ -222,12 +222,12 @@ def test_init_rerun_keeps_everything_and_fills_gaps(tmp_path: Path) -> None:
 def test_init_refuses_half_a_ca(tmp_path: Path) -> None:
     pki_tool.init(tmp_path)
     (tmp_path / "ca.key").unlink()
-    with pytest.raises(pki_tool.PKIError, match="only one of ca.crt and ca.key"):
+    with pytest.raises(keyfiles.PKIError, match="only one of ca.crt and ca.key"):
         pki_tool.init(tmp_path)
 
 
 def test_issue_refuses_overwrite_unless_forced(pki: Path, tmp_path: Path) -> None:
-    with pytest.raises(pki_tool.PKIError, match="already exists"):
+    with pytest.raises(keyfiles.PKIError, match="already exists"):
         pki_tool.issue(pki, "analyst", "alice")
     pki_tool.init(tmp_path)
     cert, key = pki_tool.issue(tmp_path, "gateway", "gw9")
@@ -238,43 +238,43 @@ def test_issue_refuses_overwrite_unless_forced(pki: Path, tmp_path: Path) -> Non
 
 
 def test_names_are_unique_across_roles(pki: Path) -> None:
-    with pytest.raises(pki_tool.PKIError, match="already used by role analyst"):
+    with pytest.raises(keyfiles.PKIError, match="already used by role analyst"):
         pki_tool.issue(pki, "owner", "alice")
 
 
 @pytest.mark.parametrize("name", ["", "a" * 33, "../x", "a b", "é"])
 def test_issue_validates_names(pki: Path, name: str) -> None:
-    with pytest.raises(pki_tool.PKIError, match="invalid name"):
+    with pytest.raises(keyfiles.PKIError, match="invalid name"):
         pki_tool.issue(pki, "analyst", name)
 
 
 def test_issue_rejects_unknown_role_and_client_hosts(pki: Path) -> None:
-    with pytest.raises(pki_tool.PKIError, match="unknown role"):
+    with pytest.raises(keyfiles.PKIError, match="unknown role"):
         pki_tool.issue(pki, "root", "x")
-    with pytest.raises(pki_tool.PKIError, match="server roles"):
+    with pytest.raises(keyfiles.PKIError, match="server roles"):
         pki_tool.issue(pki, "analyst", "carol", hosts=["example.org"])
 
 
 def test_coin_key_json_matches_session_key_id(pki: Path) -> None:
-    kid, (n, e) = pki_tool.load_coin_public(pki)
+    kid, (n, e) = keyfiles.load_coin_public(pki)
     meta = json.loads((pki / "coin" / f"{kid.hex()}.json").read_text())
     assert kid == session.key_id(crypto, int(meta["n"], 16)) and meta["kid"] == kid.hex()
     assert (pki / "coin" / "current").read_text().strip() == kid.hex()
     assert (n.bit_length(), e, meta["bits"]) == (2048, 65537, 2048)
-    private = pki_tool.load_coin_private(pki)[kid]
+    private = keyfiles.load_coin_private(pki)[kid]
     header = crypto.oaep_encrypt((n, e), b"coin", session.HEADER_LABEL)
     assert private.decrypt(header, crypto.oaep(session.HEADER_LABEL)) == b"coin"
 
 
 def test_coin_key_rotation_3072(tmp_path: Path) -> None:
     pki_tool.init(tmp_path, coin_key_bits=3072)
-    first, (n, _) = pki_tool.load_coin_public(tmp_path)
+    first, (n, _) = keyfiles.load_coin_public(tmp_path)
     assert n.bit_length() == 3072
     second = pki_tool.new_coin_key(tmp_path, 2048)
-    assert pki_tool.load_coin_public(tmp_path)[0].hex() == second
-    assert pki_tool.load_coin_public(tmp_path, first)[1][0] == n  # old key still loadable
-    assert set(pki_tool.load_coin_private(tmp_path)) == {first, bytes.fromhex(second)}
-    with pytest.raises(pki_tool.PKIError, match="bits"):
+    assert keyfiles.load_coin_public(tmp_path)[0].hex() == second
+    assert keyfiles.load_coin_public(tmp_path, first)[1][0] == n  # old key still loadable
+    assert set(keyfiles.load_coin_private(tmp_path)) == {first, bytes.fromhex(second)}
+    with pytest.raises(keyfiles.PKIError, match="bits"):
         pki_tool.new_coin_key(tmp_path, 1024)
 
 
@@ -282,19 +282,19 @@ def test_coin_private_refuses_readable_key(tmp_path: Path) -> None:
     pki_tool.init(tmp_path)
     key = next((tmp_path / "coin").glob("*.key"))
     key.chmod(0o644)
-    with pytest.raises(pki_tool.PKIError, match="must be 0600"):
-        pki_tool.load_coin_private(tmp_path)
+    with pytest.raises(keyfiles.PKIError, match="must be 0600"):
+        keyfiles.load_coin_private(tmp_path)
 
 
 def test_coin_public_detects_tampered_json(tmp_path: Path) -> None:
     pki_tool.init(tmp_path)
-    kid = pki_tool.current_kid(tmp_path)
+    kid = keyfiles.current_kid(tmp_path)
     path = tmp_path / "coin" / f"{kid}.json"
     meta = json.loads(path.read_text())
     meta["n"] = format(int(meta["n"], 16) + 2, "x")
     path.write_text(json.dumps(meta))
-    with pytest.raises(pki_tool.PKIError, match="does not match"):
-        pki_tool.load_coin_public(tmp_path)
+    with pytest.raises(keyfiles.PKIError, match="does not match"):
+        keyfiles.load_coin_public(tmp_path)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

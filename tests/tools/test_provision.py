@@ -14,20 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.bank.client import RedeemItem
-from ecoin.bank.testing import seal_header
-from ecoin.sim import SimDevice, flash
-from ecoin.sim.deploy import find_tool
+from ecoin.common.bank_client import RedeemItem
+from ecoin.sim import SimDevice
 from ecoin.sim.replboard import ReplBoard
+from ecoin.testing.bank import seal_header
 from ecoin.tools.provisioning import (
     BankParams,
     Broker,
     ProvisionError,
     SimTarget,
     claim_refunds,
+    flash,
     install_bundle,
     provision_device,
 )
+from ecoin.tools.provisioning.deploy import find_tool
 
 PROVISION = str(Path(sys.executable).with_name("ecoin-provision"))
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))

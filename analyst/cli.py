@@ -1,0 +1,143 @@
+"""``ecoin-analyst``: offer paid analyses over MQTT.
+
+    ecoin-analyst serve --config analyst.toml   # run the service until SIGTERM / Ctrl-C
+    ecoin-analyst serve --instance 2            # a second process of the same analyst
+    ecoin-analyst list                          # analysers installed (entry points)
+    ecoin-analyst list --json                   # the same, with their schemas
+    ecoin-analyst check --config analyst.toml   # read the configuration and say what is wrong
+
+See docs/ANALYSTS.md for the configuration and for writing an analyser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from ecoin.common import logs
+from ecoin.common.config import ConfigError
+
+from . import metrics, plugins
+from .settings import Settings, check, load
+
+DEFAULT_CONFIG = os.environ.get("ECOIN_ANALYST_CONFIG", "/etc/ecoin/analyst.toml")
+log = logging.getLogger("ecoin.analyst")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    found = plugins.discover()
+    if args.json:
+        out = {
+            "analysers": [
+                {"name": a.name, "description": a.description, "schema": a.schema, "options": a.options}
+                for a in found.analysers.values()
+            ],
+            "problems": found.problems,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        for a in found.analysers.values():
+            opts = " ".join(f"{k}={v}" for k, v in a.options.items())
+            print(f"{a.name:<20} {a.description}" + (f" [options: {opts}]" if opts else ""))
+        for problem in found.problems:
+            print(f"skipped: {problem}", file=sys.stderr)
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    if path is None:
+        raise ConfigError(f"no configuration: pass --config (default {DEFAULT_CONFIG} does not exist)")
+    s = load(path)
+    if args.instance:  # one configuration file, several processes (systemd: ecoin-analyst@N)
+        s = check(dataclasses.replace(s, instance=args.instance))
+    return s
+
+
+def _analysers(s: Settings) -> dict[str, plugins.Analyser]:
+    found = plugins.discover()
+    for problem in found.problems:
+        log.warning("analyser_skipped", extra={"problem": problem})
+    missing = [name for name in s.services if name not in found.analysers]
+    if missing:
+        raise ConfigError(f"analyst.services: no analyser installed for {', '.join(missing)}")
+    for name in s.services:  # options are checked now, not at the first operation
+        found.analysers[name].configured(s.options.get(name, {}))
+    unused = sorted(set(s.options) - set(s.services))
+    if unused:
+        raise ConfigError(f"analyst.options: options for services not offered: {', '.join(unused)}")
+    return found.analysers
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    _analysers(s)
+    for path in s.tls_paths():
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such file")
+    print(f"ok: analyst {s.id} (instance {s.instance}) offers {', '.join(s.services)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service import Analyst  # paho and the bank client are needed by this command only
+
+    s = _settings(args)
+    logs.setup(s.log_level)
+    analyst = Analyst(s, _analysers(s))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = metrics.serve(s.metrics_listen, s.metrics_port, analyst.healthy) if s.metrics_port else None
+    analyst.start()
+    try:
+        stop.wait()
+    finally:
+        log.info("analyst_stopping")
+        analyst.stop()
+        if server:
+            server.shutdown()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecoin-analyst",
+        description="An ecoin analyst: paid analyses over MQTT, redeemed at the bank.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, text in (
+        ("serve", cmd_serve, "run the service until SIGTERM"),
+        ("check", cmd_check, "read the configuration, the certificates and the analysers, then exit"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument(
+            "-c", "--config", help=f"TOML file with an [analyst] table (default {DEFAULT_CONFIG})"
+        )
+        cmd.add_argument("--instance", help="overrides analyst.instance (several processes of one analyst)")
+        cmd.set_defaults(fn=fn)
+    lst = sub.add_parser("list", help="list the installed analysers (entry-point group ecoin.analysers)")
+    lst.add_argument("--json", action="store_true", help="machine-readable, with schemas and options")
+    lst.set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (ConfigError, plugins.PluginError, OSError, ValueError) as exc:
+        print(f"ecoin-analyst: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

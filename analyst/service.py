@@ -1,0 +1,309 @@
+"""The analyst service: operations in from MQTT, redeemed at the bank, analysed, answered.
+
+One operation's path, and the thread that does each step::
+
+    paho thread      decode the frame, refuse garbage, drop a duplicate, queue the header
+    redeemer thread  redeem a batch of headers at the bank (ecoin.analyst.redeemer)
+    worker thread    check the tag, decrypt, run the analyser in a worker process,
+                     seal the result, publish it to the response topic
+    paho thread      the broker has the reply: acknowledge the operation
+
+Every failure gets the generic ERROR frame (FAILED) on the response topic; the log says the
+specific reason (never a coin, a key or a payload). An operation is acknowledged to the
+broker only after its reply is at the broker, so a crash loses nothing: the broker re-sends
+it to the restarted process, and the bank's idempotent redemption gives that process the
+same keys again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from ecoin.common import crypto, topics
+from ecoin.protocol import session, wire
+
+from . import metrics
+from .link import Link
+from .plugins import Analyser, InvalidReadings
+from .redeemer import Bank, Outcome, Redeemer, RedeemItem
+from .settings import Settings
+from .workers import AnalysisFailed, AnalysisTimeout, WorkerPool
+
+log = logging.getLogger("ecoin.analyst")
+
+_NO_OP_ID = bytes(wire.OP_ID_LEN)
+
+
+@dataclass
+class _Op:
+    link: Link
+    key: bytes  # SHA-256 of the frame: a redelivery has the same; b"" for refused frames
+    frame: bytes
+    op_id: bytes
+    reply_to: str | None
+    correlation: bytes | None
+    mids: list[tuple[int, int]] = field(default_factory=list)  # (connection generation, packet id)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def short(self) -> str:
+        return self.op_id[:4].hex()  # enough to find an operation in the logs; not a secret
+
+
+class Analyst:
+    def __init__(
+        self, settings: Settings, analysers: dict[str, Analyser], banks: Sequence[Bank] | None = None
+    ):
+        missing = [s for s in settings.services if s not in analysers]
+        if missing:
+            raise ValueError(f"no analyser installed for: {', '.join(missing)} (see `ecoin-analyst list`)")
+        self.settings = settings
+        self.analysers = {s: analysers[s] for s in settings.services}
+        options = {s: a.configured(settings.options.get(s, {})).options for s, a in self.analysers.items()}
+        self.pool = WorkerPool(
+            settings.worker_count(),
+            settings.limits.analysis_timeout_s,
+            options,
+            settings.limits.memory_mb,
+            on_time=lambda service, seconds: metrics.ANALYSIS_SECONDS.labels(service).observe(seconds),
+        )
+        b = settings.bank
+        self.redeemer = Redeemer(banks or self._bank_clients(), b.batch_max, b.linger_ms / 1000, b.wait_max_s)
+        self.executor = ThreadPoolExecutor(settings.thread_count(), thread_name_prefix="op")
+        self.links = [
+            Link(settings, s, a.announcement(settings.id), self._intake) for s, a in self.analysers.items()
+        ]
+        self._seen: OrderedDict[bytes, _Op | None] = OrderedDict()  # None: answered
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
+        self._stop = threading.Event()
+
+    def _bank_clients(self) -> list[Bank]:
+        from ecoin.common.bank_client import BankClient
+
+        cert, key, ca = self.settings.tls_paths()
+        b = self.settings.bank
+        return [BankClient(b.url, cert, key, ca, timeout=b.timeout_s) for _ in range(b.connections)]
+
+    # Life cycle.
+
+    def start(self) -> Analyst:
+        self.pool.start()
+        self.redeemer.start()
+        for link in self.links:
+            link.start()
+        threading.Thread(target=self._announcer, name="announcer", daemon=True).start()
+        log.info(
+            "analyst_started",
+            extra={
+                "analyst": self.settings.id,
+                "instance": self.settings.instance,
+                "services": list(self.analysers),
+                "workers": self.pool.size,
+            },
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """True once every service is connected and subscribed."""
+        deadline = time.monotonic() + timeout
+        return all(link.subscribed.wait(max(0.0, deadline - time.monotonic())) for link in self.links)
+
+    def healthy(self) -> bool:
+        return not self._stop.is_set() and all(link.subscribed.is_set() for link in self.links)
+
+    def stop(self) -> None:
+        """Clears the announcements, stops taking operations, lets those in flight finish
+        (up to limits.drain_s), then closes. Unfinished ones stay with the broker."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for link in self.links:  # first: gateways stop counting on us
+            link.unannounce()
+            link.unsubscribe()
+        with self._idle:
+            drained = self._idle.wait_for(lambda: self._in_flight == 0, self.settings.limits.drain_s)
+        self.redeemer.close()
+        self.executor.shutdown(wait=True)
+        self.pool.close()
+        for link in self.links:
+            link.stop()
+        log.info("analyst_stopped", extra={"drained": drained, "left_with_broker": self._in_flight})
+
+    def _announcer(self) -> None:
+        # Several processes of one analyst share the announcement topic; when one dies its
+        # will clears it, so the live ones put it back regularly.
+        while not self._stop.wait(self.settings.announce_every_s):
+            for link in self.links:
+                if link.connected.is_set():
+                    link.announce()
+
+    # Step 1, paho's thread: take the message in.
+
+    def _intake(self, link: Link, msg: mqtt.MQTTMessage, generation: int) -> None:
+        frame = bytes(msg.payload)
+        props = msg.properties
+        reply_to = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        op = _Op(link, b"", frame, _op_id_of(frame), reply_to, correlation, [(generation, msg.mid)])
+        with self._lock:
+            self._in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        try:
+            _, kid, service, header, _, _ = wire.decode_operation(frame)
+        except (wire.InvalidFrame, TypeError) as exc:
+            return self._refuse(op, _frame_problem(str(exc)), str(exc))
+        if service != link.service:
+            return self._refuse(op, "wrong_service", f"{service} arrived on the topic of {link.service}")
+        if reply_to is None or not topics.is_reply(reply_to):
+            return self._refuse(op, "bad_response_topic", "no response topic, or not ecoin/gw/<id>/reply")
+        op.key = hashlib.sha256(frame).digest()
+        if self._duplicate(op):
+            return None
+        item = RedeemItem(kid, header, op.op_id, service)
+        self.redeemer.submit(item, lambda outcome: self._redeemed(op, outcome))
+        return None
+
+    def _duplicate(self, op: _Op) -> bool:
+        """Records the operation; True if it is already known (then it is answered once)."""
+        with self._lock:
+            if op.key not in self._seen:
+                self._seen[op.key] = op
+                self._forget_old()
+                return False
+            first = self._seen[op.key]
+            if first is not None:  # still in progress: its acknowledgement covers this copy
+                first.mids.extend(op.mids)
+            self._in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+        metrics.DUPLICATES.inc()
+        log.info("duplicate", extra={"service": op.link.service, "op": op.short, "answered": first is None})
+        if first is None:
+            for generation, mid in op.mids:
+                op.link.ack(mid, generation)
+        return True
+
+    def _forget_old(self) -> None:
+        while len(self._seen) > self.settings.limits.dedupe:
+            key, value = next(iter(self._seen.items()))
+            if value is not None:  # in progress: keep it, it is not old
+                self._seen.move_to_end(key)
+                break
+            del self._seen[key]
+
+    def _refuse(self, op: _Op, reason: str, detail: str) -> None:
+        metrics.REJECTED.labels(op.link.service, reason).inc()
+        self._fail(op, reason, detail)
+
+    # Step 2, a redeemer thread: the bank answered (or did not).
+
+    def _redeemed(self, op: _Op, outcome: Outcome) -> None:
+        if outcome.reason == "shutdown":  # not answered, not acknowledged: the broker keeps it
+            with self._lock:
+                self._seen.pop(op.key, None)
+                self._in_flight -= 1
+                self._idle.notify_all()
+            metrics.IN_FLIGHT.dec()
+            return
+        try:
+            self.executor.submit(self._process, op, outcome)
+        except RuntimeError:  # a redeem call outlived the drain: the executor is gone
+            self._redeemed(op, Outcome(None, "shutdown"))
+
+    # Step 3, a worker thread: decrypt, analyse, encrypt, reply.
+
+    def _process(self, op: _Op, outcome: Outcome) -> None:
+        try:
+            self._analyse(op, outcome)
+        except Exception as exc:  # a bug of ours: the device still gets its answer
+            log.exception("operation_crashed", extra={"op": op.short, "error": type(exc).__name__})
+            self._fail(op, "internal", type(exc).__name__)
+
+    def _analyse(self, op: _Op, outcome: Outcome) -> None:
+        if outcome.keys is None:
+            return self._fail(op, outcome.reason, "")
+        k_enc, k_mac, iv = outcome.keys
+        service = op.link.service
+        started = time.monotonic()
+        try:
+            plain = session.open_operation(crypto, op.frame, k_enc, k_mac, iv)
+        except session.InvalidTag:
+            return self._fail(op, "bad_tag", "tag or padding check failed")
+        opened = time.monotonic()
+        if len(plain) > self.settings.limits.max_input_bytes:
+            return self._fail(op, "input_too_large", f"{len(plain)} bytes")
+        try:
+            result = self.pool.run(service, plain)
+        except InvalidReadings as exc:
+            return self._fail(op, "invalid_readings", str(exc))
+        except AnalysisTimeout as exc:
+            metrics.WORKERS_REPLACED.inc()
+            return self._fail(op, "analysis_timeout", str(exc))
+        except AnalysisFailed as exc:
+            return self._fail(op, "analysis_failed", str(exc))
+        analysed = time.monotonic()
+        frame = session.seal_result(crypto, op.op_id, k_enc, k_mac, result)
+        metrics.CRYPTO_SECONDS.observe((opened - started) + (time.monotonic() - analysed))
+        self._send(op, frame, "ok")
+        return None
+
+    def _fail(self, op: _Op, reason: str, detail: str) -> None:
+        log.warning(
+            "operation_failed",
+            extra={"service": op.link.service, "op": op.short, "reason": reason, "detail": detail[:300]},
+        )
+        self._send(op, wire.encode_error(op.op_id, wire.E_FAILED), reason)
+
+    def _send(self, op: _Op, frame: bytes | bytearray, outcome: str) -> None:
+        if op.reply_to is None or not topics.is_reply(op.reply_to):
+            self._done(op, outcome, True)  # nowhere to answer: acknowledge and move on
+            return
+        sent = time.monotonic()
+
+        def then(ok: bool) -> None:
+            metrics.REPLY_SECONDS.observe(time.monotonic() - sent)
+            self._done(op, outcome, ok)
+
+        op.link.reply(op.reply_to, op.correlation, bytes(frame), then)
+
+    # Step 4, paho's thread: the reply is at the broker.
+
+    def _done(self, op: _Op, outcome: str, sent: bool) -> None:
+        if not sent:
+            log.error("reply_refused", extra={"service": op.link.service, "op": op.short})
+        with self._lock:
+            mids = list(op.mids)
+            if op.key:
+                self._seen[op.key] = None
+            self._in_flight -= 1
+            self._idle.notify_all()
+        for generation, mid in mids:
+            op.link.ack(mid, generation)
+        metrics.IN_FLIGHT.dec()
+        metrics.OPERATIONS.labels(op.link.service, outcome).inc()
+        metrics.OPERATION_SECONDS.labels(op.link.service).observe(time.monotonic() - op.started)
+
+
+def _op_id_of(frame: bytes) -> bytes:
+    """The op_id of a frame, if it has one, for the ERROR frame of a refusal."""
+    if len(frame) >= wire.PREFIX_LEN:
+        return bytes(frame[2 : wire.PREFIX_LEN])
+    return _NO_OP_ID
+
+
+def _frame_problem(message: str) -> str:
+    if message.startswith("oversized"):
+        return "oversized"
+    if "truncated" in message:
+        return "truncated"
+    return "malformed"

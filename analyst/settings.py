@@ -1,0 +1,156 @@
+"""The analyst's TOML configuration (an ``[analyst]`` table).
+
+    [analyst]
+    id = "alice"                 # analyst id = the CN of our certificate = the bank account
+    instance = "1"               # tells apart several processes of one analyst (MQTT session)
+    services = ["average", "stats"]
+    pki = "/etc/ecoin/pki"       # cert/key default to pki/analyst/<id>.crt|.key, ca to pki/ca.crt
+    metrics_port = 9310          # plain-HTTP /metrics and /healthz on metrics_listen; 0: off
+
+    [analyst.broker]
+    host = "broker.example"
+    port = 8884
+    tls = true                   # false only for tests on loopback
+
+    [analyst.bank]
+    url = "https://bank.example:8443"
+    batch_max = 64
+
+    [analyst.limits]
+    workers = 2                  # analyser processes; -1: one per CPU
+    analysis_timeout_s = 2.0
+
+    [analyst.options.anomaly]    # options of one analyser
+    k = 2.5
+
+Relative paths are taken from the configuration file's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecoin.common import config
+from ecoin.common.config import ConfigError
+from ecoin.protocol import wire
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str = "127.0.0.1"
+    port: int = 8884
+    tls: bool = True
+    keepalive_s: int = 30
+    # Operations the broker may hand us before we acknowledge one (MQTT 5 Receive Maximum).
+    # We acknowledge only once the reply is safely at the broker, so this is our pipeline depth.
+    receive_maximum: int = 256
+    # The broker keeps our session (subscription and unacknowledged operations) this long
+    # after a crash, so a restarted process answers what its predecessor had taken.
+    session_expiry_s: int = 3600
+    max_packet: int = 65536  # larger messages are dropped by the broker, unread by us
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Bank:
+    url: str = "https://127.0.0.1:8443"
+    batch_max: int = 64  # headers per redeem call (the bank takes up to 256)
+    linger_ms: float = 1.0  # how long a batch waits for company when the queue is empty
+    wait_max_s: float = 30.0  # how long an operation waits for an unreachable bank
+    timeout_s: float = 10.0
+    connections: int = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    workers: int = -1  # analyser processes; -1: one per CPU
+    analysis_timeout_s: float = 2.0
+    max_input_bytes: int = wire.PAYLOAD_MAX  # decrypted readings larger than this are refused
+    memory_mb: int = 512  # address-space limit of each worker; 0: none
+    threads: int = 0  # threads that decrypt, call workers and reply; 0: workers + 2
+    dedupe: int = 100_000  # operations remembered to answer a redelivery once
+    drain_s: float = 10.0  # on shutdown, how long operations in flight may take to finish
+
+
+@dataclass(frozen=True)
+class Settings:
+    id: str = ""
+    instance: str = "1"
+    services: list[str] = field(default_factory=list)
+    pki: str = ""
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    log_level: str = "info"
+    metrics_listen: str = "127.0.0.1"
+    metrics_port: int = 9310
+    announce_every_s: float = 5.0  # retained announcement refreshed this often (see ANALYSTS.md)
+    broker: Broker = field(default_factory=Broker)
+    bank: Bank = field(default_factory=Bank)
+    limits: Limits = field(default_factory=Limits)
+    options: dict[str, Any] = field(default_factory=dict)  # analyser name -> {option: value}
+
+    def tls_paths(self) -> tuple[str, str, str]:
+        pki = Path(self.pki) if self.pki else None
+        default = (pki / "analyst" / self.id) if pki else None
+        cert = self.cert or (f"{default}.crt" if default else "")
+        key = self.key or (f"{default}.key" if default else "")
+        ca = self.ca or (str(pki / "ca.crt") if pki else "")
+        return cert, key, ca
+
+    def worker_count(self) -> int:
+        return max(1, os.cpu_count() or 1) if self.limits.workers < 0 else self.limits.workers
+
+    def thread_count(self) -> int:
+        return self.limits.threads or self.worker_count() + 2
+
+    def client_id(self, service: str) -> str:
+        """Stable across restarts, so the broker hands a restarted process its old session."""
+        return f"ecoin-analyst-{self.id}-{self.instance}-{service}"
+
+
+def check(s: Settings) -> Settings:
+    """Raises ConfigError for values that cannot work."""
+    try:
+        wire.device_id(s.id)  # analyst ids use the device-id alphabet
+        wire.device_id(s.instance)
+        for service in s.services:
+            wire.service_name(service)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"analyst: {exc}") from None
+    if not s.services:
+        raise ConfigError("analyst.services: offer at least one service")
+    if len(set(s.services)) != len(s.services):
+        raise ConfigError("analyst.services: a service is listed twice")
+    if not 1 <= s.bank.batch_max <= 256:
+        raise ConfigError("analyst.bank.batch_max: must be 1 to 256")
+    if s.bank.connections < 1 or s.limits.analysis_timeout_s <= 0 or s.broker.receive_maximum < 1:
+        raise ConfigError(
+            "analyst: bank.connections, broker.receive_maximum and the time limit must be positive"
+        )
+    if not 0 < s.limits.max_input_bytes <= wire.PAYLOAD_MAX:
+        raise ConfigError(f"analyst.limits.max_input_bytes: must be 1 to {wire.PAYLOAD_MAX}")
+    if not all(isinstance(v, dict) for v in s.options.values()):
+        raise ConfigError("analyst.options: one table per analyser, e.g. [analyst.options.anomaly]")
+    cert, key, ca = s.tls_paths()
+    if not (cert and key and ca):
+        raise ConfigError("analyst: set pki (or cert, key and ca): the bank needs our certificate")
+    return s
+
+
+def load(path: str | Path | None) -> Settings:
+    settings = config.load(Settings, path, "analyst")
+    if path is not None:
+        base = Path(path).resolve().parent
+        fixed: dict[str, Any] = {}
+        for name in ("pki", "cert", "key", "ca"):
+            value = getattr(settings, name)
+            if value and not Path(value).is_absolute():
+                fixed[name] = str(base / value)
+        settings = dataclasses.replace(settings, **fixed)
+    return check(settings)

@@ -1,0 +1,176 @@
+"""``ecoin-bank``: run and administer the bank.
+
+    ecoin-bank -c bank.toml init                  # master key, schema, system accounts
+    ecoin-bank -c bank.toml serve                 # the HTTPS API (mutual TLS) and /metrics
+    ecoin-bank -c bank.toml account create olive --kind owner
+    ecoin-bank -c bank.toml account create alice --kind analyst --service average
+    ecoin-bank -c bank.toml account fund olive 1000
+    ecoin-bank -c bank.toml account list
+    ecoin-bank -c bank.toml device add dev1 --owner olive --key-file dev1.key
+    ecoin-bank -c bank.toml device list
+    ecoin-bank -c bank.toml audit                 # exit 1 and say what is wrong
+    ecoin-bank -c bank.toml expire                # refund and purge expired coins
+
+The administrative commands work on the database directly (on the bank's host); remote
+parties use the API (``ecoin.common.bank_client``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ecoin.common import bank_errors as errors
+from ecoin.common.config import ConfigError
+from ecoin.common.keyfiles import PKIError
+
+from . import audit as audit_mod
+from .keys import Opener
+from .ledger import Ledger
+from .settings import BankSettings, load, open_store
+from .vault import Vault, VaultError, create_master_key
+
+DEFAULT_CONFIG = os.environ.get("ECOIN_BANK_CONFIG", "/etc/ecoin/bank.toml")
+
+
+def _ledger(s: BankSettings) -> Ledger:
+    store = open_store(s)
+    return Ledger(store, Vault.load(s.master_key), Opener(s.pki, 0), s.coin_expiry_days)
+
+
+def cmd_serve(s: BankSettings, args: argparse.Namespace) -> int:
+    from .server import run  # the server's imports are needed by this command only
+
+    return run(s)
+
+
+def cmd_init(s: BankSettings, args: argparse.Namespace) -> int:
+    made = create_master_key(s.master_key)
+    print(f"{'created' if made else 'kept'} master key {s.master_key}")
+    if not s.postgres:
+        Path(s.db).parent.mkdir(parents=True, exist_ok=True)
+    store = open_store(s)
+    store.init()
+    store.close()
+    print(f"ledger ready: {'postgresql' if s.postgres else s.db}")
+    return 0
+
+
+def cmd_account(s: BankSettings, args: argparse.Namespace) -> int:
+    ledger = _ledger(s)
+    if args.action == "create":
+        a = ledger.create_account(args.id, args.kind, args.service or [])
+        print(f"created {a.kind} account {a.name}")
+    elif args.action == "fund":
+        a = ledger.fund(args.id, args.amount, args.request_id)
+        print(f"{a.name} balance {a.balance}")
+    else:
+        for a in ledger.accounts():
+            print(f"{a.name:<32} {a.kind:<8} {a.balance:>12} {','.join(a.services)}")
+    return 0
+
+
+def cmd_device(s: BankSettings, args: argparse.Namespace) -> int:
+    ledger = _ledger(s)
+    if args.action == "add":
+        key = Path(args.key_file).read_bytes()
+        if len(key.strip()) == 64:  # a hex file (with or without a newline)
+            key = bytes.fromhex(key.strip().decode())
+        ledger.register_device(args.owner, args.id, key)
+        print(f"registered device {args.id} of {args.owner}")
+    else:
+        store = ledger.store
+        owners = {a.id: a.name for a in store.run(lambda tx: tx.accounts(), write=False)}
+        for d in store.run(lambda tx: tx.devices(), write=False):
+            print(f"{d.id:<32} {owners.get(d.owner, '?'):<32} counter {d.counter}")
+    return 0
+
+
+def cmd_audit(s: BankSettings, args: argparse.Namespace) -> int:
+    report = audit_mod.verify(open_store(s))
+    for name, value in report.figures.items():
+        print(f"{name:<16} {value}")
+    if report.ok:
+        print("audit passed: the chain holds and the ledger reconciles")
+        return 0
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    print(f"audit FAILED: {len(report.problems)} problem(s)", file=sys.stderr)
+    return 1
+
+
+def cmd_expire(s: BankSettings, args: argparse.Namespace) -> int:
+    n = _ledger(s).expire()
+    print(f"expired and refunded {n} coins")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        help=f"TOML file with a [bank] table (default {DEFAULT_CONFIG})",
+    )
+    p = argparse.ArgumentParser(
+        prog="ecoin-bank",
+        description="The ecoin bank: a one-time coin ledger behind mutual TLS.",
+        parents=[common],
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", parents=[common], help="run the HTTPS API").set_defaults(fn=cmd_serve)
+    sub.add_parser("init", parents=[common], help="create the master key and the ledger").set_defaults(
+        fn=cmd_init
+    )
+
+    acc = sub.add_parser("account", parents=[common], help="create, fund and list accounts")
+    acc.set_defaults(fn=cmd_account)
+    acc_sub = acc.add_subparsers(dest="action", required=True)
+    create = acc_sub.add_parser("create", parents=[common], help="create an owner or analyst account")
+    create.add_argument("id", help="account id = the CN of its certificate")
+    create.add_argument("--kind", choices=("owner", "analyst"), required=True)
+    create.add_argument("--service", action="append", help="a service the analyst offers (repeat)")
+    fund = acc_sub.add_parser("fund", parents=[common], help="credit an owner account")
+    fund.add_argument("id")
+    fund.add_argument("amount", type=int)
+    fund.add_argument("--request-id", help="makes a repeat of this command a no-op")
+    acc_sub.add_parser("list", parents=[common], help="list accounts and balances")
+
+    dev = sub.add_parser("device", parents=[common], help="register and list devices")
+    dev.set_defaults(fn=cmd_device)
+    dev_sub = dev.add_subparsers(dest="action", required=True)
+    add = dev_sub.add_parser("add", parents=[common], help="register a device and its key")
+    add.add_argument("id", help="device id")
+    add.add_argument("--owner", required=True)
+    add.add_argument("--key-file", required=True, help="the 32-byte device key (raw or 64 hex digits)")
+    dev_sub.add_parser("list", parents=[common], help="list devices")
+
+    sub.add_parser("audit", parents=[common], help="verify the audit chain and reconcile").set_defaults(
+        fn=cmd_audit
+    )
+    sub.add_parser("expire", parents=[common], help="refund and purge expired coins").set_defaults(
+        fn=cmd_expire
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    path = getattr(args, "config", None) or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    try:
+        settings = load(path)
+        return int(args.fn(settings, args))
+    except (ConfigError, VaultError, PKIError, OSError, ValueError) as exc:
+        print(f"ecoin-bank: {exc}", file=sys.stderr)
+        return 2
+    except errors.BankError as exc:
+        print(f"ecoin-bank: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

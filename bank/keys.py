@@ -1,0 +1,175 @@
+"""Coin keys and the opening of coin headers.
+
+The private coin keys are loaded once, at start (``ecoin.common.keyfiles.load_coin_private``
+checks that each file is 0600 and matches its kid). Every key in ``DIR/coin`` stays
+usable, so coins issued under an older key remain redeemable after a rotation; new coins
+are issued under ``DIR/coin/current``.
+
+RSA decryption holds the GIL, so ``Opener`` spreads a batch over a pool of worker
+processes (each loads the keys once, when it starts). A coin never leaves the worker that
+decrypted it: the worker sends back its hash and the session keys only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ecoin.common import crypto
+from ecoin.common import keyfiles as pki
+from ecoin.protocol import session
+
+from .vault import coin_hash
+
+
+@dataclass(frozen=True)
+class Item:
+    """One header to redeem, as the analyst sent it (types already checked)."""
+
+    kid: bytes
+    header: bytes
+    op_id: bytes
+    service: str
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A header that decrypted and matched its item: what the ledger needs, not the coin."""
+
+    hash: bytes
+    op_id: bytes
+    service: str
+    k_enc: bytes
+    k_mac: bytes
+    iv: bytes
+
+
+@dataclass(frozen=True)
+class Refused:
+    code: str
+    message: str
+
+
+class CoinKeys:
+    def __init__(self, keys: dict[bytes, rsa.RSAPrivateKey], current: bytes) -> None:
+        if current not in keys:
+            raise pki.PKIError(f"the current coin key {current.hex()} has no private key")
+        self.keys = keys
+        self.current = current
+        self._oaep = crypto.oaep(session.HEADER_LABEL)
+
+    @classmethod
+    def load(cls, pki_dir: str | Path) -> CoinKeys:
+        return cls(pki.load_coin_private(pki_dir), bytes.fromhex(pki.current_kid(pki_dir)))
+
+    def public(self, kid: bytes | None = None) -> tuple[bytes, int, int]:
+        """(kid, n, e) of a coin key, the current one by default."""
+        kid = kid or self.current
+        numbers = self.keys[kid].public_key().public_numbers()
+        return kid, numbers.n, numbers.e
+
+    def open(self, item: Item) -> Opened | Refused:
+        key = self.keys.get(item.kid)
+        if key is None:
+            return Refused("unknown_key", f"no coin key with kid {item.kid.hex()}")
+        try:
+            plain = key.decrypt(item.header, self._oaep)
+            coin, iv, op_id, tag = session.split_header(plain)
+        except ValueError:  # includes wire.InvalidFrame; one message: no padding oracle
+            return Refused("malformed", "the header does not decrypt")
+        if not crypto.equal(op_id, item.op_id):
+            return Refused("malformed", "the header's op_id does not match the item's")
+        try:
+            want = session.service_tag(crypto, item.service)
+        except (TypeError, ValueError) as exc:
+            return Refused("malformed", f"bad service name: {exc}")
+        if not crypto.equal(tag, want):
+            return Refused("malformed", "the header's service does not match the item's")
+        k_enc, k_mac = session.session_keys(crypto, coin, op_id)
+        return Opened(coin_hash(coin), op_id, item.service, k_enc, k_mac, iv)
+
+
+# Worker processes: each holds its own CoinKeys, loaded once by the pool's initializer.
+_worker_keys: CoinKeys | None = None
+
+
+def _init_worker(pki_dir: str) -> None:
+    global _worker_keys
+    _worker_keys = CoinKeys.load(pki_dir)
+    parent = os.getppid()
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker outlives a bank killed with SIGKILL (its queue never reports EOF): leave
+    as soon as the bank is gone."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _open_chunk(items: list[Item]) -> list[Opened | Refused]:
+    if _worker_keys is None:
+        raise RuntimeError("coin keys are not loaded in this worker")
+    return [_worker_keys.open(item) for item in items]
+
+
+def _ready() -> bool:
+    return _worker_keys is not None
+
+
+class Opener:
+    """Opens headers, in ``workers`` processes (0: in the calling thread)."""
+
+    def __init__(self, pki_dir: str | Path, workers: int = 0) -> None:
+        self.pki_dir = str(pki_dir)
+        self.keys = CoinKeys.load(pki_dir)
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._restart = threading.Lock()
+        if workers > 0:
+            self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),  # never fork a threaded server
+            initializer=_init_worker,
+            initargs=(self.pki_dir,),
+        )
+        # Start them now: a key problem shows at start, and the first request pays nothing.
+        for fut in [pool.submit(_ready) for _ in range(self.workers)]:
+            fut.result()
+        return pool
+
+    def open(self, items: list[Item]) -> list[Opened | Refused]:
+        if self._pool is None:
+            return [self.keys.open(item) for item in items]
+        n = max(1, min(self.workers, len(items)))
+        size = -(-len(items) // n)
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        pool = self._pool
+        try:
+            parts = list(pool.map(_open_chunk, chunks))
+        except BrokenProcessPool:
+            # A worker died (killed by the OOM killer, say): start a new pool and retry once.
+            with self._restart:
+                if self._pool is pool:  # not already replaced by another thread
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._start()
+                pool = self._pool
+            parts = list(pool.map(_open_chunk, chunks))
+        return [r for part in parts for r in part]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,247 @@
+"""A small synchronous client of the bank API (docs/BANK_API.md), for analysts, gateways,
+owners, provisioning tools and admins. Its API is stable: other parts code against it.
+
+    from ecoin.common.bank_client import BankClient, RedeemItem
+
+    bank = BankClient("https://127.0.0.1:8443", cert, key, ca)   # paths of our PEM files
+    bank.redeem([RedeemItem(kid, header, op_id, "average")])   # -> [RedeemResult]
+    bank.topup(frame)                                          # -> TOPUP_RESPONSE bytes
+    bank.create_account("olive", "owner")                      # admin
+    bank.create_account("alice", "analyst", ["average"])       # admin
+    bank.fund("olive", 100)                                    # admin -> new balance
+    bank.accounts()                                            # admin, auditor -> [dict]
+    bank.balance()                                             # owner, analyst -> int
+    bank.register_device("dev1", device_key)                   # owner
+    bank.withdraw("dev1", 10, request_id="r-1")                # owner -> Withdrawal
+    bank.claim("dev1", coins)                                  # owner -> [dict]
+    bank.healthz()                                             # any role -> True
+    bank.close()                                               # or: with BankClient(...) as bank
+
+Binary values are bytes on this side (the client does the base64 and hex). One connection
+is kept open (keep-alive) and reopened after a failure. Every call may be retried once on
+a broken connection, because every call is idempotent on the bank's side (``fund`` and
+``withdraw`` carry a request id, redemption is idempotent per analyst and op_id, a top-up
+frame is answered again with the same coins); a repeated ``create_account`` or
+``register_device`` reports ``Exists``.
+
+Errors: every refusal raises the ``ecoin.common.bank_errors`` class of its code (``Forbidden``,
+``InsufficientFunds``, ``Malformed``, ...); a bank that cannot be reached, or answers 503,
+raises ``Unavailable``; a handshake the bank refused raises ``Unauthenticated``.
+Redemption refusals are not exceptions: they are results with ``ok == False``.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import ssl
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from ecoin.common import tls
+
+from .bank_errors import BankError, Malformed, Unauthenticated, Unavailable, from_answer
+
+__all__ = ["BankClient", "RedeemItem", "RedeemResult", "Withdrawal", "BankError", "Unavailable"]
+
+
+@dataclass(frozen=True)
+class RedeemItem:
+    kid: bytes  # 8 bytes, from the OPERATION frame
+    header: bytes  # the RSA-OAEP header
+    op_id: bytes  # 16 bytes
+    service: str
+
+
+@dataclass(frozen=True)
+class RedeemResult:
+    ok: bool
+    k_enc: bytes = b""
+    k_mac: bytes = b""
+    iv: bytes = b""
+    code: str = (
+        ""  # when refused: malformed, unknown_key, unknown_coin, already_spent, expired, not_authorised
+    )
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    coins: list[bytes]
+    expires: int
+    kid: bytes
+    public_key: tuple[int, int]  # (n, e) of the coin key to encrypt headers with
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+class BankClient:
+    def __init__(
+        self,
+        url: str,
+        cert: str | Path,
+        key: str | Path,
+        ca: str | Path,
+        timeout: float = 30.0,
+    ) -> None:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"bank url must be https://host:port, not {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 443
+        self.timeout = timeout
+        self.context = tls.client_context(cert, key, ca)
+        self._conn: http.client.HTTPSConnection | None = None
+        self._lock = threading.Lock()  # one request at a time on the one connection
+
+    def __enter__(self) -> BankClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # Transport.
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API call; returns the decoded JSON answer or raises the error's class."""
+        data = json.dumps(body).encode() if body is not None else None
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    status, raw = self._exchange(method, path, data)
+                    break
+                except (OSError, http.client.HTTPException) as exc:
+                    self._drop()
+                    if _refused_handshake(exc):
+                        raise Unauthenticated(f"the bank refused our certificate: {exc}") from exc
+                    if attempt == 2:
+                        raise Unavailable(f"cannot reach the bank at {self.host}:{self.port}: {exc}") from exc
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise Malformed(f"the bank answered {status} with a body that is not JSON") from exc
+        if status != 200:
+            error = answer.get("error", {}) if isinstance(answer, dict) else {}
+            raise from_answer(status, str(error.get("code", "internal")), str(error.get("message", "")))
+        return answer
+
+    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        if self._conn is None:
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=self.context
+            )
+            conn.connect()
+            try:
+                tls.expect_role(conn.sock, "bank")
+            except tls.PeerIdentityError as exc:
+                conn.close()
+                raise Unauthenticated(f"refusing to talk to {self.host}:{self.port}: {exc}") from None
+            self._conn = conn
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        self._conn.request(method, path, body=data, headers=headers)
+        response = self._conn.getresponse()
+        raw = response.read()
+        if response.will_close:
+            self._drop()
+        return response.status, raw
+
+    # Analyst.
+
+    def redeem(self, items: list[RedeemItem]) -> list[RedeemResult]:
+        """Up to 256 headers in one call; one result per item, in order."""
+        body = {
+            "items": [
+                {"kid": i.kid.hex(), "header": _b64(i.header), "op_id": i.op_id.hex(), "service": i.service}
+                for i in items
+            ]
+        }
+        out = []
+        for r in self.call("POST", "/v1/redeem", body)["results"]:
+            if r["status"] == "ok":
+                out.append(RedeemResult(True, _unb64(r["k_enc"]), _unb64(r["k_mac"]), _unb64(r["iv"])))
+            else:
+                out.append(RedeemResult(False, code=r["code"], message=r.get("message", "")))
+        return out
+
+    # Gateway.
+
+    def topup(self, frame: bytes) -> bytes:
+        """Relays a device's TOPUP_REQUEST; returns the sealed TOPUP_RESPONSE."""
+        return _unb64(self.call("POST", "/v1/topup", {"frame": _b64(bytes(frame))})["frame"])
+
+    # Admin and auditor.
+
+    def create_account(self, account_id: str, kind: str, services: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": account_id, "kind": kind}
+        if services:
+            body["services"] = list(services)
+        return self.call("POST", "/v1/accounts", body)
+
+    def fund(self, account_id: str, amount: int, request_id: str | None = None) -> int:
+        """Credits an owner; returns its new balance. A retry reuses the request id."""
+        body = {"amount": amount, "request_id": request_id or uuid.uuid4().hex}
+        return int(self.call("POST", f"/v1/accounts/{quote(account_id, safe='')}/fund", body)["balance"])
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/v1/accounts")["accounts"])
+
+    # Owner and analyst.
+
+    def balance(self) -> int:
+        return int(self.call("GET", "/v1/balance")["balance"])
+
+    def register_device(self, device_id: str, device_key: bytes) -> dict[str, Any]:
+        return self.call("POST", "/v1/devices", {"device_id": device_id, "device_key": _b64(device_key)})
+
+    def withdraw(self, device_id: str, count: int, request_id: str | None = None) -> Withdrawal:
+        """``count`` coins (1 to 10,000) for the device. Repeating a request id returns the
+        same coins, so pass your own id if you may retry after a crash."""
+        body = {"count": count, "request_id": request_id or uuid.uuid4().hex}
+        a = self.call("POST", f"/v1/devices/{quote(device_id, safe='')}/withdraw", body)
+        key = a["public_key"]
+        return Withdrawal(
+            [_unb64(c) for c in a["coins"]],
+            int(a["expires"]),
+            bytes.fromhex(a["kid"]),
+            (int(key["n"], 16), int(key["e"])),
+        )
+
+    def claim(self, device_id: str, coins: list[bytes], refund: bool = True) -> list[dict[str, Any]]:
+        """Refunds the device's unspent coins among ``coins`` (with refund=False only
+        reports); one dict per coin: coin_hash, state (refunded, redeemed + by + at,
+        already_refunded, outstanding, expired, unknown)."""
+        body = {"device_id": device_id, "coins": [_b64(c) for c in coins], "refund": refund}
+        return list(self.call("POST", "/v1/claims", body)["results"])
+
+    def healthz(self) -> bool:
+        return bool(self.call("GET", "/healthz").get("ok"))
+
+
+def _refused_handshake(exc: BaseException) -> bool:
+    """True when TLS says the bank rejected our certificate (or we rejected the bank's)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    if isinstance(exc, ssl.SSLError):
+        reason = (getattr(exc, "reason", "") or "").upper()
+        return any(w in reason for w in ("CERTIFICATE", "UNKNOWN_CA", "ALERT"))
+    return False

@@ -1,0 +1,139 @@
+"""The gateway's TOML configuration (docs/GATEWAY.md has an annotated example)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecoin.common import config as cfg
+from ecoin.protocol import wire
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    ca: str = ""  # the project CA; with cert and key the gateway logs in by certificate
+    cert: str = ""
+    key: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive: int = 30
+
+
+@dataclass(frozen=True)
+class Bank:
+    url: str = ""  # https://host:port; empty: top-ups are answered FAILED
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    timeout_s: float = 10.0
+    workers: int = 4  # concurrent top-ups; more outstanding ones are answered FAILED
+
+
+@dataclass(frozen=True)
+class Queue:
+    path: str = "/var/lib/ecoin-gateway/queue.sqlite"
+    max_bytes: int = 64 * 1024 * 1024
+    max_age_s: float = 24 * 3600.0
+    replay_rate: float = 200.0  # operations per second when a backlog is replayed
+    replay_burst: int = 50
+
+
+@dataclass(frozen=True)
+class Limits:
+    rate_per_s: float = 5.0  # per device
+    burst: int = 20
+    frame_max: int = wire.FRAME_MAX
+    window: int = 256  # operations in flight upstream (lowered to the broker's receive maximum)
+
+
+@dataclass(frozen=True)
+class Health:
+    host: str = "127.0.0.1"
+    port: int = 9102  # 0: no health server
+
+
+@dataclass(frozen=True)
+class SerialPort:
+    device_id: str
+    path: str  # prefer /dev/serial/by-id/...: stable across replugging
+    baud: int = 115200
+
+
+@dataclass(frozen=True)
+class BrokerConf:
+    """Input of ``ecoin-gateway broker-config`` (the Mosquitto configuration generator)."""
+
+    out_dir: str = "/etc/mosquitto/conf.d/ecoin"
+    ca: str = ""
+    cert: str = ""  # the broker's certificate (role broker)
+    key: str = ""
+    bind: str = "0.0.0.0"
+    device_port: int = 8883  # TLS, username + password (one credential per device)
+    # False only for the simulator on loopback: the MicroPython unix port has no ssl module.
+    device_tls: bool = True
+    service_port: int = 8884  # TLS, client certificate required (analysts, gateways)
+    devices: list[str] = field(default_factory=list)
+    analysts: dict[str, list[str]] = field(default_factory=dict)  # analyst -> the services it offers
+    gateways: list[str] = field(default_factory=list)
+    max_inflight: int = 100
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway_id: str = "gw1"
+    op_timeout_s: float = 30.0
+    log_level: str = "info"
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    edge: Broker = field(default_factory=Broker)
+    upstream: Broker = field(default_factory=Broker)
+    bank: Bank = field(default_factory=Bank)
+    queue: Queue = field(default_factory=Queue)
+    limits: Limits = field(default_factory=Limits)
+    health: Health = field(default_factory=Health)
+    serial: list[SerialPort] = field(default_factory=list)
+    broker: BrokerConf = field(default_factory=BrokerConf)
+
+
+def from_table(table: dict[str, Any], where: str = "gateway") -> Config:
+    table = dict(table)
+    ports = table.pop("serial", [])
+    if not isinstance(ports, list) or not all(isinstance(p, dict) for p in ports):
+        raise cfg.ConfigError(f"{where}.serial: expected an array of tables ([[serial]])")
+    serial = [cfg.build(SerialPort, p, f"{where}.serial[{i}]") for i, p in enumerate(ports)]
+    config = cfg.build(Config, table, where)
+    config = Config(**{**config.__dict__, "serial": serial})
+    check(config)
+    return config
+
+
+def load(path: str | Path) -> Config:
+    return from_table(cfg.read(path), str(path))
+
+
+def check(c: Config) -> None:
+    try:
+        wire.device_id(c.gateway_id)
+        seen: set[str] = set()
+        for port in c.serial:
+            wire.device_id(port.device_id)
+            if port.device_id in seen:
+                raise ValueError(f"serial device id {port.device_id} appears twice")
+            seen.add(port.device_id)
+        for device in c.broker.devices:
+            wire.device_id(device)
+    except ValueError as exc:
+        raise cfg.ConfigError(f"gateway config: {exc}") from None
+    empty = sorted(a for a, services in c.broker.analysts.items() if not services)
+    if empty:
+        raise cfg.ConfigError(f"gateway config: broker.analysts: list the services of {', '.join(empty)}")
+    if not c.broker.device_tls and not c.broker.bind.startswith("127."):
+        raise cfg.ConfigError("gateway config: broker.device_tls = false is for a loopback bind only")
+    if c.op_timeout_s <= 0 or c.limits.rate_per_s <= 0 or c.queue.replay_rate <= 0:
+        raise cfg.ConfigError("gateway config: timeouts and rates must be > 0")
+    if not 0 < c.limits.frame_max <= wire.FRAME_MAX:
+        raise cfg.ConfigError(f"gateway config: limits.frame_max must be 1 to {wire.FRAME_MAX}")

@@ -1,0 +1,93 @@
+"""The service directory: which services have at least one live analyst.
+
+Analysts publish a retained announcement on ``ecoin/svc/<service>/analyst/<analyst_id>`` and
+their last will clears it (an empty retained message). A service is live while at least one
+announcement is present.
+
+After a reconnect the broker re-sends every retained announcement, but a removal that
+happened while we were away sends nothing. So each reconnect starts a new generation; when
+``synced()`` is called (the gateway sees its own status echo, which the broker queues after
+the retained messages) announcements not seen in this generation are forgotten. Until then
+the old view stands, so a reconnect never makes live services look unavailable.
+
+A broker that shuts down publishes its clients' last wills on the way out, so the gateway
+often sees every analyst "leave" an instant before its own connection drops. Removals seen
+in the last ``GRACE_S`` before a connection loss are therefore undone (``lost``): during the
+outage operations keep being queued, and the next sync settles who is really there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from ecoin.common import topics
+
+FILTER = topics.ANNOUNCE_FILTER
+parse_topic = topics.announcement_of
+GRACE_S = 2.0
+
+
+class Directory:
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], int] = {}  # (service, analyst) -> generation
+        self._removed: dict[tuple[str, str], tuple[int, float]] = {}  # -> (generation, when)
+        self._generation = 0
+        self._live: frozenset[str] = frozenset()  # read on every operation: kept ready
+        self.synced_now = False  # the view is complete for the current connection
+        self.on_change: Callable[[], None] = lambda: None  # the router's wake-up
+        self._lock = threading.Lock()
+
+    def _update(self) -> None:
+        self._live = frozenset(s for s, _ in self._seen)
+
+    def announce(self, topic: str, payload: bytes) -> bool:
+        """Applies one announcement message; False if the topic was not an announcement."""
+        key = parse_topic(topic)
+        if key is None:
+            return False
+        with self._lock:
+            if payload:
+                self._seen[key] = self._generation
+            elif key in self._seen:
+                self._removed[key] = (self._seen.pop(key), time.monotonic())
+            self._update()
+        self.on_change()
+        return True
+
+    def reconnected(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self.synced_now = False
+
+    def lost(self) -> None:
+        """The upstream connection dropped: undo removals of the last GRACE_S seconds."""
+        now = time.monotonic()
+        with self._lock:
+            for key, (generation, when) in self._removed.items():
+                if now - when <= GRACE_S and key not in self._seen:
+                    self._seen[key] = generation
+            self._removed.clear()
+            self._update()
+
+    def synced(self) -> None:
+        with self._lock:
+            self._seen = {k: g for k, g in self._seen.items() if g == self._generation}
+            self._removed.clear()
+            self._update()
+            self.synced_now = True
+        self.on_change()
+
+    def is_live(self, service: str) -> bool:
+        return service in self._live
+
+    def live(self) -> frozenset[str]:
+        return self._live
+
+    def services(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        with self._lock:
+            for service, analyst in self._seen:
+                out.setdefault(service, []).append(analyst)
+        return out

@@ -1,0 +1,155 @@
+"""The whole gateway: wires the router to the edge, upstream, serial ports, bank and health."""
+
+from __future__ import annotations
+
+import logging
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from ecoin.common import health
+from ecoin.gateway.backoff import Backoff
+from ecoin.gateway.config import Config
+from ecoin.gateway.directory import Directory
+from ecoin.gateway.edge import Edge
+from ecoin.gateway.limits import DeviceLimiter
+from ecoin.gateway.metrics import Metrics
+from ecoin.gateway.netloop import NetLoop
+from ecoin.gateway.queue import OpQueue
+from ecoin.gateway.router import Router
+from ecoin.gateway.serial_bridge import SerialLink
+from ecoin.gateway.topup import BankClient, TopupRelay, bank_client
+from ecoin.gateway.upstream import Upstream
+
+log = logging.getLogger("ecoin.gateway")
+
+
+class Gateway:
+    def __init__(self, cfg: Config, bank: BankClient | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = m = Metrics()
+        self.netloop = NetLoop()
+        self.directory = Directory()
+        self.queue = OpQueue(cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_age_s)
+        self.router = Router(
+            directory=self.directory,
+            queue=self.queue,
+            metrics=m,
+            limiter=DeviceLimiter(cfg.limits.rate_per_s, cfg.limits.burst),
+            frame_max=cfg.limits.frame_max,
+            op_timeout_s=cfg.op_timeout_s,
+            replay_rate=cfg.queue.replay_rate,
+            replay_burst=cfg.queue.replay_burst,
+        )
+        self.upstream = Upstream(
+            cfg.upstream,
+            cfg.gateway_id,
+            self.directory,
+            window=cfg.limits.window,
+            on_reply=self.router.on_reply,
+            on_ready=self._upstream_ready,
+            on_window=self.router.on_window,
+            on_lost=self._upstream_lost,
+            on_error=m.callback_errors.inc,
+            backoff=self._backoff(),
+            netloop=self.netloop,
+        )
+        self.edge = Edge(
+            cfg.edge,
+            cfg.gateway_id,
+            on_frame=self.router.handle,
+            on_bad_topic=m.malformed["mqtt"].inc,
+            on_error=m.callback_errors.inc,
+            on_up=lambda: self._link_up("edge"),
+            on_down=lambda: m.link_up["edge"].set(0),
+            backoff=self._backoff(),
+            netloop=self.netloop,
+        )
+        self.router.upstream = self.upstream
+        self.directory.on_change = self.router.on_window
+        self.router.routes["mqtt"] = self.edge.send
+        self.serial = [SerialLink(p, self.router.handle, m, self._backoff(cap=5.0)) for p in cfg.serial]
+        for link in self.serial:
+            self.router.routes[link.route] = link.send
+        if bank is None and cfg.bank.url:
+            bank = bank_client(cfg.bank)
+        self.topup = TopupRelay(bank, cfg.bank.workers) if bank is not None else None
+        self.router.topup = self.topup
+        self.health: ThreadingHTTPServer | None = None
+
+    def _backoff(self, cap: float | None = None) -> Backoff:
+        top = self.cfg.backoff_max_s if cap is None else min(cap, self.cfg.backoff_max_s)
+        return Backoff(self.cfg.backoff_min_s, top)
+
+    def _link_up(self, name: str) -> None:
+        self.metrics.link_up[name].set(1)
+        self.metrics.reconnects[name].inc()
+
+    def _upstream_ready(self) -> None:
+        self._link_up("upstream")
+        self.router.kick()
+
+    def _upstream_lost(self) -> None:
+        self.metrics.link_up["upstream"].set(0)
+        self.router.upstream_lost()
+
+    def start(self) -> Gateway:
+        self.netloop.start()
+        self.router.start()
+        self.upstream.start()
+        self.edge.start()
+        for link in self.serial:
+            link.start()
+        if self.cfg.health.port >= 0 and self.cfg.health.host:
+            self.health = health.serve(
+                self.cfg.health.host, self.cfg.health.port, self.metrics.registry, self.status
+            )
+        log.info(
+            "gateway_started",
+            extra={
+                "gateway": self.cfg.gateway_id,
+                "serial_ports": len(self.serial),
+                "queued": self.queue.depth,
+            },
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.health:
+            self.health.shutdown()
+            self.health.server_close()
+            self.health = None
+        for link in self.serial:
+            link.stop()
+        self.edge.stop()
+        self.upstream.stop()
+        self.router.stop()
+        self.netloop.stop()
+        if self.topup:
+            self.topup.stop()
+        self.queue.close()
+        log.info("gateway_stopped", extra={"gateway": self.cfg.gateway_id})
+
+    def status(self) -> dict[str, Any]:
+        threads_ok = (
+            self.router.alive
+            and self.netloop.alive
+            and self.edge.link.alive
+            and self.upstream.link.alive
+            and all(s.alive for s in self.serial)
+        )
+        return {
+            "ok": threads_ok,
+            "gateway": self.cfg.gateway_id,
+            "edge": self.edge.link.up,
+            "upstream": self.upstream.link.up,
+            "serial": {s.device_id: s.is_open for s in self.serial},
+            "queue_depth": self.queue.depth,
+            "queue_bytes": self.queue.bytes,
+            "services": sorted(self.directory.services()),
+        }
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,200 @@
+"""``ecoin-sim``: simulated collectors, each the unchanged firmware in its own MicroPython
+unix-port process (heap capped like a board) and its own flash directory.
+
+    ecoin-sim deploy FLASH --device-id dev1 --service average --coins coins.bin \\
+        --device-key device.key --bank-key coin.json [--broker 127.0.0.1:1883] [--set key=value]
+    ecoin-sim run FLASH_OR_FLEET... [--devices N] [--heap 64K] [--runtime auto]
+    ecoin-sim status FLASH...
+    ecoin-sim claim FLASH            # the bank's POST /v1/claims body for its coins in doubt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ecoin.sim.device import RUNTIMES, SimDevice
+from ecoin.tools.provisioning import flash
+from ecoin.tools.provisioning.deploy import DeployError, deploy_device, find_tool
+
+
+class CliError(Exception):
+    """A usage error, reported in one line."""
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a bare word: a string
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    config: dict[str, Any] = json.loads(Path(args.config).read_text()) if args.config else {}
+    config["service"] = args.service or config.get("service")
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        config["broker_host"], config["broker_port"] = host or "127.0.0.1", int(port)
+    for item in args.set or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise CliError(f"--set wants key=value, not {item!r}")
+        config[key] = _value(text)
+    bank = json.loads(Path(args.bank_key).read_text())
+    password = Path(args.password_file).read_text().strip() if args.password_file else None
+    out = deploy_device(
+        Path(args.flash),
+        args.device_id,
+        config,
+        Path(args.coins).read_bytes(),
+        Path(args.device_key).read_bytes(),
+        bank,
+        board=args.board,
+        mpy=False if args.source else None,
+        broker_password=password,
+        ca_cert=Path(args.ca) if args.ca else None,
+    )
+    state = flash.read_state(out)
+    print(f"deployed {args.device_id} to {out}: {state.left} coins, board {args.board}")
+    return 0
+
+
+def _flash_dirs(paths: Sequence[str], limit: int | None) -> list[Path]:
+    """Each path is a flash directory (it has config.json) or a fleet directory of them."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.json").exists():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(d for d in p.iterdir() if (d / "config.json").exists()))
+        else:
+            raise CliError(f"{p}: not a flash directory (no config.json) nor a directory of them")
+    if not found:
+        raise CliError("no flash directories found")
+    return found[:limit] if limit else found
+
+
+def _run(args: argparse.Namespace) -> int:
+    dirs = _flash_dirs(args.flash, args.devices)
+    if args.runtime != "cpython" and not find_tool("micropython"):
+        if args.runtime == "micropython":
+            raise CliError("the micropython binary is not installed here; use --runtime cpython")
+        print("ecoin-sim: no micropython binary here: running the firmware on CPython (no heap cap)")
+    devices = [SimDevice(d, heap=args.heap, runtime=args.runtime) for d in dirs]
+    offsets = {dev: dev.console.stat().st_size if dev.console.exists() else 0 for dev in devices}
+    for dev in devices:
+        dev.start()
+    print(f"ecoin-sim: {len(devices)} device(s) on {devices[0].runtime}, heap {args.heap}; Ctrl-C stops them")
+    stopping = False
+
+    def _interrupt(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        while True:
+            for dev in devices:
+                offsets[dev] = _echo(dev, offsets[dev])
+            if stopping:
+                for dev in devices:
+                    dev.stop()
+                stopping = False
+            if not any(dev.running for dev in devices):
+                break
+            time.sleep(0.1)
+        for dev in devices:
+            offsets[dev] = _echo(dev, offsets[dev])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for dev in devices:
+            dev.kill()
+    codes = [dev.proc.returncode if dev.proc else None for dev in devices]
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _echo(dev: SimDevice, offset: int) -> int:
+    """Prints the device's new console lines, prefixed with its directory name."""
+    try:
+        with open(dev.console, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].decode(errors="replace").splitlines():
+        print(f"[{dev.flash_dir.name}] {line}", flush=True)
+    return offset + end
+
+
+def _status(args: argparse.Namespace) -> int:
+    for d in _flash_dirs(args.flash, None):
+        state = flash.read_state(d)
+        doubts = flash.read_in_doubt(d)
+        pending = " (an operation in flight: in doubt at the next boot)" if state.pending_op else ""
+        print(f"{d.name}: {state.left} coins left of {state.count}, {len(doubts)} in doubt{pending}")
+        for doubt in doubts:
+            print(f"  in doubt: op {doubt.op_id.hex()} ({doubt.why})")
+    return 0
+
+
+def _claim(args: argparse.Namespace) -> int:
+    d = Path(args.flash)
+    device_id = json.loads((d / "config.json").read_text())["device_id"]
+    print(json.dumps(flash.claim_body(d, device_id), indent=1))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecoin-sim",
+        description="Simulated ecoin collectors: the firmware in MicroPython unix-port processes.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("deploy", help="write a device's flash directory (firmware, config, coins, secrets)")
+    d.add_argument("flash", help="the new flash directory")
+    d.add_argument("--device-id", required=True)
+    d.add_argument("--service", help="the analysis the device buys (or in --config)")
+    d.add_argument("--coins", required=True, help="file of 32-byte coins, back to back")
+    d.add_argument("--device-key", required=True, help="file of the 32-byte device key")
+    d.add_argument("--bank-key", required=True, help='the coin public key JSON {"kid","n","e"}')
+    d.add_argument("--config", help="JSON file of firmware settings (see docs/FIRMWARE.md)")
+    d.add_argument("--broker", help="host:port of the edge broker")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="one setting (JSON value)")
+    d.add_argument("--password-file", help="the broker password")
+    d.add_argument("--ca", help="the CA certificate that verifies the broker (with --set tls=true)")
+    d.add_argument("--board", default="sim", help="sim (default), esp32 or pico_w")
+    d.add_argument("--source", action="store_true", help="deploy .py sources instead of .mpy")
+    d.set_defaults(func=_deploy)
+    r = sub.add_parser("run", help="run devices until they stop (max_ops) or Ctrl-C")
+    r.add_argument("flash", nargs="+", help="flash directories, or directories of them")
+    r.add_argument("--devices", type=int, help="run only the first N")
+    r.add_argument("--heap", default="64K", help="MicroPython heap cap (default 64K, board-like)")
+    r.add_argument("--runtime", choices=RUNTIMES, default="auto")
+    r.set_defaults(func=_run)
+    s = sub.add_parser("status", help="coins left and in doubt, read from the flash")
+    s.add_argument("flash", nargs="+")
+    s.set_defaults(func=_status)
+    c = sub.add_parser("claim", help="print the refund claim body for the coins in doubt")
+    c.add_argument("flash")
+    c.set_defaults(func=_claim)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, DeployError, flash.FlashError, OSError, ValueError, KeyError) as exc:
+        print(f"ecoin-sim: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""``make demo``: the whole of ecoin on this machine, end to end, then a summary.
+
+It generates the PKI; starts Mosquitto with the generated configuration (TLS listeners,
+one password per device, ACLs), the bank (SQLite), two analysts (``average`` and
+``stats``) and the gateway; provisions simulated devices that run the real firmware on
+the MicroPython unix port under a board-like heap cap; runs them until each has completed
+its operations while showing live progress; audits the bank; prints a summary and, as the
+very last line, one line of JSON. Everything it started is stopped, on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from ecoin.gateway import brokerconf
+from ecoin.gateway.config import BrokerConf
+from ecoin.sim.device import SimDevice
+from ecoin.testing.analyst import AnalystProcess
+from ecoin.testing.bank import BankProcess
+from ecoin.testing.servers import Mosquitto, free_port, stop, wait_for_port
+from ecoin.tools import pki
+from ecoin.tools.provisioning.bundle import Broker, provision_device
+from ecoin.tools.provisioning.install import install_bundle
+from ecoin.tools.provisioning.targets import SimTarget
+
+ANALYSTS = {"alice": ["average"], "bob": ["stats"]}
+OWNER = "olive"
+GATEWAY = "gw1"
+RESULT = re.compile(rb"collector: op \S+ result ")
+FAILED = re.compile(rb"collector: op \S+ failed ")
+
+
+@dataclass
+class Device:
+    name: str
+    service: str
+    sim: SimDevice
+    ok: int = 0
+    failed: int = 0
+    left: int = 0
+    done: bool = False
+
+
+@dataclass
+class Demo:
+    workdir: Path
+    devices: int
+    ops: int
+    heap: str
+    runtime: str
+    quiet: bool = False  # no live progress lines (benchmarks)
+    batch_seconds: float = 0.1  # how often each device buys an analysis
+    elapsed: float = 0.0
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    fleet: list[Device] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        print(f"demo: {text}", flush=True)
+
+    def run(self) -> dict[str, Any]:
+        with self.stack:
+            pki_dir = self.make_pki()
+            broker = self.start_broker(pki_dir)
+            bank = self.stack.enter_context(BankProcess(self.workdir / "bank", pki_dir, workers=1))
+            self.say(f"bank listening on {bank.url} (SQLite)")
+            self.open_accounts(bank)
+            for analyst, services in ANALYSTS.items():
+                proc = AnalystProcess(
+                    self.workdir / "analyst" / analyst,
+                    pki_dir,
+                    broker["service_port"],
+                    bank.url,
+                    services,
+                    analyst,
+                )
+                self.stack.enter_context(proc)
+                self.say(f"analyst {analyst} offers {', '.join(services)}")
+            self.start_gateway(pki_dir, broker["service_port"], bank.url)
+            self.provision(pki_dir, bank, broker)
+            started = time.monotonic()
+            self.watch(bank)
+            self.elapsed = elapsed = time.monotonic() - started
+            audit = bank.cli("audit", check=False)
+            credits = self.credits(bank)
+        return self.summary(elapsed, credits, audit.returncode == 0, audit.stdout + audit.stderr)
+
+    def make_pki(self) -> Path:
+        pki_dir = self.workdir / "pki"
+        pki.init(pki_dir)
+        for analyst in ANALYSTS:
+            pki.issue(pki_dir, "analyst", analyst)
+        pki.issue(pki_dir, "gateway", GATEWAY)
+        pki.issue(pki_dir, "owner", OWNER)
+        self.say(f"PKI ready in {pki_dir} (CA, bank, broker, analysts, gateway, owner, coin key)")
+        return pki_dir
+
+    def start_broker(self, pki_dir: Path) -> dict[str, Any]:
+        conf = BrokerConf(
+            ca=str(pki_dir / "ca.crt"),
+            cert=str(pki_dir / "broker" / "broker.crt"),
+            key=str(pki_dir / "broker" / "broker.key"),
+            bind="127.0.0.1",
+            device_port=free_port(),
+            service_port=free_port(),
+            devices=[self.device_name(i) for i in range(self.devices)],
+            analysts=ANALYSTS,
+            gateways=[GATEWAY],
+            device_tls=False,
+        )
+        paths = brokerconf.generate(conf, self.workdir / "broker" / "conf")
+        mosquitto = Mosquitto(self.workdir / "broker", paths["conf"].read_text(), conf.service_port)
+        self.stack.enter_context(mosquitto)
+        wait_for_port(conf.device_port)
+        self.say(
+            f"Mosquitto: devices on {conf.device_port} (passwords; plain TCP on loopback: the unix port has "
+            f"no ssl), services on {conf.service_port} (mutual TLS)"
+        )
+        return {
+            "device_port": conf.device_port,
+            "service_port": conf.service_port,
+            "credentials": paths["credentials"],
+        }
+
+    def open_accounts(self, bank: BankProcess) -> None:
+        admin = bank.admin
+        admin.create_account(OWNER, "owner")
+        admin.fund(OWNER, self.devices * 1000 + 1000, request_id="demo-funding")
+        for analyst, services in ANALYSTS.items():
+            admin.create_account(analyst, "analyst", services)
+
+    def start_gateway(self, pki_dir: Path, port: int, bank_url: str) -> None:
+        side = {
+            "host": "127.0.0.1",
+            "port": port,
+            "tls": True,
+            "ca": str(pki_dir / "ca.crt"),
+            "cert": str(pki_dir / "gateway" / f"{GATEWAY}.crt"),
+            "key": str(pki_dir / "gateway" / f"{GATEWAY}.key"),
+        }
+        health = free_port()
+        table = {
+            "gateway_id": GATEWAY,
+            "op_timeout_s": 20.0,
+            "edge": side,
+            "upstream": side,
+            "bank": {"url": bank_url, "ca": side["ca"], "cert": side["cert"], "key": side["key"]},
+            "queue": {"path": str(self.workdir / "gateway" / "queue.sqlite")},
+            "limits": {"rate_per_s": 100.0, "burst": 100},
+            "health": {"port": health},
+        }
+        gw_dir = self.workdir / "gateway"
+        gw_dir.mkdir(parents=True, exist_ok=True)
+        (gw_dir / "gateway.toml").write_text(tomli_w.dumps(table))
+        log = open(gw_dir / "gateway.log", "ab")  # noqa: SIM115 - owned by the process
+        cmd = [sys.executable, "-m", "ecoin.gateway.cli", "serve", "--config", str(gw_dir / "gateway.toml")]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        log.close()
+        self.stack.callback(stop, proc)
+        wait_for_port(health)
+        self.say(f"gateway {GATEWAY} routing (health on http://127.0.0.1:{health}/healthz)")
+
+    @staticmethod
+    def device_name(i: int) -> str:
+        return f"dev-{i + 1:02d}"
+
+    def provision(self, pki_dir: Path, bank: BankProcess, broker: dict[str, Any]) -> None:
+        owner = bank.client("owner", OWNER)
+        with owner:
+            for i in range(self.devices):
+                name = self.device_name(i)
+                service = [s for svcs in ANALYSTS.values() for s in svcs][i % 2]
+                bundle = provision_device(
+                    owner,
+                    name,
+                    service,
+                    out_dir=self.workdir / "devices",
+                    broker=Broker(port=broker["device_port"], tls=False, credentials=broker["credentials"]),
+                    config={
+                        "sample_interval": self.batch_seconds / 10,
+                        "batch_seconds": self.batch_seconds,
+                        "batch_max": 32,
+                        "max_ops": self.ops,
+                        "op_timeout": 20.0,
+                        "seed": i + 1,
+                    },
+                )
+                flash = self.workdir / "flash" / name
+                install_bundle(bundle, SimTarget(flash, create=True))
+                sim = SimDevice(flash, heap=self.heap, runtime=self.runtime)
+                self.fleet.append(Device(name, service, sim, left=1000))
+        self.say(f"provisioned {self.devices} devices with 1000 coins each; starting them ({self.heap} heap)")
+        for dev in self.fleet:
+            self.stack.callback(dev.sim.stop)
+            dev.sim.start()
+
+    def watch(self, bank: BankProcess, timeout: float = 900.0) -> None:
+        deadline = time.monotonic() + timeout
+        tty = sys.stdout.isatty()
+        last = 0.0
+        while time.monotonic() < deadline:
+            finished = not any(d.sim.running for d in self.fleet)
+            if finished or (not self.quiet and (tty or time.monotonic() - last > 2)):
+                self.count()
+                if not self.quiet:
+                    self.progress(bank, tty)
+                last = time.monotonic()
+            if finished:
+                break
+            time.sleep(0.25)
+        if tty and not self.quiet:
+            print()
+
+    def count(self) -> None:
+        for dev in self.fleet:
+            out = dev.sim.output().encode()
+            dev.ok, dev.failed = len(RESULT.findall(out)), len(FAILED.findall(out))
+            dev.left = dev.sim.state().left
+            dev.done = not dev.sim.running
+
+    def progress(self, bank: BankProcess, tty: bool) -> None:
+        parts = [f"{d.name} {d.ok + d.failed}/{self.ops} ({d.left} coins)" for d in self.fleet]
+        credits = self.credits(bank)
+        line = " | ".join(parts) + " | earnings " + ", ".join(f"{k} {v}" for k, v in credits.items())
+        print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+
+    @staticmethod
+    def credits(bank: BankProcess) -> dict[str, int]:
+        return {a["id"]: int(a["balance"]) for a in bank.admin.accounts() if a["kind"] == "analyst"}
+
+    def summary(
+        self, elapsed: float, credits: dict[str, int], audit_ok: bool, audit_text: str
+    ) -> dict[str, Any]:
+        ok = sum(d.ok for d in self.fleet)
+        failed = sum(d.failed for d in self.fleet)
+        runtime = self.fleet[0].sim.runtime if self.fleet else self.runtime
+        print()
+        print(
+            f"ecoin demo: {len(self.fleet)} devices, {ok} operations answered, {failed} failed,"
+            f" in {elapsed:.1f}s"
+        )
+        for d in self.fleet:
+            print(f"  {d.name}  service {d.service:<8} ok {d.ok:>3}  failed {d.failed}  coins left {d.left}")
+        print(f"  analyst earnings: {', '.join(f'{k} {v}' for k, v in credits.items())}")
+        print(f"  bank audit: {'passed' if audit_ok else 'FAILED'}")
+        if not audit_ok:
+            print(audit_text)
+        print(f"  firmware ran on {runtime} with a {self.heap} heap; logs in {self.workdir}")
+        return {
+            "devices": len(self.fleet),
+            "ops_ok": ok,
+            "ops_failed": failed,
+            "coins_left": sum(d.left for d in self.fleet),
+            "analyst_credits": sum(credits.values()),
+            "interpreter": runtime,
+            "heap_limit": self.heap,
+            "audit_ok": audit_ok,
+        }
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ecoin.sim.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--devices", type=int, default=5, help="simulated devices (default 5)")
+    p.add_argument("--ops", type=int, default=20, help="operations per device (default 20)")
+    p.add_argument("--heap", default="64K", help="MicroPython heap cap per device (default 64K)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "micropython", "cpython"])
+    p.add_argument("--workdir", default="build/demo", help="where everything is written (wiped first)")
+    args = p.parse_args(argv)
+    workdir = Path(args.workdir).resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    demo = Demo(workdir, args.devices, args.ops, args.heap, args.runtime)
+    # Ctrl-C and SIGTERM both unwind through the exit stack, which stops what was started
+    # (also when the caller left SIGINT ignored, as shells do for background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = demo.run()
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
+    ok = result["ops_failed"] == 0 and result["audit_ok"] and result["ops_ok"] == args.devices * args.ops
+    print(json.dumps(result))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Harnesses shared by tests, benchmarks and the demo: real servers, real processes."""

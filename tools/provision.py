@@ -1,0 +1,256 @@
+"""``ecoin-provision``: make a device's bundle (key, bank registration, coins, broker
+password, config), put it on a board with mpremote or into a simulator's flash directory,
+and claim refunds for the coins a device holds in doubt. See docs/PROVISIONING.md.
+
+Settings come from flags, else from the ``[provision]`` table of ``--config FILE``, else
+from the defaults below. The library is ``ecoin.tools.provisioning``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecoin.common import config as ecoin_config
+from ecoin.common.bank_errors import BankError
+from ecoin.tools.provisioning import (
+    BankParams,
+    BoardTarget,
+    Broker,
+    ProvisionError,
+    SimTarget,
+    claim_refunds,
+    deploy,
+    device_status,
+    find_bundle,
+    install_bundle,
+    provision_device,
+)
+from ecoin.tools.provisioning.args import parser
+from ecoin.tools.provisioning.bundle import load_meta
+from ecoin.tools.provisioning.common import tty_confirm
+from ecoin.tools.provisioning.flash import FlashError
+
+BOARDS = tuple(deploy.boards())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``[provision]`` table of the config file (every key optional)."""
+
+    bank: str = ""  # https://host:port
+    pki: str = ""  # a PKI directory, with owner: the owner's certificate inside it
+    owner: str = ""
+    owner_cert: str = ""  # or the three files directly
+    owner_key: str = ""
+    ca: str = ""
+    service: str = ""
+    coins: int = 1000
+    board: str = "sim"
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    tls: bool = False
+    broker_credentials: str = ""
+    out: str = "build/devices"
+    mpremote: str = ""
+    device: dict[str, Any] = field(default_factory=dict)  # extra firmware settings (config.json)
+
+
+def _pick(args: argparse.Namespace, cfg: Settings, name: str) -> Any:
+    value = getattr(args, name, None)
+    return getattr(cfg, name) if value is None else value
+
+
+def _bank(args: argparse.Namespace, cfg: Settings) -> BankParams:
+    url = _pick(args, cfg, "bank")
+    if not url:
+        raise ProvisionError("give the bank's URL: --bank https://HOST:PORT")
+    cert, key, ca = (_pick(args, cfg, n) for n in ("owner_cert", "owner_key", "ca"))
+    if cert or key:
+        if not (cert and key and ca):
+            raise ProvisionError("--owner-cert needs --owner-key and --ca")
+        return BankParams(url, Path(cert), Path(key), Path(ca))
+    pki, owner = _pick(args, cfg, "pki"), _pick(args, cfg, "owner")
+    if not (pki and owner):
+        raise ProvisionError("give the owner: --pki DIR --owner NAME, or --owner-cert/--owner-key/--ca")
+    return BankParams.from_pki(url, pki, owner)
+
+
+def _settings(text: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in text:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ProvisionError(f"--set wants KEY=VALUE, not {item!r}")
+        try:
+            out[key] = json.loads(value)  # numbers, true/false, null, quoted strings
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_new(args: argparse.Namespace, cfg: Settings) -> int:
+    service = _pick(args, cfg, "service")
+    if not service:
+        raise ProvisionError("give the service the device buys: --service NAME (e.g. average)")
+    creds = _pick(args, cfg, "broker_credentials")
+    wifi = Path(args.wifi_password_file).read_text().strip() if args.wifi_password_file else None
+    out = Path(_pick(args, cfg, "out"))
+    before = load_meta(out / args.device_id) if (out / args.device_id).is_dir() else None
+    bundle = provision_device(
+        _bank(args, cfg),
+        args.device_id,
+        service,
+        coins=_pick(args, cfg, "coins"),
+        out_dir=out,
+        board=_pick(args, cfg, "board"),
+        broker=Broker(
+            _pick(args, cfg, "broker_host"),
+            _pick(args, cfg, "broker_port"),
+            bool(_pick(args, cfg, "tls")),
+            credentials=Path(creds) if creds else None,
+        ),
+        config={**cfg.device, **_settings(args.set)},
+        ca_cert=(_pick(args, cfg, "ca") or None) if _pick(args, cfg, "tls") else None,
+        wifi_password=wifi,
+        mpy=False if args.source else None,
+        renew=args.renew,
+        reconfigure=args.reconfigure,
+        yes=args.yes,
+        confirm=tty_confirm,
+        progress=True,
+    )
+    meta = load_meta(bundle) or {}
+    if before and before.get("state") == "complete" and not args.renew:
+        done = (
+            "settings rewritten"
+            if args.reconfigure
+            else "nothing changed (--reconfigure applies new settings)"
+        )
+        print(f"{args.device_id}: already provisioned, nothing withdrawn; {done}")
+    print(
+        f"{meta['device_id']}: bundle {bundle} (generation {meta['generation']}, {meta['coins']} coins, "
+        f"board {meta['board']}, service {meta['service']})"
+    )
+    return 0
+
+
+def cmd_flash(args: argparse.Namespace, cfg: Settings) -> int:
+    if args.device_id and args.device and args.device_id != args.device:
+        raise ProvisionError("DEVICE_ID and --device disagree")
+    bundle = find_bundle(_pick(args, cfg, "out"), args.device_id or args.device)
+    t = BoardTarget(args.port, _pick(args, cfg, "mpremote") or None)
+    sizes = install_bundle(
+        bundle,
+        t,
+        board=args.board,
+        firmware_only=args.firmware_only,
+        yes=args.yes,
+        confirm=tty_confirm,
+        progress=True,
+    )
+    for name, size in sizes.items():
+        print(f"{size:>10} {name}")
+    what = "firmware and settings (coins kept)" if args.firmware_only else "sizes and coin store checked"
+    print(f"{bundle.name}: {len(sizes)} files on {args.port}, {what}")
+    if args.reset:
+        t.run("reset")
+        print("board reset: the firmware starts")
+    else:
+        print(f"reset the board (or: mpremote connect {args.port} reset) to start the firmware")
+    return 0
+
+
+def cmd_deploy_sim(args: argparse.Namespace, cfg: Settings) -> int:
+    bundle = find_bundle(_pick(args, cfg, "out"), args.device_id)
+    t = SimTarget(args.flash, create=True)
+    sizes = install_bundle(
+        bundle,
+        t,
+        board="sim",
+        firmware_only=args.firmware_only,
+        yes=args.yes,
+        confirm=tty_confirm,
+        progress=True,
+    )
+    print(f"{bundle.name}: {len(sizes)} files in {args.flash}, sizes and coin store checked")
+    return 0
+
+
+def cmd_refund(args: argparse.Namespace, cfg: Settings) -> int:
+    report = claim_refunds(
+        _bank(args, cfg),
+        args.device_id,
+        port=args.port,
+        flash_dir=args.flash,
+        refund=not args.check,
+        mpremote=_pick(args, cfg, "mpremote") or None,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    for claim in report.claims:
+        print(claim.line())
+    counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.counts().items()))
+    verb = "checked" if args.check else "claimed"
+    print(f"{args.device_id}: {len(report.claims)} coins {verb} ({counts or 'none in doubt'})")
+    print(f"on the device: {report.settled}")
+    _repl_note(args.port)
+    return 0
+
+
+def _repl_note(port: str | None) -> None:
+    if port:  # mpremote stopped the firmware to read the flash
+        print(
+            f"the board is at its REPL: reset it (mpremote connect {port} reset) to restart it",
+            file=sys.stderr,
+        )
+
+
+def cmd_status(args: argparse.Namespace, cfg: Settings) -> int:
+    info = device_status(port=args.port, flash_dir=args.flash, mpremote=_pick(args, cfg, "mpremote") or None)
+    if info["device_id"] != args.device_id:
+        raise ProvisionError(f"{info['target']} holds device {info['device_id']!r}, not {args.device_id!r}")
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(
+        f"{info['device_id']} ({info['service']}) on {info['target']}: {info['coins_left']} coins left, "
+        f"{info['coins_used']} used, {len(info['in_doubt'])} in doubt"
+        + (", 1 operation pending" if info["pending"] else "")
+        + f"; top-up counter {info['topup_counter']}"
+    )
+    for d in info["in_doubt"]:
+        print(f"  in doubt: coin {d['coin']}  op {d['op_id'][:12]}  {d['why']}")
+    _repl_note(args.port)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser(BOARDS).parse_args(argv)
+    commands = {
+        "new": cmd_new,
+        "flash": cmd_flash,
+        "deploy-sim": cmd_deploy_sim,
+        "refund": cmd_refund,
+        "status": cmd_status,
+    }
+    try:
+        table = ecoin_config.read(args.config).get("provision", {}) if args.config else {}
+        cfg = ecoin_config.build(Settings, table, "provision")
+        return int(commands[args.command](args, cfg))
+    except (ProvisionError, BankError, FlashError, ecoin_config.ConfigError, OSError) as exc:
+        print(f"ecoin-provision: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ecoin-provision: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Writes a device's flash directory: what provisioning puts on a board, for the simulator.
+
+The firmware files come from ``boards/<board>/manifest``: one room path per line
+(``firmware/app.py``, ``protocol/wire.py``), found through importlib.resources as
+``ecoin.<room>``, so an installed wheel deploys exactly what a source checkout does.
+With ``mpy=True`` every module but ``main.py`` is compiled with ``mpy-cross`` into ``.mpy``
+(a 64 KiB heap cannot compile them from source); ``main.py`` stays source because that is
+what a board runs at boot. Config, coins and secrets are written beside them (see
+docs/FIRMWARE.md for the layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ecoin.tools.provisioning import flash
+
+COIN = 32
+
+
+class DeployError(Exception):
+    """A flash directory cannot be written as asked (bad input, missing tool, coins present)."""
+
+
+def find_tool(name: str) -> str | None:
+    """The venv's copy of a MicroPython tool first (ECOIN_MICROPYTHON overrides the
+    interpreter), then PATH. None if absent (the micropython wheel is x86-64 only)."""
+    if name == "micropython" and os.environ.get("ECOIN_MICROPYTHON"):
+        return os.environ["ECOIN_MICROPYTHON"]
+    local = Path(sys.executable).with_name(name)
+    if local.exists():
+        return str(local)
+    return shutil.which(name)
+
+
+def _room_file(path: str) -> Path:
+    room, _, rest = path.partition("/")
+    found = resources.files(f"ecoin.{room}").joinpath(rest)
+    if not found.is_file():
+        raise DeployError(f"manifest names {path}, which this installation does not have")
+    return Path(str(found))
+
+
+def boards() -> list[str]:
+    root = resources.files("ecoin.boards")
+    return sorted(p.name for p in root.iterdir() if p.joinpath("manifest").is_file())
+
+
+def manifest(board: str) -> list[Path]:
+    if board not in boards():
+        raise DeployError(f"unknown board {board!r}; boards: {', '.join(boards())}")
+    text = resources.files("ecoin.boards").joinpath(board, "manifest").read_text()
+    lines = (line.split("#")[0].strip() for line in text.splitlines())
+    return [_room_file(line) for line in lines if line]
+
+
+def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = None) -> list[Path]:
+    """Copies (or compiles) the board's firmware into flash_dir; returns the files written."""
+    flash_dir = Path(flash_dir)
+    flash_dir.mkdir(parents=True, exist_ok=True)
+    cross = find_tool("mpy-cross")
+    if mpy is None:
+        mpy = cross is not None and find_tool("micropython") is not None
+    if mpy and cross is None:
+        raise DeployError("mpy-cross not found; deploy with mpy=False (source files)")
+    written = []
+    for src in manifest(board):
+        stem = src.stem
+        if mpy and src.name != "main.py":
+            out = flash_dir / f"{stem}.mpy"
+            proc = subprocess.run([str(cross), "-o", str(out), str(src)], capture_output=True, text=True)
+            if proc.returncode:
+                raise DeployError(f"mpy-cross failed on {src}: {proc.stderr.strip()}")
+            (flash_dir / f"{stem}.py").unlink(missing_ok=True)
+        else:
+            out = flash_dir / src.name
+            shutil.copyfile(src, out)
+            (flash_dir / f"{stem}.mpy").unlink(missing_ok=True)
+        written.append(out)
+    return written
+
+
+def _bank_json(bank_public: Mapping[str, Any] | tuple[bytes, tuple[int, int]]) -> dict[str, Any]:
+    if isinstance(bank_public, Mapping):
+        return {"kid": str(bank_public["kid"]), "n": str(bank_public["n"]), "e": int(bank_public["e"])}
+    kid, (n, e) = bank_public
+    return {"kid": kid.hex(), "n": format(n, "x"), "e": e}
+
+
+def _coin_bytes(coins: bytes | Iterable[bytes]) -> bytes:
+    raw = coins if isinstance(coins, bytes | bytearray) else b"".join(coins)
+    if not raw or len(raw) % COIN:
+        raise DeployError("coins must be a non-empty sequence of 32-byte coins")
+    return bytes(raw)
+
+
+def deploy_device(
+    flash_dir: Path,
+    device_id: str,
+    config: Mapping[str, Any],
+    coins: bytes | Iterable[bytes],
+    device_key: bytes,
+    bank_public: Mapping[str, Any] | tuple[bytes, tuple[int, int]],
+    *,
+    board: str = "sim",
+    mpy: bool | None = None,
+    broker_password: str | None = None,
+    wifi_password: str | None = None,
+    ca_cert: Path | None = None,
+) -> Path:
+    """Writes a complete flash directory for one device and returns it.
+
+    ``config`` holds the settings of firmware/config.py (device_id and service are set from
+    the arguments if absent); ``bank_public`` is ``{"kid","n","e"}`` (as in the PKI's
+    coin/<kid>.json) or ``(kid, (n, e))`` as ``ecoin.common.keyfiles.load_coin_public`` returns.
+    Refuses a directory that already holds coins: reissuing the store of a device that may
+    have spent some would let it send a coin twice.
+    """
+    flash_dir = Path(flash_dir)
+    if (flash_dir / "state.bin").exists():
+        raise DeployError(f"{flash_dir} already holds a coin store; use a new directory")
+    if len(device_key) != 32:
+        raise DeployError("device_key must be 32 bytes")
+    raw = _coin_bytes(coins)
+    cfg = {**dict(config), "device_id": device_id}
+    if not cfg.get("service"):
+        raise DeployError("config needs a service")
+    install_firmware(flash_dir, board, mpy)
+    (flash_dir / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    (flash_dir / "bank.json").write_text(json.dumps(_bank_json(bank_public)) + "\n")
+    _secret(flash_dir / "device.key", device_key)
+    if broker_password is not None:
+        _secret(flash_dir / "broker.pass", broker_password.encode())
+    if wifi_password is not None:
+        _secret(flash_dir / "wifi.pass", wifi_password.encode())
+    if ca_cert is not None:
+        shutil.copyfile(ca_cert, flash_dir / "ca.crt")
+    (flash_dir / "coins.0.bin").write_bytes(raw)
+    (flash_dir / "state.bin").write_bytes(flash.state_bytes(0, 0, len(raw) // COIN, 0))
+    return flash_dir
+
+
+def _secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def firmware_bytes(board: str = "sim", mpy: bool = True, workdir: Path | None = None) -> int:
+    """Total size of the firmware files that go onto the board's flash."""
+    if not mpy:
+        return sum(p.stat().st_size for p in manifest(board))
+    if workdir is None:
+        raise DeployError("firmware_bytes(mpy=True) needs a workdir to compile into")
+    return sum(p.stat().st_size for p in install_firmware(workdir, board, mpy=True))
