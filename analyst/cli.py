@@ -25,7 +25,7 @@ from pathlib import Path
 from ecoin.common import logs
 from ecoin.common.config import ConfigError
 
-from . import metrics, plugins
+from . import discovery, metrics, plugins
 from .settings import Settings, check, load
 
 DEFAULT_CONFIG = os.environ.get("ECOIN_ANALYST_CONFIG", "/etc/ecoin/analyst.toml")
@@ -33,7 +33,7 @@ log = logging.getLogger("ecoin.analyst")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    found = plugins.discover()
+    found = discovery.discover()
     if args.json:
         out = {
             "analysers": [
@@ -63,7 +63,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _analysers(s: Settings) -> dict[str, plugins.Analyser]:
-    found = plugins.discover()
+    found = discovery.discover()
     for problem in found.problems:
         log.warning("analyser_skipped", extra={"problem": problem})
     missing = [name for name in s.services if name not in found.analysers]

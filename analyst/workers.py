@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .plugins import AnalyserError, Discovery, InvalidReadings, discover, encode_result, parse_readings
+from .discovery import Discovery, discover
+from .readings import AnalyserError, InvalidReadings, encode_result, parse_readings
 
 log = logging.getLogger("ecoin.analyst.workers")
 

@@ -10,14 +10,13 @@ owner. Every change is also appended to the hash-chained audit log.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ecoin.common import bank_errors as errors
-from ecoin.common import crypto
+from ecoin.common import crypto, names
 from ecoin.protocol import session, wire
 
 from .keys import Item, Opened, Opener, Refused
@@ -36,7 +35,6 @@ from .store import (
 )
 from .vault import Vault, VaultError, coin_hash
 
-NAME = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")  # account ids: the CN of a certificate
 KINDS = ("owner", "analyst")
 WITHDRAW_MAX = 10_000
 CLAIM_MAX = 10_000
@@ -96,7 +94,7 @@ class Ledger:
     # Accounts (admin).
 
     def create_account(self, name: str, kind: str, services: Sequence[str] = ()) -> Account:
-        if not NAME.match(name):
+        if not names.is_id(name):
             raise errors.Malformed("account id must be 1 to 32 characters of A-Z a-z 0-9 . _ -")
         if kind not in KINDS:
             raise errors.Malformed("kind must be owner or analyst")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ecoin.common import bank_errors as errors
+from ecoin.common import names
 from ecoin.protocol import wire
 
 from .keys import Item
@@ -192,11 +193,11 @@ ROUTES: list[tuple[str, re.Pattern[str], tuple[str, ...], str, Handler]] = [
         ("POST", r"/v1/redeem", ("analyst",), "redeem", redeem),
         ("POST", r"/v1/topup", ("gateway",), "topup", topup),
         ("POST", r"/v1/accounts", ("admin",), "create_account", create_account),
-        ("POST", r"/v1/accounts/(?P<id>[A-Za-z0-9._-]{1,32})/fund", ("admin",), "fund", fund),
+        ("POST", rf"/v1/accounts/(?P<id>{names.ID})/fund", ("admin",), "fund", fund),
         ("GET", r"/v1/accounts", ("admin", "auditor"), "accounts", accounts),
         ("GET", r"/v1/balance", ("owner", "analyst"), "balance", balance),
         ("POST", r"/v1/devices", ("owner",), "register_device", register_device),
-        ("POST", r"/v1/devices/(?P<id>[A-Za-z0-9._-]{1,32})/withdraw", ("owner",), "withdraw", withdraw),
+        ("POST", rf"/v1/devices/(?P<id>{names.ID})/withdraw", ("owner",), "withdraw", withdraw),
         ("POST", r"/v1/claims", ("owner",), "claim", claim),
         ("GET", r"/healthz", ANY_ROLE, "healthz", healthz),
     )

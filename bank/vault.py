@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ecoin.common import crypto
+from ecoin.common import crypto, files
 
 KEY_LEN = 32
 _WRAP_INFO = b"ecoin/v1 bank device key wrap"
@@ -41,16 +41,10 @@ def coin_hash(coin: bytes) -> bytes:
 
 def create_master_key(path: str | Path) -> bool:
     """Creates the master key file (0600) unless it exists; True when it was created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        files.create_new(path, os.urandom(KEY_LEN), 0o600)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(os.urandom(KEY_LEN))
-        f.flush()
-        os.fsync(f.fileno())
     return True
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from ecoin.common import names
 from ecoin.protocol import wire
 
 DEVICE_UP_FILTER = "ecoin/dev/+/up"
@@ -13,7 +14,7 @@ DEVICE_DOWN_FILTER = "ecoin/dev/+/down"
 SERVICE_OP_FILTER = "ecoin/svc/+/op"
 ANNOUNCE_FILTER = "ecoin/svc/+/analyst/+"
 REPLY_FILTER = "ecoin/gw/+/reply"
-_REPLY = re.compile(r"ecoin/gw/[A-Za-z0-9._-]{1,32}/reply")
+_REPLY = re.compile(rf"ecoin/gw/{names.ID}/reply")
 
 
 def device_up(device: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import tomli_w
 
-from ecoin.common import topics
+from ecoin.common import files, topics
 from ecoin.gateway.config import BrokerConf
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; passwords are random, not guessable
@@ -35,15 +35,6 @@ def hash_password(password: str, salt: bytes | None = None, iterations: int = PB
     salt = salt or os.urandom(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    tmp.replace(path)
 
 
 def load_credentials(path: Path) -> dict[str, str]:
@@ -130,9 +121,11 @@ def generate(c: BrokerConf, out_dir: str | Path | None = None) -> dict[str, Path
         "acl_services": out / "acl-services",
         "credentials": creds_path,
     }
-    _write(creds_path, tomli_w.dumps({"devices": creds}), 0o600)
-    _write(paths["passwords"], "".join(f"{d}:{hash_password(p)}\n" for d, p in creds.items()), 0o640)
-    _write(paths["acl_devices"], device_acl())
-    _write(paths["acl_services"], service_acl(c))
-    _write(paths["conf"], mosquitto_conf(c, out))
+    files.write_atomic(creds_path, tomli_w.dumps({"devices": creds}), 0o600)
+    files.write_atomic(
+        paths["passwords"], "".join(f"{d}:{hash_password(p)}\n" for d, p in creds.items()), 0o640
+    )
+    files.write_atomic(paths["acl_devices"], device_acl())
+    files.write_atomic(paths["acl_services"], service_acl(c))
+    files.write_atomic(paths["conf"], mosquitto_conf(c, out))
     return paths

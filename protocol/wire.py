@@ -55,8 +55,8 @@ TOPUP_MAX_COINS = const(100)
 TOPUP_PLAIN_MAX = const(3204)  # expires u32 | coins
 FRAME_MAX = const(4700)  # larger than any valid frame; transports may reject earlier
 
-_SERVICE_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789._-"
-_DEVICE_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+SERVICE_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789._-"
+DEVICE_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
 
 class InvalidFrame(ValueError):
@@ -78,12 +78,12 @@ def _name(value, alphabet, what):
 
 def service_name(value):
     """Checks and returns a service name as bytes (lower case letters, digits, '.', '_', '-')."""
-    return _name(value, _SERVICE_CHARS, "service name")
+    return _name(value, SERVICE_CHARS, "service name")
 
 
 def device_id(value):
     """Checks and returns a device id as bytes (letters, digits, '.', '_', '-')."""
-    return _name(value, _DEVICE_CHARS, "device id")
+    return _name(value, DEVICE_CHARS, "device id")
 
 
 def fixed(value, size, what):

@@ -26,7 +26,6 @@ import errno
 import logging
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import threading
 import time
 import tty
 from pathlib import Path
+
+from ecoin.common import files
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class BoardError(Exception):
 
 def find_micropython() -> str:
     """The unix port next to this interpreter (the project venv), else on PATH."""
-    exe = shutil.which("micropython", path=str(Path(sys.executable).parent)) or shutil.which("micropython")
+    exe = files.find_program("micropython", "ECOIN_MICROPYTHON")
     if not exe:
         raise BoardError("the MicroPython unix port is missing: run `make setup`")
     return exe

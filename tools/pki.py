@@ -16,8 +16,6 @@ import argparse
 import datetime as dt
 import ipaddress
 import json
-import os
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ecoin.common import crypto
+from ecoin.common import crypto, files, names
 from ecoin.common.keyfiles import (
     PKIError,
     current_kid,
@@ -45,7 +43,6 @@ LEAF_DAYS = 730
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 # The parties `init` creates; analysts, gateways and owners are issued one by one.
 INIT_PARTIES = (("bank", "bank"), ("broker", "broker"), ("admin", "admin"), ("auditor", "auditor"))
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 
 
 # Files.
@@ -55,24 +52,15 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # born 0600: never a window in which another user could read it
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        files.create_new(path, pem, 0o600)
     except FileExistsError as exc:
         raise PKIError(f"{path} exists; refusing to overwrite a private key") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: readers see the old or the new file, never half of one
 
 
 def _check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise PKIError(f"invalid name {name!r}: use 1-32 characters of A-Z a-z 0-9 . _ -")
+    if not names.is_id(name):
+        raise PKIError(f"invalid name {name!r}: use {names.ID_RULE}")
     return name
 
 
@@ -128,7 +116,7 @@ def _make_ca(pki_dir: Path) -> None:
         .sign(key, hashes.SHA256())
     )
     _write_key(pki_dir / "ca.key", key)
-    _write_public(pki_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
+    files.write_atomic(pki_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -139,13 +127,13 @@ def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
 
 
 def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
+    sans: list[x509.GeneralName] = []
     for host in dict.fromkeys([*DEFAULT_HOSTS, *hosts]):  # ordered, no duplicates
         try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            names.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(names)
+            sans.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(sans)
 
 
 def issue(
@@ -186,7 +174,7 @@ def issue(
         builder = builder.add_extension(_san(hosts), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write_key(key_path, key)
-    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    files.write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
@@ -210,8 +198,8 @@ def new_coin_key(pki_dir: Path | str, bits: int = 2048) -> str:
         "bits": bits,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    _write_public(coin / f"{kid}.json", json.dumps(meta, indent=1).encode())
-    _write_public(coin / "current", f"{kid}\n".encode())
+    files.write_atomic(coin / f"{kid}.json", json.dumps(meta, indent=1).encode())
+    files.write_atomic(coin / "current", f"{kid}\n".encode())
     return kid
 
 

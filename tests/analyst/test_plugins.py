@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.analyst import builtin, plugins
+from ecoin.analyst import builtin, discovery
+from ecoin.analyst import readings as readings_mod
 from ecoin.analyst.plugins import Analyser, InvalidReadings, InvalidResult, PluginError
 
 
@@ -71,7 +72,7 @@ def test_options_are_checked() -> None:
 def test_builtin_results_always_fit_a_payload() -> None:
     worst = readings(values=[float(i % 2) * 1e300 for i in range(512)])
     for a in builtin.ALL:
-        body = plugins.encode_result(a.name, a.configured({"k": 0.0} if a.options else {}).run(worst))
+        body = readings_mod.encode_result(a.name, a.configured({"k": 0.0} if a.options else {}).run(worst))
         assert len(body) <= 4096
 
 
@@ -79,8 +80,8 @@ def test_builtin_results_always_fit_a_payload() -> None:
 
 
 def test_valid_readings_parse() -> None:
-    assert plugins.parse_readings(raw(readings())) == readings()
-    assert plugins.parse_readings(raw(readings(unit="", values=[0.5] * 512, start=1795000000)))
+    assert readings_mod.parse_readings(raw(readings())) == readings()
+    assert readings_mod.parse_readings(raw(readings(unit="", values=[0.5] * 512, start=1795000000)))
 
 
 @pytest.mark.parametrize(
@@ -88,21 +89,21 @@ def test_valid_readings_parse() -> None:
     [
         (b"\xff\xfe", "not UTF-8"),
         (b"{not json", "not JSON"),
-        (b"[1, 2]", "expected object, got array"),
-        (raw({k: v for k, v in readings().items() if k != "interval"}), "missing field 'interval'"),
-        (raw(readings(extra=1, more=2)), "readings: 2 unknown field"),
-        (raw(readings(sensor="")), "readings.sensor: length must be at least 1"),
-        (raw(readings(sensor="s" * 33)), "readings.sensor: length must be at most 32"),
-        (raw(readings(unit="u" * 17)), "readings.unit: length must be at most 16"),
-        (raw(readings(start=-1)), "readings.start must be at least 0"),
-        (raw(readings(start=1.5)), "readings.start: expected integer, got number"),
-        (raw(readings(interval=0)), "readings.interval: must be greater than 0"),
-        (raw(readings(interval=True)), "readings.interval: expected number, got boolean"),
-        (raw(readings(values=[])), "number of items must be at least 1"),
-        (raw(readings(values=[1.0] * 513)), "number of items must be at most 512"),
-        (raw(readings(values=[1, "2"])), r"readings.values\[1\]: expected number, got string"),
-        (raw(readings(values=[1, None])), r"readings.values\[1\]: expected number, got null"),
-        (raw(readings(values=[True])), "expected number, got boolean"),
+        (b"[1, 2]", 'readings: breaks type "object"'),
+        (raw({k: v for k, v in readings().items() if k != "interval"}), "readings: missing field 'interval'"),
+        (raw(readings(extra=1, more=2)), "readings: breaks additionalProperties$"),
+        (raw(readings(sensor="")), "readings.sensor: breaks minLength 1"),
+        (raw(readings(sensor="s" * 33)), "readings.sensor: breaks maxLength 32"),
+        (raw(readings(unit="u" * 17)), "readings.unit: breaks maxLength 16"),
+        (raw(readings(start=-1)), "readings.start: breaks minimum 0"),
+        (raw(readings(start=1.5)), 'readings.start: breaks type "integer"'),
+        (raw(readings(interval=0)), "readings.interval: breaks exclusiveMinimum 0"),
+        (raw(readings(interval=True)), 'readings.interval: breaks type "number"'),
+        (raw(readings(values=[])), "readings.values: breaks minItems 1"),
+        (raw(readings(values=[1.0] * 513)), "readings.values: breaks maxItems 512"),
+        (raw(readings(values=[1, "2"])), r"readings.values\[1\]: breaks type \"number\""),
+        (raw(readings(values=[1, None])), r"readings.values\[1\]: breaks type \"number\""),
+        (raw(readings(values=[True])), r"readings.values\[0\]: breaks type \"number\""),
         (b'{"sensor":"t","unit":"C","start":0,"interval":1,"values":[NaN]}', "NaN is not a number"),
         (
             b'{"sensor":"t","unit":"C","start":0,"interval":1,"values":[-Infinity]}',
@@ -115,41 +116,41 @@ def test_valid_readings_parse() -> None:
 )
 def test_bad_readings_are_refused_with_a_clear_message(payload: bytes, message: str) -> None:
     with pytest.raises(InvalidReadings, match=message):
-        plugins.parse_readings(payload, limit=10**6)
+        readings_mod.parse_readings(payload, limit=10**6)
 
 
 def test_readings_over_the_size_limit_are_refused_unread() -> None:
     with pytest.raises(InvalidReadings, match="4097 bytes, more than the limit of 4096"):
-        plugins.parse_readings(b" " * 4097)
+        readings_mod.parse_readings(b" " * 4097)
     with pytest.raises(InvalidReadings, match="limit of 10$"):
-        plugins.parse_readings(raw(readings()), limit=10)
+        readings_mod.parse_readings(raw(readings()), limit=10)
 
 
 def test_error_messages_never_quote_the_payload() -> None:
     secret = "s3cr3t-reading"
     for bad in (readings(**{secret: 1}), readings(sensor=secret * 3), readings(values=[secret])):
         with pytest.raises(InvalidReadings) as info:
-            plugins.parse_readings(raw(bad))
+            readings_mod.parse_readings(raw(bad))
         assert secret not in str(info.value)
 
 
 def test_an_analyser_schema_narrows_the_readings() -> None:
-    with pytest.raises(InvalidReadings, match="at least 2"):
-        plugins.parse_readings(raw(readings(values=[1])), builtin.ANOMALY.schema)
-    assert plugins.parse_readings(raw(readings(values=[1, 2])), builtin.ANOMALY.schema)
+    with pytest.raises(InvalidReadings, match="breaks minItems 2"):
+        readings_mod.parse_readings(raw(readings(values=[1])), builtin.ANOMALY.schema)
+    assert readings_mod.parse_readings(raw(readings(values=[1, 2])), builtin.ANOMALY.schema)
 
 
 # Results.
 
 
 def test_results_must_be_small_finite_json() -> None:
-    assert plugins.encode_result("size", 3) == b'{"service":"size","result":3}'
+    assert readings_mod.encode_result("size", 3) == b'{"service":"size","result":3}'
     with pytest.raises(InvalidResult, match="not finite JSON"):
-        plugins.encode_result("x", math.nan)
+        readings_mod.encode_result("x", math.nan)
     with pytest.raises(InvalidResult, match="not finite JSON"):
-        plugins.encode_result("x", {1, 2})
+        readings_mod.encode_result("x", {1, 2})
     with pytest.raises(InvalidResult, match="more than 4096"):
-        plugins.encode_result("x", "a" * 4096)
+        readings_mod.encode_result("x", "a" * 4096)
 
 
 # The Analyser type and discovery.
@@ -160,9 +161,9 @@ def test_analyser_definitions_are_checked() -> None:
         Analyser("Bad Name", "d", len)
     with pytest.raises(PluginError, match="needs a text description and a callable"):
         Analyser("ok", "d", "not callable")  # type: ignore[arg-type]
-    with pytest.raises(PluginError, match="unknown keyword"):
-        Analyser("ok", "d", len, schema={"type": "object", "patternProperties": {}})
-    with pytest.raises(PluginError, match=r"schema.values: unknown type 'float'"):
+    with pytest.raises(PluginError, match="analyser ok: schema: .*"):
+        Analyser("ok", "d", len, schema={"type": "object", "minItems": "two"})
+    with pytest.raises(PluginError, match="analyser ok: schema: Unknown type"):
         Analyser("ok", "d", len, schema={"properties": {"values": {"type": "float"}}})
 
 
@@ -173,22 +174,22 @@ def test_announcement_carries_name_description_and_schema() -> None:
 
 
 def test_builtins_are_discovered() -> None:
-    found = plugins.discover()
+    found = discovery.discover()
     assert {"average", "stats", "size", "anomaly"} <= set(found.analysers)
     assert found.analysers["average"] is builtin.AVERAGE
     with pytest.raises(PluginError, match="no analyser 'nope'"):
-        plugins.load("nope")
+        discovery.load("nope")
 
 
 def test_a_pip_installed_package_adds_analysers(with_plugins: Path) -> None:
-    found = plugins.discover()
+    found = discovery.discover()
     assert found.analysers["median"].run(readings(values=[5, 1, 3, 2])) == 2.5
     assert {"sleepy", "crashy", "raiser", "hog", "chatty"} <= set(found.analysers)
     problems = "\n".join(found.problems)
     assert "broken (ecoin_test_analysers:NO_SUCH_THING): cannot load" in problems
     assert "notone (ecoin_test_analysers:NOT_AN_ANALYSER): is a dict, not an Analyser" in problems
     with pytest.raises(PluginError, match="no analyser 'broken': broken .*cannot load"):
-        plugins.load("broken")
+        discovery.load("broken")
 
 
 def test_cli_lists_installed_analysers(plugin_site: Path) -> None:

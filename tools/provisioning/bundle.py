@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import secrets
 import shutil
 import time
@@ -32,8 +31,9 @@ from typing import Any
 
 import tomli_w
 
-from ecoin.common import bank_errors
+from ecoin.common import bank_errors, names
 from ecoin.common.bank_client import BankClient, Withdrawal
+from ecoin.common.files import write_atomic as write_file
 from ecoin.tools.provisioning import deploy, flash
 
 from .common import (
@@ -43,7 +43,6 @@ from .common import (
     ProvisionError,
     bank_client,
     require,
-    write_file,
     write_json,
 )
 
@@ -51,8 +50,6 @@ META = "provision.json"
 ARCHIVE = "archive"  # coin stores of earlier generations, kept for refund claims
 HOST_ONLY = {META, ARCHIVE}  # what stays on the host when a bundle is flashed
 MAX_COINS = 10_000  # one withdrawal (docs/BANK_API.md)
-DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
-SERVICE = re.compile(r"[a-z0-9._-]{1,32}\Z")
 
 
 @dataclass(frozen=True)
@@ -83,10 +80,10 @@ def firmware_settings() -> dict[str, Any]:
 
 
 def check_names(device_id: str, service: str | None = None) -> None:
-    if not DEVICE_ID.match(device_id):
-        raise ProvisionError(f"device id {device_id!r}: use 1 to 32 of A-Z a-z 0-9 . _ -")
-    if service is not None and not SERVICE.match(service):
-        raise ProvisionError(f"service {service!r}: use 1 to 32 of a-z 0-9 . _ -")
+    if not names.is_id(device_id):
+        raise ProvisionError(f"device id {device_id!r}: use {names.ID_RULE}")
+    if service is not None and not names.is_service(service):
+        raise ProvisionError(f"service {service!r}: use {names.SERVICE_RULE}")
 
 
 def load_meta(bundle: Path) -> dict[str, Any] | None:

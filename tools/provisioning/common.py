@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ecoin.common import files
 from ecoin.common.bank_client import BankClient
 
 Confirm = Callable[[str], bool | None]  # None: nobody to ask
@@ -58,20 +58,8 @@ def short_hash(coin: bytes) -> str:
     return hashlib.sha256(coin).hexdigest()[:12]
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replaces path atomically; the temporary file is born with ``mode`` (0600 for secrets)."""
-    tmp = path.with_name(path.name + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    tmp.replace(path)
-
-
 def write_json(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
-    write_file(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), mode)
+    files.write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), mode)
 
 
 def tty_confirm(question: str) -> bool | None:

@@ -15,12 +15,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ecoin.common import files
 from ecoin.tools.provisioning import flash
 
 COIN = 32
@@ -31,14 +31,9 @@ class DeployError(Exception):
 
 
 def find_tool(name: str) -> str | None:
-    """The venv's copy of a MicroPython tool first (ECOIN_MICROPYTHON overrides the
-    interpreter), then PATH. None if absent (the micropython wheel is x86-64 only)."""
-    if name == "micropython" and os.environ.get("ECOIN_MICROPYTHON"):
-        return os.environ["ECOIN_MICROPYTHON"]
-    local = Path(sys.executable).with_name(name)
-    if local.exists():
-        return str(local)
-    return shutil.which(name)
+    """A MicroPython tool (ECOIN_MICROPYTHON overrides the interpreter); None if absent
+    (the micropython wheel is x86-64 only)."""
+    return files.find_program(name, "ECOIN_MICROPYTHON" if name == "micropython" else None)
 
 
 def _room_file(path: str) -> Path:

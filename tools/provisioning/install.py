@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ecoin.common.files import write_atomic as write_file
 from ecoin.tools.provisioning import flash
 
 from . import bundle as bundles
-from .common import Confirm, Progress, ProvisionError, require, write_file
+from .common import Confirm, Progress, ProvisionError, require
 from .targets import Store, Target, read_store
 
 STORE = ("coins.0.bin", "state.bin")  # the coin store a bundle brings

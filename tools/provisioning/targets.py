@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -21,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ecoin.common import files
+from ecoin.common.files import write_atomic as write_file
 from ecoin.tools.provisioning import flash
 
-from .common import ProvisionError, write_file
+from .common import ProvisionError
 
 STORE_FILES = ("config.json", "state.bin", "state.tmp", "doubt.bin", "settled.bin")
 TIMEOUT = 300.0  # a slow UART copying a whole bundle
@@ -51,11 +52,7 @@ class Target(Protocol):
 
 
 def find_mpremote(given: str | None = None) -> str:
-    exe = given or os.environ.get("ECOIN_MPREMOTE")
-    if exe:
-        return exe
-    local = Path(sys.executable).with_name("mpremote")
-    found = str(local) if local.exists() else shutil.which("mpremote")
+    found = given or files.find_program("mpremote", "ECOIN_MPREMOTE")
     if not found:
         raise ProvisionError("mpremote not found: run `make setup` (or pip install mpremote)")
     return found
