@@ -24,6 +24,7 @@ T_QUERY = const(4)
 T_STATUS = const(5)
 T_TOPUP_REQUEST = const(6)
 T_TOPUP_RESPONSE = const(7)
+TYPES = (T_OPERATION, T_RESULT, T_ERROR, T_QUERY, T_STATUS, T_TOPUP_REQUEST, T_TOPUP_RESPONSE)
 
 # Codes carried by ERROR frames: deliberately generic, they never say why a coin failed.
 E_FAILED = const(1)  # the operation failed (any reason: coin, bank, analyser)
@@ -215,7 +216,7 @@ def frame_type(frame):
         raise InvalidFrame("oversized frame: " + str(n) + " bytes")
     if frame[0] != VERSION:
         raise InvalidFrame("unsupported version " + str(frame[0]))
-    if not T_OPERATION <= frame[1] <= T_TOPUP_RESPONSE:
+    if frame[1] not in TYPES:
         raise InvalidFrame("unknown frame type " + str(frame[1]))
     return frame[1], bytes(frame[2:PREFIX_LEN])
 
