@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecoin.common import logs
+from ecoin.common import cli, logs
 from ecoin.common.config import ConfigError
 
 from . import discovery, metrics, plugins
@@ -131,12 +131,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except (ConfigError, plugins.PluginError, OSError, ValueError) as exc:
-        print(f"ecoin-analyst: {exc}", file=sys.stderr)
-        return 2
+    return cli.dispatch(
+        "ecoin-analyst",
+        parser(),
+        argv,
+        usage=(ConfigError, plugins.PluginError, ValueError),
+        runtime=(OSError,),
+    )
 
 
 if __name__ == "__main__":

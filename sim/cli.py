@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ecoin.common import cli
 from ecoin.sim.device import RUNTIMES, SimDevice
 from ecoin.tools.provisioning import flash
 from ecoin.tools.provisioning.deploy import DeployError, deploy_device, find_tool
@@ -171,29 +171,30 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--ca", help="the CA certificate that verifies the broker (with --set tls=true)")
     d.add_argument("--board", default="sim", help="sim (default), esp32 or pico_w")
     d.add_argument("--source", action="store_true", help="deploy .py sources instead of .mpy")
-    d.set_defaults(func=_deploy)
+    d.set_defaults(fn=_deploy)
     r = sub.add_parser("run", help="run devices until they stop (max_ops) or Ctrl-C")
     r.add_argument("flash", nargs="+", help="flash directories, or directories of them")
     r.add_argument("--devices", type=int, help="run only the first N")
     r.add_argument("--heap", default="64K", help="MicroPython heap cap (default 64K, board-like)")
     r.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    r.set_defaults(func=_run)
+    r.set_defaults(fn=_run)
     s = sub.add_parser("status", help="coins left and in doubt, read from the flash")
     s.add_argument("flash", nargs="+")
-    s.set_defaults(func=_status)
+    s.set_defaults(fn=_status)
     c = sub.add_parser("claim", help="print the refund claim body for the coins in doubt")
     c.add_argument("flash")
-    c.set_defaults(func=_claim)
+    c.set_defaults(fn=_claim)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (CliError, DeployError, flash.FlashError, OSError, ValueError, KeyError) as exc:
-        print(f"ecoin-sim: {exc}", file=sys.stderr)
-        return 2
+    return cli.dispatch(
+        "ecoin-sim",
+        parser(),
+        argv,
+        usage=(CliError, DeployError, ValueError, KeyError),
+        runtime=(flash.FlashError, OSError),
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import datetime as dt
 import ipaddress
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ecoin.common import crypto, files, names
+from ecoin.common import cli, crypto, files, names
 from ecoin.common.keyfiles import (
     PKIError,
     current_kid,
@@ -267,6 +267,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dir", type=Path, help="PKI directory (created if needed)")
     s.add_argument("--coin-key-bits", type=int, choices=COIN_KEY_BITS, default=2048, help="default 2048")
     s.add_argument("--host", action="append", default=[], help="extra DNS name or IP for bank and broker")
+    s.set_defaults(fn=_print(_init))
     s = sub.add_parser("issue", help="issue a certificate for one party")
     s.add_argument("dir", type=Path, help="PKI directory")
     s.add_argument("--role", required=True, choices=ROLES)
@@ -275,34 +276,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--host", action="append", default=[], help="extra DNS name or IP (server roles only)")
     s.add_argument("--force", action="store_true", help="replace an existing certificate and key")
+    s.set_defaults(fn=_print(_issue))
     s = sub.add_parser("coin-key", help="add a coin key and make it current (old ones stay for redemption)")
     s.add_argument("dir", type=Path, help="PKI directory")
     s.add_argument("--bits", type=int, choices=COIN_KEY_BITS, default=2048, help="default 2048")
+    s.set_defaults(fn=_print(_coin_key))
     s = sub.add_parser("show", help="list the certificates and coin keys")
     s.add_argument("dir", type=Path, help="PKI directory")
+    s.set_defaults(fn=_print(_show))
     return p
 
 
+def _init(args: argparse.Namespace) -> list[str]:
+    return init(args.dir, args.coin_key_bits, args.host)
+
+
+def _issue(args: argparse.Namespace) -> list[str]:
+    cert_path, _ = leaf_paths(args.dir, args.role, _check_name(args.name))
+    old = x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
+    cert_path, key_path = issue(args.dir, args.role, args.name, args.host, force=args.force)
+    lines = [f"replaced {args.role}/{args.name} (old serial {old.serial_number:x})"] if old else []
+    return [*lines, f"issued {cert_path} and {key_path}"]
+
+
+def _coin_key(args: argparse.Namespace) -> list[str]:
+    return [f"created coin key {new_coin_key(args.dir, args.bits)} (now current)"]
+
+
+def _show(args: argparse.Namespace) -> list[str]:
+    return show(args.dir)
+
+
+def _print(fn: Callable[[argparse.Namespace], list[str]]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print("\n".join(fn(args)))
+        return 0
+
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "init":
-            lines = init(args.dir, args.coin_key_bits, args.host)
-        elif args.command == "issue":
-            cert_path, _ = leaf_paths(args.dir, args.role, _check_name(args.name))
-            old = x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
-            cert_path, key_path = issue(args.dir, args.role, args.name, args.host, force=args.force)
-            lines = [f"replaced {args.role}/{args.name} (old serial {old.serial_number:x})"] if old else []
-            lines.append(f"issued {cert_path} and {key_path}")
-        elif args.command == "coin-key":
-            lines = [f"created coin key {new_coin_key(args.dir, args.bits)} (now current)"]
-        else:
-            lines = show(args.dir)
-    except PKIError as exc:
-        print(f"ecoin-pki: error: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(lines))
-    return 0
+    # A PKI error is the operator's to fix (a name, a file's mode, an existing key): usage.
+    return cli.dispatch("ecoin-pki", _parser(), argv, usage=(PKIError,), runtime=(OSError,))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecoin.common import cli
 from ecoin.common import config as ecoin_config
 from ecoin.common.bank_errors import BankError
 from ecoin.tools.provisioning import (
@@ -231,25 +232,31 @@ def cmd_status(args: argparse.Namespace, cfg: Settings) -> int:
     return 0
 
 
+COMMANDS = {
+    "new": cmd_new,
+    "flash": cmd_flash,
+    "deploy-sim": cmd_deploy_sim,
+    "refund": cmd_refund,
+    "status": cmd_status,
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    table = ecoin_config.read(args.config).get("provision", {}) if args.config else {}
+    cfg = ecoin_config.build(Settings, table, "provision")
+    return int(args.fn(args, cfg))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser(BOARDS).parse_args(argv)
-    commands = {
-        "new": cmd_new,
-        "flash": cmd_flash,
-        "deploy-sim": cmd_deploy_sim,
-        "refund": cmd_refund,
-        "status": cmd_status,
-    }
-    try:
-        table = ecoin_config.read(args.config).get("provision", {}) if args.config else {}
-        cfg = ecoin_config.build(Settings, table, "provision")
-        return int(commands[args.command](args, cfg))
-    except (ProvisionError, BankError, FlashError, ecoin_config.ConfigError, OSError) as exc:
-        print(f"ecoin-provision: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("ecoin-provision: interrupted; run the same command again to finish", file=sys.stderr)
-        return 130
+    return cli.dispatch(
+        "ecoin-provision",
+        parser(BOARDS, COMMANDS),
+        argv,
+        usage=(ecoin_config.ConfigError,),
+        runtime=(ProvisionError, BankError, FlashError, OSError),
+        call=_run,
+        interrupted="interrupted; run the same command again to finish",
+    )
 
 
 if __name__ == "__main__":

@@ -313,7 +313,7 @@ def test_cli(tmp_path: Path) -> None:
     assert "created ca" in out.stdout and (tmp_path / "broker" / "broker.key").exists()
     assert cli("issue", str(tmp_path), "--role", "analyst", "--name", "carol").returncode == 0
     out = cli("issue", str(tmp_path), "--role", "analyst", "--name", "carol")
-    assert out.returncode == 1 and "already exists" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "already exists" in out.stderr and "Traceback" not in out.stderr
     out = cli("issue", str(tmp_path), "--role", "analyst", "--name", "carol", "--force")
     assert out.returncode == 0 and "replaced analyst/carol" in out.stdout
     out = cli("coin-key", str(tmp_path), "--bits", "3072")

@@ -4,6 +4,7 @@ commands themselves are in ``ecoin.tools.provision``)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -28,7 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpremote", help="the mpremote executable (default: the venv's)")
 
 
-def parser(boards: tuple[str, ...]) -> argparse.ArgumentParser:
+def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ecoin-provision",
         description="Provision ecoin devices: make a device's bundle (key, bank registration, coins, "
@@ -149,4 +150,6 @@ def parser(boards: tuple[str, ...]) -> argparse.ArgumentParser:
     _where(s, "read its coin store")
     s.add_argument("--json", action="store_true", help="print as JSON")
     _common(s)
+    for name, command in sub.choices.items():
+        command.set_defaults(fn=commands[name])
     return p
