@@ -1,4 +1,4 @@
-"""The bank's business rules, between the router (``server``) and the storage (``store``).
+"""The bank's business rules, between the router (``router``) and the storage (``store``).
 
 Every operation is one transaction through ``Store.run``; inside it the decisions are
 taken by conditional statements (spend, refund, debit, counter), and the ledger only acts

@@ -6,11 +6,11 @@ sends those coins to the bank (possessing a coin is the proof) and the bank answ
 coin: refunded to the owner, redeemed (by whom, when), already refunded, or unknown.
 Claiming twice is harmless: the second answer is "already refunded".
 
-Settling on the device: a firmware whose coin store declares ``settled.bin`` (the literal
-appears in its ``coinstore`` module) reads that file as 16-byte op_ids of in-doubt records
-the owner has settled. The tool appends the op_ids of every coin with a final answer. The
-current firmware does not have it, and the tool says so (the records then stay on the
-device; claiming them again only costs a call).
+Settling on the device: the firmware's coin store reads ``settled.bin`` as 16-byte op_ids
+of in-doubt records the owner has settled, and drops those records. The tool appends the
+op_ids of every coin with a final answer. An older firmware without it (no ``settled.bin``
+literal in its ``coinstore`` module) keeps the records, and the tool says so; claiming them
+again only costs a call.
 """
 
 from __future__ import annotations
