@@ -49,6 +49,8 @@ class AnalysisTimeout(AnalysisFailed):
 # prints go to stderr, so they cannot corrupt the stream.
 
 _LEN = struct.Struct(">I")
+_READY = b"R"  # the one byte a worker writes once it can take requests
+_START_S = 60.0  # how long a worker may take to start (a loaded board-sized host is slow)
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -108,6 +110,7 @@ def main(argv: list[str]) -> int:
     options = json.loads(argv[0]) if argv else {}
     found = discover()
     _limit_memory(int(argv[1]) if len(argv) > 1 else 0)
+    _write_all(out, _READY)  # start-up is not charged to the first analysis's time limit
     while True:
         try:
             (n,) = _LEN.unpack(_read_exact(0, _LEN.size))
@@ -131,6 +134,15 @@ class _Worker:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env=env)
         assert self.proc.stdin and self.proc.stdout  # both are pipes (for mypy)
         self.w, self.r = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        self.ready = False
+
+    def wait_ready(self, timeout: float = _START_S) -> None:
+        """Waits once for the worker's start-up (imports, discovery) to finish."""
+        if self.ready:
+            return
+        if not self._wait(time.monotonic() + timeout) or self._read(1) != _READY:
+            raise EOFError  # too slow or dead: replaced like any dead worker
+        self.ready = True
 
     def send(self, service: str, data: bytes) -> None:
         name = service.encode()
@@ -255,9 +267,10 @@ class WorkerPool:
             try:
                 if w.proc.poll() is not None:
                     raise BrokenPipeError
+                w.wait_ready()
                 w.send(service, data)
                 return w
-            except OSError:
+            except (OSError, EOFError):
                 self._replace(w)
         raise AnalysisFailed("no worker process stays alive")
 

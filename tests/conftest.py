@@ -10,6 +10,35 @@ import pytest
 from ecoin.testing.servers import Mosquitto
 from ecoin.tools import pki as pki_tool
 
+# Modules whose tests take seconds each (whole systems, MicroPython fleets, crash and fault
+# runs, fresh venvs): `make test-fast` leaves them out, `make test` runs everything.
+SLOW_MODULES = {
+    "tests/e2e",
+    "tests/analyst/test_service.py",
+    "tests/analyst/test_redelivery.py",
+    "tests/bank/test_bank_concurrency.py",
+    "tests/bank/test_bank_crash.py",
+    "tests/bank/test_bank_postgres.py",
+    "tests/bank/test_bank_cli.py",
+    "tests/firmware/test_device.py",
+    "tests/firmware/test_power_loss.py",
+    "tests/firmware/test_mqtt_broker.py",
+    "tests/gateway/test_outage.py",
+    "tests/gateway/test_fuzz.py",
+    "tests/tools/test_provision.py",
+    "tests/tools/test_replboard.py",
+    "tests/tools/test_wheel.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        rel = item.path.resolve().relative_to(root).as_posix()
+        if any(rel == m or rel.startswith(m + "/") for m in SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
+
+
 # Issued on top of what `init` makes (CA, bank, broker, admin, auditor, one 2048-bit coin key).
 PARTIES = (
     ("analyst", "alice"),

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from ecoin.testing.analyst import seal, withdraw
+from ecoin.testing.servers import wait_until
 
 from .helpers import ANALYSTS, analyst, results
 
@@ -86,12 +87,15 @@ def test_operations_redelivered_after_a_broken_connection_are_answered_once(  # 
             assert gw.wait(2)
             proxy.cut()  # mid-load: most operations are taken and not yet acknowledged
             assert gw.wait(n, timeout=60)
+            ok = 'ecoin_analyst_operations_total{outcome="ok",service="slow"}'
+            # the reply is published before the analyst counts it: wait for the count
+            wait_until(lambda: a.metrics().get(ok, 0) >= n, timeout=10, what=f"{n} operations counted")
             m = a.metrics()
             events = a.events()
     finally:
         proxy.close()
     assert {r["result"] for r in results(gw, ops)} == {21.625}
-    assert m['ecoin_analyst_operations_total{outcome="ok",service="slow"}'] == n  # each analysed once
+    assert m[ok] == n  # each analysed once
     assert m["ecoin_analyst_duplicates_total"] >= 1  # the broker did re-send some
     connects = [e for e in events if e["event"] == "broker_connected"]
     assert len(connects) >= 2 and connects[-1]["session_present"] is True

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
 
 
 def run(*cmd: str | Path, cwd: Path | None = None, timeout: float = 600) -> str:
