@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ecoin.common import topics
+from ecoin.common import sockets, topics
 
 from . import metrics
 from .settings import Settings
@@ -83,6 +83,7 @@ class Link:
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        c.on_socket_open = sockets.nodelay
         return c
 
     def start(self) -> Link:

@@ -32,7 +32,7 @@ import tomli_w
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecoin.common import crypto, tls
+from ecoin.common import crypto, sockets, tls
 from ecoin.common.bank_client import BankError, Withdrawal
 from ecoin.protocol import session
 from ecoin.testing.servers import Mosquitto, free_port, stop
@@ -138,6 +138,7 @@ class Requester:
             c.tls_set_context(tls.client_context(f"{role}.crt", f"{role}.key", pki / "ca.crt"))
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
+        c.on_socket_open = sockets.nodelay
         c.on_message = self._on_message
         subscribed = threading.Event()
         c.on_subscribe = lambda *_: subscribed.set()
