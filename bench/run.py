@@ -19,6 +19,21 @@ import traceback
 from pathlib import Path
 
 OUT = Path("build/bench")
+# Ratios of figures measured side by side in one run (machines here are noisy: compare
+# within a run, never across runs).
+RATIOS = {
+    "analyst_vs_bank": ("analyst_ops_per_s", "bank_redeem_per_s"),
+    "service_e2e_vs_bank": ("service_e2e_ops_per_s", "bank_redeem_per_s"),
+}
+
+
+def ratios(results: dict[str, object]) -> dict[str, float]:
+    out = {}
+    for name, (top, bottom) in RATIOS.items():
+        a, b = results.get(top), results.get(bottom)
+        if isinstance(a, int | float) and isinstance(b, int | float) and b:
+            out[name] = round(a / b, 3)
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -38,6 +53,7 @@ def main(argv: list[str]) -> int:
             continue
         results.update(figures)
         print(f"bench {name}: done in {time.monotonic() - started:.1f}s", flush=True)
+    results.update(ratios(results))
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "results.json"
     merged = json.loads(path.read_text()) if argv and path.exists() else {}

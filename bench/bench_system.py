@@ -1,0 +1,82 @@
+"""The service side at a stated load: CPython devices (bench/loadgen.py) through the real
+edge broker, gateway, analysts and bank of `make demo`, without simulated firmware
+competing for the CPU.
+
+Figures:
+- e2e_p50_ms, e2e_p99_ms: send to verified RESULT at 50 operations per second offered
+  (50 devices x 1 op/s, open loop).
+- service_e2e_ops_per_s: the highest offered rate the system kept up with (every operation
+  answered, none failed, answers at >= 90 % of the offered rate), raised by 1.5x per step.
+- service_e2e_p99_ms: the p99 latency at that rate.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ecoin.gateway import brokerconf
+from ecoin.sim.demo import ANALYSTS, OWNER, Demo
+from ecoin.testing.analyst import AnalystProcess
+from ecoin.testing.bank import BankProcess
+
+from . import loadgen
+
+DEVICES = 50
+COINS = 400  # per device: enough for the saturation ramp
+STEP_S = 4.0
+
+
+def run(workdir: Path) -> dict[str, float | int]:
+    demo = Demo(workdir, DEVICES, 0, "64K", "auto", quiet=True)
+    with demo.stack:
+        pki_dir = demo.make_pki()
+        broker = demo.start_broker(pki_dir)
+        bank = demo.stack.enter_context(BankProcess(workdir / "bank", pki_dir, workers=2))
+        demo.open_accounts(bank)
+        bank.admin.fund(OWNER, DEVICES * COINS, request_id="bench-system-funding")
+        for analyst, services in ANALYSTS.items():
+            demo.stack.enter_context(
+                AnalystProcess(
+                    workdir / "analyst" / analyst,
+                    pki_dir,
+                    broker["service_port"],
+                    bank.url,
+                    services,
+                    analyst,
+                )  # fmt: skip
+            )
+        demo.start_gateway(pki_dir, broker["service_port"], bank.url)
+        passwords = brokerconf.load_credentials(broker["credentials"])
+        devices = []
+        with bank.client("owner", OWNER) as owner:
+            for i in range(DEVICES):
+                name = demo.device_name(i)
+                owner.register_device(name, os.urandom(32))
+                coins = owner.withdraw(name, COINS, request_id=f"bench-{name}")
+                devices.append(loadgen.Device(name, passwords[name], broker["device_port"], coins, "average"))
+        fleet = demo.stack.enter_context(_closing(loadgen.Fleet(devices)))
+        fleet.offer(20, 2.0)  # warm-up: connections, worker processes, bank sessions
+        stated = loadgen.summary(fleet.offer(50, 10.0))
+        top = fleet.saturate(100, STEP_S)
+        best = loadgen.summary(top)
+    return {
+        "e2e_offered_per_s": 50,
+        "e2e_p50_ms": stated["p50_ms"],
+        "e2e_p99_ms": stated["p99_ms"],
+        "e2e_failed": int(stated["failed"] + stated["unanswered"]),
+        "service_e2e_ops_per_s": best["answered_per_s"],
+        "service_e2e_offered_per_s": round(top.offered_per_s, 1),
+        "service_e2e_p99_ms": best["p99_ms"],
+    }
+
+
+class _closing:
+    def __init__(self, fleet: loadgen.Fleet) -> None:
+        self.fleet = fleet
+
+    def __enter__(self) -> loadgen.Fleet:
+        return self.fleet
+
+    def __exit__(self, *exc: object) -> None:
+        self.fleet.close()
