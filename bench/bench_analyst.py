@@ -19,12 +19,15 @@ Figures:
 - analyst_latency_ms_p50: one operation at a time, publish to RESULT (an idle system);
   analyst_unloaded_bank_ms and analyst_unloaded_mqtt_ms are the redeem call (one header)
   and the reply's publish-to-PUBACK time in that phase.
+- analyst_2x_ops_per_s, analyst_2x_vs_1x: the same load on two processes of one analyst
+  sharing the service, and its ratio to one process (same run).
 - analyst_paho_qos1_msgs_per_s: raw paho 2.x QoS 1 delivery with manual acks, the analyst's
   MQTT configuration, on the same broker: the ceiling of the MQTT path alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
@@ -129,6 +132,27 @@ def _unloaded_latency_ms(gw: Requester, ops: list, base: int) -> float:  # type:
     return round(statistics.median(times) * 1000, 3)
 
 
+def _two_instances(workdir: Path, pki: Path, port: int, bank_url: str, ops: list) -> float:  # type: ignore[type-arg]
+    """Operations per second with two processes of one analyst sharing the service (MQTT 5
+    shared subscription), each with half the cores' workers, measured like one."""
+    limits = {"workers": max(1, (os.cpu_count() or 2) // 2), "drain_s": 5.0}
+    with contextlib.ExitStack() as stack:
+        for i in ("1", "2"):
+            stack.enter_context(AnalystProcess(workdir / f"analyst-2x-{i}", pki, port, bank_url, ["average"],
+                                               instance=i, limits=limits))  # fmt: skip
+        gw = Requester(port, pki)
+        gw.send_all("average", ops[:WARMUP], start=10**6)
+        if not gw.wait(WARMUP, 60):
+            raise RuntimeError("two instances: warm-up operations were not all answered")
+        started = time.monotonic()
+        gw.send_all("average", ops[WARMUP:], start=10**6 + WARMUP)
+        if not gw.wait(len(ops), 300):
+            raise RuntimeError("two instances: not every operation was answered")
+        elapsed = gw.arrivals[-1] - started
+        gw.close()
+    return round((len(ops) - WARMUP) / elapsed, 1)
+
+
 def run(workdir: Path) -> dict[str, float | int | str]:
     pki = workdir / "pki"
     pki_tool.init(pki)
@@ -137,9 +161,10 @@ def run(workdir: Path) -> dict[str, float | int | str]:
     analysts = {"alice": ["average"]}
     out: dict[str, float | int | str] = {}
     with BankProcess(workdir / "bank", pki, expire_every_s=0) as bank:
-        coins = withdraw(bank, WARMUP + OPS + UNLOADED, analysts)
+        coins = withdraw(bank, 2 * (WARMUP + OPS) + UNLOADED, analysts)
         ops = seal(coins, "average")
-        warm, measured, single = ops[:WARMUP], ops[WARMUP : WARMUP + OPS], ops[WARMUP + OPS :]
+        warm, measured, single = ops[:WARMUP], ops[WARMUP : WARMUP + OPS], ops[WARMUP + OPS : -WARMUP - OPS]
+        second = ops[-WARMUP - OPS :]
         broker = tls_broker(workdir / "mq", pki, analysts).start()
         try:
             out["analyst_paho_qos1_msgs_per_s"] = _paho_qos1(broker.port, pki)
@@ -165,6 +190,9 @@ def run(workdir: Path) -> dict[str, float | int | str]:
             failed = [c for c, frames in gw.replies.items() if frames[0][1] != 2]
             if failed:
                 raise RuntimeError(f"{len(failed)} operations failed")
+            two = _two_instances(workdir, pki, broker.port, bank.url, second)
+            out["analyst_2x_ops_per_s"] = two
+            out["analyst_2x_vs_1x"] = round(two / (OPS / elapsed), 3)
         finally:
             broker.stop()
     ok = _delta(after, before, 'ecoin_analyst_operations_total{outcome="ok",service="average"}')
