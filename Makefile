@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 DEB_PKGS := mosquitto mosquitto-clients postgresql openssl
 
-.PHONY: setup test test-fast lint typecheck unit bench demo flash clean
+.PHONY: setup test test-fast test-arm64 lint typecheck unit bench demo flash wheel clean
 
 # The Python rooms (docs/ARCHITECTURE.md); firmware/ and boards/ are MicroPython, not linted here.
 ROOMS := protocol common bank analyst gateway tools sim testing
@@ -33,9 +33,20 @@ typecheck: setup
 	$(BIN)/python tests/checked_files.py mypy $(ROOMS) < build/typecheck/report/linecount.txt
 
 unit: setup
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/arm64 $(PYTEST_ARGS)
 
-test: lint typecheck unit
+# The gateway on a Raspberry Pi's architecture: arm64 under QEMU, in a Debian root built once
+# per machine (deploy/arm64-root.sh: ~10 min the first time, cached in /var/cache/ecoin).
+test-arm64: setup
+	@sh deploy/arm64-root.sh >/dev/null
+	$(BIN)/pytest tests/arm64 $(PYTEST_ARGS)
+
+test: lint typecheck unit test-arm64
+
+# ecoin's wheel (build/dist/ecoin-*.whl): what a Raspberry Pi installs, with the gateway extra.
+wheel: setup
+	rm -rf build/dist
+	$(BIN)/python -m pip wheel --quiet --no-deps -w build/dist .
 
 # The inner loop: everything not marked slow (under 90 s here). `make test` runs it all.
 test-fast: setup

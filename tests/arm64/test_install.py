@@ -1,0 +1,76 @@
+"""ecoin installed on arm64 the README's way: the wheel with the gateway extra. Its command
+starts, the gateway's own tests pass in there, and the systemd unit checks out against it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ecoin.testing.arm64 import Arm64Root
+
+from .conftest import CHECKOUT
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+
+def test_the_installed_gateway_is_the_wheels_and_runs_on_arm64(pi: Arm64Root) -> None:
+    done = pi.run(["uname", "-m"])
+    assert done.stdout.strip() == "aarch64", done.stdout + done.stderr
+    code = "import ecoin.gateway, cryptography, paho.mqtt, serial; print(ecoin.gateway.__file__)"
+    done = pi.run(["python", "-c", code], cwd="/ecoin/src")
+    assert done.stdout.startswith("/opt/ecoin/.venv/lib/python3.11/site-packages/ecoin/gateway/"), done.stderr
+    started = time.monotonic()
+    done = pi.run(["ecoin-gateway", "--help"])
+    print(f"ecoin-gateway --help on arm64 (emulated): {time.monotonic() - started:.1f} s")
+    assert done.returncode == 0 and "broker-config" in done.stdout, done.stderr
+
+
+def _collected(path: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", path],
+        cwd=CHECKOUT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return int(done.stdout.strip().splitlines()[-1].split()[0])
+
+
+def test_the_gateways_own_tests_pass_on_arm64(pi: Arm64Root) -> None:
+    """tests/gateway, run by the arm64 Python against the installed wheel and the arm64
+    Mosquitto; exactly as many pass as the host collects."""
+    expected = _collected("tests/gateway")
+    argv = ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gateway"]
+    started = time.monotonic()
+    done = pi.run(argv, timeout=1800, cwd="/ecoin/src")
+    print(f"tests/gateway on arm64 (emulated): {time.monotonic() - started:.0f} s")
+    tail = (done.stdout + done.stderr)[-5000:]
+    assert done.returncode == 0, tail
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"{expected} passed"), tail
+
+
+def test_the_systemd_unit_verifies_against_the_arm64_install(pi: Arm64Root) -> None:
+    """`systemd-analyze verify` (Debian's systemd, as on the Pi) reads the unit with this
+    run's arm64 venv at /opt/ecoin, where the unit expects it: ExecStart must exist there.
+    The mounts live in a private mount namespace and vanish with it."""
+    assert shutil.which("systemd-analyze"), "systemd-analyze is missing: run `make test-arm64` as root"
+    unit = CHECKOUT / "deploy" / "systemd" / "ecoin-gateway.service"
+    script = (
+        'mount -t tmpfs tmpfs /opt && mkdir /opt/ecoin && mount --bind "$1" /opt/ecoin '
+        '&& exec systemd-analyze verify "$2"'
+    )
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+    done = subprocess.run(
+        [*argv, str(pi.workdir / "opt"), str(unit)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stdout + done.stderr
+    # And it does fail without the install: the check is not empty.
+    empty = pi.workdir / "no-install"
+    empty.mkdir(exist_ok=True)
+    done = subprocess.run([*argv, str(empty), str(unit)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "ecoin-gateway is not executable" in done.stderr, done.stderr
