@@ -23,16 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import tomli_w
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.bench_gateway import _cpu_seconds, _frame, _spawn, _stop
-from ecoin.testing.arm64 import Arm64Root, is_emulated
+from ecoin.testing.arm64 import Arm64Root, is_emulated, wait_serving
 from ecoin.testing.servers import Mosquitto, free_port
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -63,21 +61,6 @@ def _config(path: Path, queue: str, port: int, health: int) -> None:
     path.write_text(tomli_w.dumps(table))
 
 
-def _wait_live(health: int, proc: subprocess.Popen[Any], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited ({proc.returncode})")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as r:
-                if json.loads(r.read()).get("services") and r.status == 200:
-                    return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("the gateway was not serving in time")
-
-
 def _paced_load(port: int, pid: int) -> dict[str, float]:
     """RATE operations per second over DEVICES devices for LOAD_S; returns the answered
     count, the gateway's CPU over the window and its peak resident memory."""
@@ -106,12 +89,11 @@ def _paced_load(port: int, pid: int) -> dict[str, float]:
     return {"sent": sent, "answered": got, "cpu_s": cpu, "peak_mb": peak}
 
 
-def _measure(kind: str, cmd: list[str], port: int, health: int) -> dict[str, float]:
-    started = time.monotonic()
-    gw = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+def _measure(kind: str, cmd: list[str], port: int, health: int, log: Path) -> dict[str, float]:
+    with open(log, "ab") as out:
+        gw = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_live(health, gw)
-        ready = time.monotonic() - started
+        ready = wait_serving(health, gw, {"echo"}, log)
         if kind == "arm64" and not is_emulated(gw.pid):
             raise RuntimeError("the arm64 gateway is not running under QEMU")
         time.sleep(2.0)  # settled
@@ -145,12 +127,12 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         native = workdir / "native.toml"
         _config(native, str(workdir / "native-queue.sqlite"), port, health)
         cmd = [sys.executable, "-m", "ecoin.gateway.cli", "serve", "--config", str(native)]
-        figures.update(_measure("native", cmd, port, health))
+        figures.update(_measure("native", cmd, port, health, workdir / "native.log"))
         health = free_port()
         emulated = pi.workdir / "gateway.toml"
         _config(emulated, pi.inside(pi.workdir) + "/queue.sqlite", port, health)
         cmd = pi.command(["ecoin-gateway", "serve", "--config", pi.inside(emulated)])
-        figures.update(_measure("arm64", cmd, port, health))
+        figures.update(_measure("arm64", cmd, port, health, workdir / "arm64.log"))
     finally:
         _stop(echo)
         broker.stop()

@@ -14,9 +14,13 @@ is never written. Only processes started here are ever stopped.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from ecoin.testing.servers import stop
@@ -77,7 +81,7 @@ class Arm64Root:
 
     def inside(self, path: Path | str) -> str:
         """The path inside the root of a host path under ``workdir``."""
-        rel = Path(path).resolve().relative_to(self.workdir)
+        rel = Path(os.path.abspath(path)).relative_to(self.workdir)  # a link stays a link
         return str(Path("/ecoin/work") / rel)
 
     def command(self, argv: list[str], cwd: str = "/") -> list[str]:
@@ -102,6 +106,27 @@ class Arm64Root:
     @staticmethod
     def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         stop(proc, timeout)
+
+
+def wait_serving(
+    health_port: int, proc: subprocess.Popen[bytes], services: set[str], log: Path, timeout: float = 120.0
+) -> float:
+    """Waits until a gateway's /healthz answers 200 with every one of ``services`` live (its
+    links are up and the analysts' announcements seen); returns the seconds it took. Under
+    emulation a start takes seconds, so this waits on the condition, never a fixed time."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited ({proc.returncode}): {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=5) as r:
+                health = json.loads(r.read())
+            if health.get("ok") and services <= set(health.get("services", [])):
+                return time.monotonic() - started
+        except (OSError, ValueError):
+            pass  # not listening yet, or 503 while a link is still down
+        time.sleep(0.1)
+    raise TimeoutError(f"the gateway was not serving in {timeout}s: {log.read_text()[-3000:]}")
 
 
 def is_emulated(pid: int) -> bool:

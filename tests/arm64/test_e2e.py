@@ -9,10 +9,8 @@ broker key and passwords readable by its group, and `ecoin-gateway serve --confi
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import tomli_w
 
 from ecoin.sim.demo import ANALYSTS, GATEWAY, Demo, Device
 from ecoin.sim.device import SimDevice
-from ecoin.testing.arm64 import Arm64Root, is_emulated
+from ecoin.testing.arm64 import Arm64Root, is_emulated, wait_serving
 from ecoin.testing.bank import BankProcess
 from ecoin.testing.ptyuart import PtyUart
 from ecoin.testing.servers import free_port, wait_for_port
@@ -129,7 +127,7 @@ class PiDemo(Demo):
         log = self.workdir / "gateway" / "gateway.log"
         self.gateway = self.pi.popen(["ecoin-gateway", "serve", "--config", config], log)
         self.stack.callback(Arm64Root.stop, self.gateway)
-        wait_until_live(self.ports["health"], self.gateway, log)
+        wait_serving(self.ports["health"], self.gateway, {"average", "stats"}, log)
         assert is_emulated(self.gateway.pid), "the gateway is not the arm64 one"
         self.say("arm64 gateway routing")
 
@@ -170,23 +168,6 @@ class PiDemo(Demo):
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['health']}/metrics", timeout=10) as r:
             return str(r.read().decode())
-
-
-def wait_until_live(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
-    """Until /healthz says both links are up and the analysts' services are live."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the arm64 gateway exited ({proc.returncode}): {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                health = json.loads(r.read())
-            if health["ok"] and {"average", "stats"} <= set(health["services"]):
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the arm64 gateway was not ready in {timeout}s: {log.read_text()[-3000:]}")
 
 
 def test_devices_over_mqtt_and_serial_through_the_arm64_gateway(pi: Arm64Root) -> None:
