@@ -20,7 +20,7 @@ from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing.servers import Mosquitto, free_port
+from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
 from tests.gateway.helpers import Device, EchoAnalyst, operation, query, wait_until
 
 DEVICES = ["dev-a", "dev-b"]
@@ -78,6 +78,7 @@ def broker(tmp_path: Path, pki: Path) -> Iterator[tuple[brokerconf.BrokerConf, d
     creds = brokerconf.load_credentials(paths["credentials"])
     assert paths["credentials"].stat().st_mode & 0o077 == 0
     mosq = Mosquitto(tmp_path / "mosq", paths["conf"].read_text(), conf.device_port).start()
+    wait_for_port(conf.service_port)  # its second listener may open later (slow on arm64 under QEMU)
     try:
         yield conf, creds, mosq
     finally:
