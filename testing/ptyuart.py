@@ -56,8 +56,8 @@ class PtyUart:
 
     def _pump(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
-            ready = select.select([sock, self.master], [], [], 0.2)[0]
-            if sock in ready:
+            ready = select.select([sock.fileno(), self.master], [], [], 0.2)[0]
+            if sock.fileno() in ready:
                 data = sock.recv(4096)
                 if not data:
                     return  # the device closed its end: reconnect
