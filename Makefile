@@ -46,7 +46,7 @@ test: lint typecheck unit test-arm64
 # ecoin's wheel (build/dist/ecoin-*.whl): what a Raspberry Pi installs, with the gateway extra.
 wheel: setup
 	rm -rf build/dist
-	$(BIN)/python -m pip wheel --quiet --no-deps -w build/dist .
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w build/dist .
 
 # The inner loop: everything not marked slow (under 90 s here). `make test` runs it all.
 test-fast: setup

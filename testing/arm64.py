@@ -61,7 +61,8 @@ class Arm64Root:
         dist = self.workdir / "dist"
         shutil.rmtree(dist, ignore_errors=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"] + ["-w", str(dist), str(self.src)],
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+            + ["-w", str(dist), str(self.src)],
             check=True,
             capture_output=True,
             timeout=300,

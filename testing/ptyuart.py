@@ -57,20 +57,26 @@ class PtyUart:
     def _pump(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
             ready = select.select([sock.fileno(), self.master], [], [], 0.2)[0]
-            if sock.fileno() in ready:
-                data = sock.recv(4096)
-                if not data:
-                    return  # the device closed its end: reconnect
-                os.write(self.master, data)
-                self.bytes_up += len(data)
-            if self.master in ready:
-                try:
-                    data = os.read(self.master, 4096)
-                except OSError:  # no one has the pty open yet (EIO): wait for the gateway
-                    self._stop.wait(0.05)
-                    continue
-                sock.sendall(data)
-                self.bytes_down += len(data)
+            try:
+                if sock.fileno() in ready:
+                    data = sock.recv(4096)
+                    if not data:
+                        return  # the device closed its end: reconnect
+                    os.write(self.master, data)
+                    self.bytes_up += len(data)
+                if self.master in ready:
+                    self._down(sock)
+            except ConnectionError:
+                return  # the device went away (reset): reconnect
+
+    def _down(self, sock: socket.socket) -> None:
+        try:
+            data = os.read(self.master, 4096)
+        except OSError:  # no one has the pty open yet (EIO): wait for the gateway
+            self._stop.wait(0.05)
+            return
+        sock.sendall(data)
+        self.bytes_down += len(data)
 
     def stop(self) -> None:
         self._stop.set()

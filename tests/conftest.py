@@ -13,6 +13,7 @@ from ecoin.tools import pki as pki_tool
 # Modules whose tests take seconds each (whole systems, MicroPython fleets, crash and fault
 # runs, fresh venvs): `make test-fast` leaves them out, `make test` runs everything.
 SLOW_MODULES = {
+    "tests/arm64",
     "tests/e2e",
     "tests/analyst/test_service.py",
     "tests/analyst/test_redelivery.py",

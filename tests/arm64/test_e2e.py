@@ -28,7 +28,7 @@ from ecoin.tools.provisioning.bundle import Broker, provision_device
 from ecoin.tools.provisioning.install import install_bundle
 from ecoin.tools.provisioning.targets import SimTarget
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = pytest.mark.timeout(3600)  # the first run builds the arm64 root
 
 SERIAL_DEVICE = "ser-01"
 SERIAL_LINK = "serial/by-id/usb-ecoin_sim_uart_ser-01-if00"  # under the work directory

@@ -14,7 +14,7 @@ from ecoin.testing.arm64 import Arm64Root
 
 from .conftest import CHECKOUT
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = pytest.mark.timeout(3600)  # the first run builds the arm64 root
 
 
 def test_the_installed_gateway_is_the_wheels_and_runs_on_arm64(pi: Arm64Root) -> None:
