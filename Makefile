@@ -36,7 +36,7 @@ unit: setup
 	$(BIN)/pytest --ignore=tests/arm64 $(PYTEST_ARGS)
 
 # The gateway on a Raspberry Pi's architecture: arm64 under QEMU, in a Debian root built once
-# per machine (deploy/arm64-root.sh: ~10 min the first time, cached in /var/cache/ecoin).
+# per machine (deploy/arm64-root.sh: 9-14 min, kept in /var/cache/ecoin), then ~3 min a run.
 test-arm64: setup
 	@sh deploy/arm64-root.sh >/dev/null
 	$(BIN)/pytest tests/arm64 $(PYTEST_ARGS)

@@ -143,6 +143,12 @@ if [ ! -f "$root/ecoin/ready" ]; then
     # One build at a time per machine; whoever waited finds the root ready.
     exec 9>"$CACHE/arm64.lock"
     flock 9
+    # Under the lock no build runs, so a part-built root is what a failed build left behind.
+    for stale in "$CACHE"/arm64-*.part-*; do
+        [ -e "$stale" ] || continue
+        grep -qs " $stale/" /proc/mounts && continue # never delete through a mount
+        rm -rf "$stale"
+    done
     [ -f "$root/ecoin/ready" ] || build "$root"
 fi
 echo "$root"
