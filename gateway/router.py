@@ -34,6 +34,10 @@ log = logging.getLogger("ecoin.gateway.router")
 Send = Callable[[str, bytes], bool]  # (device id, frame) -> handed to the transport?
 RECENT_MAX = 50_000  # (device, op_id) pairs remembered to drop repeated operations
 WAITING_MAX = 10_000  # operations waiting in memory for a window slot (then: the queue)
+# Well-formed replies relayed per operation until its deadline. More than one: a forged
+# first reply (any analyst can write to the reply topic) must not end a paid operation, the
+# device keeps waiting for one with a valid tag (PROTOCOL 4.2). Bounded: a flood ends here.
+REPLIES_MAX = 4
 _ERROR_KIND = {
     wire.E_FAILED: "failed",
     wire.E_UNAVAILABLE: "unavailable",
@@ -62,6 +66,7 @@ class Pending:
     op_id: bytes
     started: float  # monotonic time the device's frame came in
     deadline: float
+    replies: int = 0  # relayed so far; at the deadline, none means ERROR TIMEOUT
 
 
 class Router:
@@ -92,6 +97,7 @@ class Router:
         self._timeouts: deque[Pending] = deque()
         self._waiting: deque[tuple[str, str, str, bytes, bytes, float]] = deque()
         self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._topups: set[bytes] = set()  # (device, op_id) of top-ups at the bank right now
         self._lock = threading.Lock()
         self._boot = os.urandom(4)  # a reply meant for an earlier run never matches
         self._seq = itertools.count()
@@ -152,8 +158,8 @@ class Router:
             return
         try:
             ftype, op_id = wire.frame_type(frame)
-        except (wire.InvalidFrame, TypeError):
-            self.metrics.malformed[source].inc()
+        except (wire.InvalidFrame, TypeError):  # another version, an unknown type, too short
+            self._malformed(source, route, device, frame)
             return
         if not self.limiter.allow(device):
             self._error(route, device, op_id, wire.E_REJECTED)
@@ -178,8 +184,11 @@ class Router:
             self._error(route, device, op_id, wire.E_REJECTED)
 
     def _malformed(self, source: str, route: str, device: str, frame: bytes) -> None:
+        """Counted, and answered ERROR REJECTED whenever the 18-byte prefix can be read,
+        whatever its version or type: a device speaking another version learns it at once
+        instead of waiting out its timeout. Rate-limited like any answer."""
         self.metrics.malformed[source].inc()
-        if len(frame) >= wire.PREFIX_LEN and frame[0] == wire.VERSION:
+        if len(frame) >= wire.PREFIX_LEN and self.limiter.allow(device):
             self._error(route, device, bytes(frame[2 : wire.PREFIX_LEN]), wire.E_REJECTED)
 
     def _first_time(self, device: str, op_id: bytes) -> bool:
@@ -237,23 +246,34 @@ class Router:
             self._enqueue(route, device, service, op_id, frame)
 
     def _topup(self, route: str, device: str, op_id: bytes, named: str, frame: bytes) -> None:
+        """Relays a top-up to the bank. An identical resend (same device and op_id) is
+        relayed again once the first relay has ended, also after a FAILED: that is how a
+        device recovers a lost answer (PROTOCOL 4.5), and the bank answers it with the same
+        coins, charged once. Only a resend while the first is still at the bank is dropped:
+        its answer is on the way."""
         if named != device:  # a device may only top itself up
             raise wire.InvalidFrame("top-up for another device")
-        if not self._first_time(device, op_id):
+        key = device.encode() + op_id
+        with self._lock:
+            busy = key in self._topups
+            self._topups.add(key)
+        if busy:
             self.metrics.duplicates.inc()
             return
         self.metrics.frames_in["topup"].inc()
         started = time.monotonic()
 
         def answer(response: bytes | None) -> None:
-            if response is None or _frame_is(response, wire.T_TOPUP_RESPONSE, op_id) is False:
+            with self._lock:
+                self._topups.discard(key)
+            if response is None or not _frame_is(response, wire.T_TOPUP_RESPONSE, op_id):
                 self._error(route, device, op_id, wire.E_FAILED)
                 return
             self._answer(route, device, response, "topup")
             self.metrics.latency.observe(time.monotonic() - started)
 
         if self.topup is None or not self.topup.submit(frame, answer):
-            self._error(route, device, op_id, wire.E_FAILED)
+            answer(None)
 
     # Upstream.
 
@@ -303,15 +323,23 @@ class Router:
         if entry is None:
             self.metrics.late_replies.inc()
             return
-        kind = _reply_kind(frame, entry.op_id)
-        if kind is None:  # not an answer to this operation: ignore it, the timeout still runs
+        relay = _relayable(frame, entry.op_id)
+        if relay is None:  # not an answer to this operation: ignore it, the timeout still runs
             self.metrics.malformed["reply"].inc()
             return
         with self._lock:
-            if self._pending.pop(entry.corr, None) is None:
-                return  # timed out in the meantime
-        self._answer(entry.route, entry.device, bytes(frame), kind)
-        self.metrics.latency.observe(time.monotonic() - entry.started)
+            if self._pending.get(entry.corr) is not entry or entry.replies >= REPLIES_MAX:
+                over = True  # timed out meanwhile, or this operation had its share of replies
+            else:
+                over = False
+                entry.replies += 1
+        if over:
+            self.metrics.late_replies.inc()
+            return
+        kind, answer = relay
+        self._answer(entry.route, entry.device, answer, kind)
+        if entry.replies == 1:
+            self.metrics.latency.observe(time.monotonic() - entry.started)
 
     # Answers down.
 
@@ -370,11 +398,12 @@ class Router:
             while self._timeouts:
                 entry = self._timeouts[0]
                 if self._pending.get(entry.corr) is not entry:
-                    self._timeouts.popleft()  # answered already
+                    self._timeouts.popleft()  # forgotten already
                 elif entry.deadline <= now:
                     self._timeouts.popleft()
                     del self._pending[entry.corr]
-                    expired.append(entry)
+                    if not entry.replies:
+                        expired.append(entry)
                 else:
                     break
             self.metrics.pending.set(len(self._pending))
@@ -430,11 +459,23 @@ class Router:
         self.metrics.queue_bytes.set(self.queue.bytes)
 
 
-def _reply_kind(frame: bytes, op_id: bytes) -> str | None:
-    if _frame_is(frame, wire.T_RESULT, op_id):
-        return "result"
-    if _frame_is(frame, wire.T_ERROR, op_id):
-        return "error"
+def _relayable(frame: bytes, op_id: bytes) -> tuple[str, bytes] | None:
+    """(kind, frame to relay) for a well-formed RESULT or ERROR answering ``op_id``, else
+    None. An ERROR code the gateway does not know becomes FAILED: a device is never handed
+    a code its specification does not define (every ERROR means "in doubt" anyway)."""
+    try:
+        ftype, got = wire.frame_type(frame)
+        if got != op_id:
+            return None
+        if ftype == wire.T_RESULT:
+            wire.decode_result(frame)
+            return "result", bytes(frame)
+        if ftype == wire.T_ERROR and len(frame) == wire.PREFIX_LEN + 1:
+            if frame[wire.PREFIX_LEN] in wire.ERROR_CODES:
+                return "error", bytes(frame)
+            return "error", bytes(wire.encode_error(op_id, wire.E_FAILED))
+    except (wire.InvalidFrame, TypeError):
+        pass
     return None
 
 

@@ -120,7 +120,7 @@ def test_oversized_malformed_and_repeated_frames(
         bad = bytearray(operation())
         bad[27] = 200  # service name length runs past the frame
         assert wire.decode_error(dev.ask(bytes(bad))) == (bytes(bad[2:18]), wire.E_REJECTED)
-        dev.send(b"\x09garbage without a prefix")  # nothing to answer: dropped and counted
+        dev.send(b"\x09no prefix")  # shorter than a prefix: nothing to answer, dropped and counted
         op = operation()
         dev.send(op)
         dev.send(op)  # a repeat (as a QoS 1 redelivery would be) goes nowhere

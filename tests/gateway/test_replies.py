@@ -1,0 +1,154 @@
+"""What the gateway answers and relays (protocol v2, issue 12), against a real Mosquitto:
+
+* a frame whose 18-byte prefix is readable but whose version or type is unknown gets
+  ERROR REJECTED (never silence: the device would wait out its timeout);
+* every well-formed reply for an awaited operation reaches the device, up to a bound, so a
+  forged first reply cannot end a paid operation; none of them is followed by a TIMEOUT;
+* an ERROR code the gateway does not know reaches the device as FAILED.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ecoin.gateway import router
+from ecoin.gateway.service import Gateway
+from ecoin.protocol import wire
+from ecoin.testing.servers import Mosquitto
+from tests.gateway.helpers import Device, EchoAnalyst, config, operation, result_for, wait_until
+
+OTHER_VERSIONS = sorted({0, 1, wire.VERSION + 1, 255} - {wire.VERSION})  # 1 is "v1" once v2 lands
+
+
+def _with_prefix(frame: bytes, version: int | None = None, ftype: int | None = None) -> bytes:
+    b = bytearray(frame)
+    if version is not None:
+        b[0] = version
+    if ftype is not None:
+        b[1] = ftype
+    return bytes(b)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [_with_prefix(operation(), version=v) for v in OTHER_VERSIONS]
+    + [_with_prefix(operation(), ftype=t) for t in (0, 8, 9, 255)],
+    ids=[f"version-{v}" for v in OTHER_VERSIONS] + [f"type-{t}" for t in (0, 8, 9, 255)],
+)
+def test_unknown_version_or_type_is_rejected(gateway: Gateway, mosquitto: Mosquitto, frame: bytes) -> None:
+    dev = Device(mosquitto.port, "dev-v").start()
+    try:
+        answer = dev.ask(frame)
+        assert answer[0] == wire.VERSION  # the answer speaks the gateway's version
+        assert wire.decode_error(answer) == (frame[2:18], wire.E_REJECTED)
+        assert gateway.metrics.malformed["mqtt"]._value.get() == 1
+        assert gateway.metrics.forwarded._value.get() == 0
+    finally:
+        dev.stop()
+
+
+class ScriptedAnalyst(EchoAnalyst):
+    """Answers each operation with the frames ``script`` builds from it, in order."""
+
+    def __init__(self, port: int, script: Callable[[bytes], list[bytes]]) -> None:
+        super().__init__(port, ("scripted",), name="s1")
+        self.script = script
+
+    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = msg.properties.CorrelationData
+        for reply in self.script(bytes(msg.payload)):
+            client.publish(msg.properties.ResponseTopic, reply, 1, properties=props)
+
+
+@pytest.fixture
+def scripted(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[Gateway, ScriptedAnalyst, Device]]:
+    holder: dict[str, Callable[[bytes], list[bytes]]] = {}
+    analyst = ScriptedAnalyst(mosquitto.port, lambda op: holder["script"](op))
+    analyst.client.on_message = analyst._message
+    analyst.start()
+    gw = Gateway(config(tmp_path, mosquitto.port, op_timeout_s=1.0)).start()
+    dev = Device(mosquitto.port, "dev-s").start()
+    gw.holder = holder  # type: ignore[attr-defined]
+    try:
+        wait_until(lambda: gw.edge.link.up and gw.directory.is_live("scripted"), what="gateway up")
+        yield gw, analyst, dev
+    finally:
+        dev.stop()
+        gw.stop()
+        analyst.stop()
+
+
+def _expired(gw: Gateway) -> Callable[[], bool]:
+    return lambda: gw.metrics.pending._value.get() == 0 and not gw.router._pending
+
+
+def test_a_forged_first_reply_does_not_end_the_operation(scripted) -> None:  # type: ignore[no-untyped-def]
+    gw, _, dev = scripted
+    forged: list[bytes] = []
+
+    def forged_then_genuine(op: bytes) -> list[bytes]:
+        forged.append(result_for(op))  # right op_id and shape, a tag nobody can check here
+        return [forged[-1], result_for(op)]
+
+    gw.holder["script"] = forged_then_genuine
+    op = operation("scripted")
+    dev.send(op)
+    with dev.cond:
+        assert dev.cond.wait_for(lambda: len(dev.answers[op[2:18]]) == 2, 10), dev.answers
+    got = dev.answers[op[2:18]]
+    assert got[0] == forged[0] and got[1] != forged[0]  # both relayed, in order
+    wait_until(_expired(gw), what="the operation's deadline")
+    assert [wire.frame_type(f)[0] for f in dev.answers[op[2:18]]] == [wire.T_RESULT] * 2  # no TIMEOUT
+
+
+def test_replies_per_operation_are_bounded(scripted) -> None:  # type: ignore[no-untyped-def]
+    gw, _, dev = scripted
+    gw.holder["script"] = lambda op: [result_for(op) for _ in range(3 * router.REPLIES_MAX)]
+    op = operation("scripted")
+    dev.send(op)
+    wait_until(
+        lambda: gw.metrics.late_replies._value.get() == 2 * router.REPLIES_MAX, what="the extra replies"
+    )
+    assert len(dev.answers[op[2:18]]) == router.REPLIES_MAX
+
+
+def test_malformed_or_foreign_replies_are_not_relayed(scripted) -> None:  # type: ignore[no-untyped-def]
+    gw, _, dev = scripted
+
+    def junk_then_genuine(op: bytes) -> list[bytes]:
+        other = bytes(wire.encode_result(os.urandom(16), os.urandom(16), os.urandom(32)))
+        truncated = result_for(op)[:-1]
+        return [other, truncated, _with_prefix(result_for(op), version=wire.VERSION + 1), result_for(op)]
+
+    gw.holder["script"] = junk_then_genuine
+    op = operation("scripted")
+    answer = dev.ask(op)
+    assert wire.decode_result(answer)[0] == op[2:18]
+    wait_until(lambda: gw.metrics.malformed["reply"]._value.get() == 3, what="three junk replies")
+    assert len(dev.answers[op[2:18]]) == 1
+
+
+def test_an_unknown_error_code_reaches_the_device_as_failed(scripted) -> None:  # type: ignore[no-untyped-def]
+    gw, _, dev = scripted
+    codes = iter([99, wire.E_FAILED, 0])
+    lock = threading.Lock()
+
+    def raw_error(op: bytes) -> list[bytes]:
+        with lock:
+            code = next(codes)
+        return [bytes([wire.VERSION, wire.T_ERROR]) + op[2:18] + bytes([code])]
+
+    gw.holder["script"] = raw_error
+    for _ in range(3):
+        op = operation("scripted")
+        assert wire.decode_error(dev.ask(op)) == (op[2:18], wire.E_FAILED)
