@@ -8,6 +8,22 @@ Two TLS listeners, each with its own authentication and ACLs (``per_listener_set
   the user name; analysts may only use service topics and gateway reply topics, gateways
   what routing needs.
 
+Limits (Mosquitto 2.0; mosquitto.conf(5) says which options exist per listener):
+
+* client ids: on the device listener the client id is replaced by the user name
+  (``use_username_as_clientid``), so a device can only ever hold its own id and cannot
+  disconnect the gateway, an analyst or another device by taking theirs (Mosquitto's ids are
+  shared by all listeners; device ids may not start with the services' ``ecoin-`` prefix).
+  The service listener cannot do the same while one certificate holds several connections
+  (the gateway's edge and upstream links, an analyst's link per service): only certificate
+  holders reach it.
+* ``max_packet_size`` is global in Mosquitto 2.0: it is set just above the largest valid
+  frame plus MQTT overhead, which is also the largest packet any service sends, so a larger
+  publish disconnects its sender before the gateway sees a byte of it.
+* TLS 1.2 only with AEAD suites (ECDHE with AES-GCM or ChaCha20-Poly1305); TLS 1.3 as is.
+* retained messages cannot be refused per topic by Mosquitto's ACL file: the gateway clears
+  and ignores any retained message on its reply topic (upstream.py).
+
 Passwords are random, kept in ``credentials.toml`` (0600, for provisioning the devices) and
 reused on the next run, so regenerating never locks a device out. The password file uses
 the format ``mosquitto_passwd`` writes (PBKDF2-SHA512).
@@ -26,8 +42,16 @@ import tomli_w
 
 from ecoin.common import files, topics
 from ecoin.gateway.config import BrokerConf
+from ecoin.protocol import wire
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default; passwords are random, not guessable
+# Fixed header (5), the longest topic (2 + 47), packet id (2) and MQTT 5 properties (response
+# topic, correlation data, message expiry: under 100) fit in 512 bytes with room to spare.
+MQTT_OVERHEAD = 512
+MAX_PACKET_SIZE = wire.FRAME_MAX + MQTT_OVERHEAD
+# TLS 1.2: forward secret and authenticated encryption only (no CBC, no SHA-1 MACs, no RSA
+# key exchange). OpenSSL names; TLS 1.3 suites are AEAD already.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
@@ -82,7 +106,7 @@ def service_acl(c: BrokerConf) -> str:
 
 
 def mosquitto_conf(c: BrokerConf, out: Path) -> str:
-    tls = f"cafile {c.ca}\ncertfile {c.cert}\nkeyfile {c.key}\ntls_version tlsv1.2\n"
+    tls = f"cafile {c.ca}\ncertfile {c.cert}\nkeyfile {c.key}\ntls_version tlsv1.2\nciphers {TLS12_CIPHERS}\n"
     device_tls = tls + "require_certificate false\n" if c.device_tls else ""
     device_transport = "TLS" if c.device_tls else "PLAIN TCP (simulator on loopback only)"
     return (
@@ -91,10 +115,13 @@ def mosquitto_conf(c: BrokerConf, out: Path) -> str:
         "set_tcp_nodelay true\n"
         f"max_inflight_messages {c.max_inflight}\n"
         "max_queued_messages 10000\n"
+        "# Global in Mosquitto 2.0: the largest valid frame plus MQTT overhead.\n"
+        f"max_packet_size {MAX_PACKET_SIZE}\n"
         f"\n# Devices: {device_transport}, one user name and password each.\n"
         f"listener {c.device_port} {c.bind}\n"
         f"{device_tls}"
         "allow_anonymous false\n"
+        "use_username_as_clientid true\n"
         f"password_file {out / 'passwords'}\n"
         f"acl_file {out / 'acl-devices'}\n"
         "\n# Analysts and gateways: TLS with a client certificate from the project CA (CN = user).\n"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ecoin.common import config as cfg
 from ecoin.protocol import wire
+
+# Client ids of the services (gateway links, analysts) start with this; Mosquitto shares ids
+# across listeners and binds a device's to its user name, so no device may be named so.
+SERVICE_CLIENT_PREFIX = "ecoin-"
 
 
 @dataclass(frozen=True)
@@ -126,14 +131,24 @@ def check(c: Config) -> None:
             seen.add(port.device_id)
         for device in c.broker.devices:
             wire.device_id(device)
+            if device.startswith(SERVICE_CLIENT_PREFIX):
+                raise ValueError(f"device id {device}: {SERVICE_CLIENT_PREFIX}* are the services' client ids")
     except ValueError as exc:
         raise cfg.ConfigError(f"gateway config: {exc}") from None
     empty = sorted(a for a, services in c.broker.analysts.items() if not services)
     if empty:
         raise cfg.ConfigError(f"gateway config: broker.analysts: list the services of {', '.join(empty)}")
-    if not c.broker.device_tls and not c.broker.bind.startswith("127."):
+    if not c.broker.device_tls and not _loopback(c.broker.bind):
         raise cfg.ConfigError("gateway config: broker.device_tls = false is for a loopback bind only")
     if c.op_timeout_s <= 0 or c.limits.rate_per_s <= 0 or c.queue.replay_rate <= 0:
         raise cfg.ConfigError("gateway config: timeouts and rates must be > 0")
     if not 0 < c.limits.frame_max <= wire.FRAME_MAX:
         raise cfg.ConfigError(f"gateway config: limits.frame_max must be 1 to {wire.FRAME_MAX}")
+
+
+def _loopback(host: str) -> bool:
+    """True only for a loopback address literal (a name like 127.evil.example is not one)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -50,6 +50,7 @@ class Gateway:
             on_window=self.router.on_window,
             on_lost=self._upstream_lost,
             on_error=m.callback_errors.inc,
+            on_stale=m.malformed["reply"].inc,
             backoff=self._backoff(),
             netloop=self.netloop,
         )

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from ecoin.common import topics
 from ecoin.gateway import directory as directory_mod
 from ecoin.gateway.backoff import Backoff
-from ecoin.gateway.config import Broker
+from ecoin.gateway.config import SERVICE_CLIENT_PREFIX, Broker
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.link import Link, Will
 from ecoin.gateway.netloop import NetLoop
@@ -79,6 +79,7 @@ class Upstream:
         on_window: Callable[[], None],
         on_lost: Callable[[], None],
         on_error: Callable[[], None],
+        on_stale: Callable[[], None] = lambda: None,
         backoff: Backoff,
         netloop: NetLoop,
     ) -> None:
@@ -94,10 +95,11 @@ class Upstream:
         self._on_ready = on_ready
         self._on_window = on_window
         self._on_lost = on_lost
+        self._on_stale = on_stale
         self.link = Link(
             "upstream",
             broker,
-            f"ecoin-gw-{gateway_id}-up",
+            f"{SERVICE_CLIENT_PREFIX}gw-{gateway_id}-up",
             netloop,
             v5=True,
             subscriptions=[
@@ -168,9 +170,20 @@ class Upstream:
             self.inflight = max(0, self.inflight - 1)
         self._on_window()
 
+    def _stale_reply(self, msg: mqtt.MQTTMessage) -> None:
+        """A retained message on the reply topic answers nothing now (Mosquitto's ACLs
+        cannot refuse retained publishes per topic, so any analyst could leave one): it is
+        cleared and dropped. The empty message that clears it is dropped too."""
+        if msg.payload:
+            self.link.publish(self.reply_topic, b"", qos=0, retain=True)
+            self._on_stale()
+
     def _message(self, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         if topic == self.reply_topic:
+            if msg.retain or not msg.payload:
+                self._stale_reply(msg)
+                return
             corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
             self._on_reply(corr, bytes(msg.payload))
         elif topic == self.status_topic:

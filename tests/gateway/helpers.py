@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import threading
 import time
 from collections import Counter, defaultdict
@@ -20,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ecoin.common import tls
 from ecoin.gateway import config as gwconfig
 from ecoin.protocol import wire
 
@@ -174,3 +176,68 @@ class Device:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# The TLS broker of the generated configuration (the ``broker`` fixture in conftest.py).
+
+
+class Client:
+    """A raw MQTT client that records every message it is sent, and how its connection went."""
+
+    def __init__(
+        self,
+        port: int,
+        context: ssl.SSLContext,
+        user: str = "",
+        password: str = "",
+        v5: bool = False,
+        client_id: str = "",
+    ):
+        proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+        self.client.tls_set_context(context)
+        if user:
+            self.client.username_pw_set(user, password)
+        self.got: list[tuple[str, bytes]] = []
+        self.connected = threading.Event()
+        self.dropped = threading.Event()
+        self.refused: Any = None
+        self.client.on_message = lambda c, u, m: self.got.append((m.topic, bytes(m.payload)))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.dropped.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            self.refused = rc
+        self.connected.set()
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, 1)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, 1, retain=retain).wait_for_publish(5)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def device_tls(pki: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki / "ca.crt"))
+
+
+def service_tls(pki: Path, role: str, name: str) -> ssl.SSLContext:
+    return tls.client_context(pki / role / f"{name}.crt", pki / role / f"{name}.key", pki / "ca.crt")
+
+
+def gateway_side(port: int, pki: Path) -> dict[str, Any]:
+    """An [edge] or [upstream] table: gw1's certificate on the service listener."""
+    return {
+        "port": port,
+        "tls": True,
+        "ca": str(pki / "ca.crt"),
+        "cert": str(pki / "gateway" / "gw1.crt"),
+        "key": str(pki / "gateway" / "gw1.key"),
+    }
