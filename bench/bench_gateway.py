@@ -227,20 +227,21 @@ def measure_raw(port: int, workdir: Path) -> float:
 def _gateway_config(workdir: Path, port: int) -> Path:
     path = workdir / "gateway.toml"
     path.write_text(
-        f"""gateway_id = "gwbench"
+        f"""[gateway]
+gateway_id = "gwbench"
 log_level = "warning"
 op_timeout_s = 30.0
-[edge]
+[gateway.edge]
 port = {port}
-[upstream]
+[gateway.upstream]
 port = {port}
-[queue]
+[gateway.queue]
 path = "{workdir / "queue.sqlite"}"
-[limits]
+[gateway.limits]
 rate_per_s = 10000.0
 burst = 10000
 window = 256
-[health]
+[gateway.health]
 port = 0
 """
     )

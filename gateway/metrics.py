@@ -1,14 +1,28 @@
 """The gateway's Prometheus metrics, in a registry of its own (several gateways can live in
-one test process). Children are bound once: the hot path only increments."""
+one test process). Children are bound once: the hot path only increments.
+
+Labels come from their source of truth, not from lists kept in step: the error kinds are
+the names of wire.py's ``E_*`` codes (``E_FAILED`` -> ``failed``), so a new code is counted
+without touching this file.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-ERROR_KINDS = ("failed", "unavailable", "timeout", "dropped", "rejected")
-IN_KINDS = ("operation", "query", "topup")
-OUT_KINDS = ("result", "error", "status", "topup")
+from ecoin.protocol import wire
+
+# ERROR code -> its metric label: the lower-case name of its wire.E_* constant.
+ERROR_KIND = {
+    code: name[2:].lower()
+    for name, code in vars(wire).items()
+    if name.startswith("E_") and isinstance(code, int) and code in wire.ERROR_CODES
+}
+ERROR_KINDS = tuple(ERROR_KIND[code] for code in wire.ERROR_CODES)
+IN_KINDS = ("operation", "query", "topup")  # the frame types a device may send
+OUT_KINDS = ("result", "error", "status", "topup")  # the frame types a device is sent
 SOURCES = ("mqtt", "serial", "reply")
+LINKS = ("edge", "upstream")
 
 
 class Metrics:
@@ -46,8 +60,8 @@ class Metrics:
         )
         link_up = Gauge("ecoin_gateway_link_up", "1 while a broker connection is up", ["link"], registry=r)
         reconnects = Counter("ecoin_gateway_reconnects", "Broker connections made", ["link"], registry=r)
-        self.link_up = {k: link_up.labels(k) for k in ("edge", "upstream")}
-        self.reconnects = {k: reconnects.labels(k) for k in ("edge", "upstream")}
+        self.link_up = {k: link_up.labels(k) for k in LINKS}
+        self.reconnects = {k: reconnects.labels(k) for k in LINKS}
         serial_up = Gauge("ecoin_gateway_serial_up", "1 while a serial port is open", ["device"], registry=r)
         self.serial_up = serial_up
         self.serial_reopens = Counter(

@@ -163,7 +163,7 @@ class Demo:
         }
         gw_dir = self.workdir / "gateway"
         gw_dir.mkdir(parents=True, exist_ok=True)
-        (gw_dir / "gateway.toml").write_text(tomli_w.dumps(table))
+        (gw_dir / "gateway.toml").write_text(tomli_w.dumps({"gateway": table}))
         log = open(gw_dir / "gateway.log", "ab")  # noqa: SIM115 - owned by the process
         cmd = [sys.executable, "-m", "ecoin.gateway.cli", "serve", "--config", str(gw_dir / "gateway.toml")]
         proc = subprocess.Popen(cmd, stdout=log, stderr=log)

@@ -111,7 +111,7 @@ def test_a_1mb_publish_is_refused_by_the_broker(broker, pki: Path, tmp_path: Pat
     conf, creds, _ = broker
     health = free_port()
     path = tmp_path / "gateway.toml"
-    path.write_text(tomli_w.dumps(_table(conf, pki, tmp_path, health)))
+    path.write_text(tomli_w.dumps({"gateway": _table(conf, pki, tmp_path, health)}))
     log = open(tmp_path / "gateway.log", "ab")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "ecoin.gateway.cli", "serve", "--config", str(path)], stdout=log, stderr=log

@@ -4,6 +4,7 @@ the retained status topic with its last will, structured logs without payloads."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ecoin.gateway import config as gwconfig
 from ecoin.testing.servers import Mosquitto, free_port
 from tests.gateway.helpers import Device, EchoAnalyst, operation, wait_until
 
@@ -22,32 +24,43 @@ CLI = [sys.executable, "-m", "ecoin.gateway.cli"]
 
 def test_help_and_bad_config(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "--help"], capture_output=True, text=True, check=True).stdout
-    assert "serve" in out and "broker-config" in out
+    assert "serve" in out and "broker-config" in out and "ECOIN_GATEWAY_CONFIG" in out
     bad = tmp_path / "bad.toml"
-    bad.write_text("gateway_id = 'gw1'\nsurprise = 1\n")
-    run = subprocess.run([*CLI, "serve", "--config", str(bad)], capture_output=True, text=True)
+    bad.write_text("[gateway]\ngateway_id = 'gw1'\nsurprise = 1\n")
+    run = subprocess.run([*CLI, "-c", str(bad), "serve"], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown key(s) surprise" in run.stderr and "Traceback" not in run.stderr
-    missing = tmp_path / "tls.toml"
+    flat = tmp_path / "flat.toml"  # the old layout, without the [gateway] table
+    flat.write_text("gateway_id = 'gw1'\n")
+    run = subprocess.run([*CLI, "serve", "--config", str(flat)], capture_output=True, text=True)
+    assert run.returncode == 2 and "no [gateway] table (found gateway_id outside it)" in run.stderr
+    run = subprocess.run([*CLI, "serve", "--no-such-option"], capture_output=True, text=True)
+    assert run.returncode == 2 and "usage" in run.stderr
+    missing = tmp_path / "tls.toml"  # relative paths are taken from the file's directory
     missing.write_text(
-        f"[upstream]\ntls = true\nca = '{tmp_path}/no-ca.crt'\n[queue]\npath = '{tmp_path}/q.sqlite'\n"
+        "[gateway.upstream]\ntls = true\nca = 'no-ca.crt'\n[gateway.queue]\npath = 'q.sqlite'\n"
     )
-    run = subprocess.run(
-        [*CLI, "serve", "--config", str(missing)], capture_output=True, text=True, timeout=30
+    env = {**os.environ, "ECOIN_GATEWAY_CONFIG": str(missing)}
+    run = subprocess.run([*CLI, "serve"], capture_output=True, text=True, timeout=30, env=env, cwd="/")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "TLS files" in run.stderr
+    loaded = gwconfig.load(missing)
+    assert (loaded.upstream.ca, loaded.queue.path) == (
+        str(tmp_path / "no-ca.crt"),
+        str(tmp_path / "q.sqlite"),
     )
-    assert run.returncode == 1 and "TLS files" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_broker_config_command(tmp_path: Path) -> None:
     conf = tmp_path / "gateway.toml"
     conf.write_text(
-        f"""[broker]
-out_dir = "{tmp_path / "out"}"
+        """[gateway.broker]
+out_dir = "out"
 ca = "/etc/ecoin/pki/ca.crt"
 cert = "/etc/ecoin/pki/broker/broker.crt"
 key = "/etc/ecoin/pki/broker/broker.key"
 devices = ["dev-a", "dev-b"]
 gateways = ["gw1"]
-[broker.analysts]
+[gateway.broker.analysts]
 alice = ["avg", "stats"]
 """
     )
@@ -87,14 +100,15 @@ class StatusWatcher:
 def _serve(tmp_path: Path, port: int, health: int) -> subprocess.Popen[bytes]:
     conf = tmp_path / "gateway.toml"
     conf.write_text(
-        f"""gateway_id = "gw1"
-[edge]
+        f"""[gateway]
+gateway_id = "gw1"
+[gateway.edge]
 port = {port}
-[upstream]
+[gateway.upstream]
 port = {port}
-[queue]
-path = "{tmp_path / "queue.sqlite"}"
-[health]
+[gateway.queue]
+path = "queue.sqlite"
+[gateway.health]
 port = {health}
 """
     )
