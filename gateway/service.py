@@ -30,24 +30,16 @@ class Gateway:
         self.netloop = NetLoop()
         self.directory = Directory()
         self.queue = OpQueue(cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_age_s)
-        self.router = Router(
-            directory=self.directory,
-            queue=self.queue,
-            metrics=m,
-            limiter=DeviceLimiter(cfg.limits.rate_per_s, cfg.limits.burst),
-            frame_max=cfg.limits.frame_max,
-            op_timeout_s=cfg.op_timeout_s,
-            replay_rate=cfg.queue.replay_rate,
-            replay_burst=cfg.queue.replay_burst,
-        )
+        # The links are built first and reach the router through these bound methods; the
+        # router then gets every port at construction.
         self.upstream = Upstream(
             cfg.upstream,
             cfg.gateway_id,
             self.directory,
             window=cfg.limits.window,
-            on_reply=self.router.on_reply,
+            on_reply=self._reply,
             on_ready=self._upstream_ready,
-            on_window=self.router.on_window,
+            on_window=self._window,
             on_lost=self._upstream_lost,
             on_error=m.callback_errors.inc,
             on_stale=m.malformed["reply"].inc,
@@ -57,7 +49,7 @@ class Gateway:
         self.edge = Edge(
             cfg.edge,
             cfg.gateway_id,
-            on_frame=self.router.handle,
+            on_frame=self._frame,
             on_bad_topic=m.malformed["mqtt"].inc,
             on_error=m.callback_errors.inc,
             on_up=lambda: self._link_up("edge"),
@@ -65,21 +57,38 @@ class Gateway:
             backoff=self._backoff(),
             netloop=self.netloop,
         )
-        self.router.upstream = self.upstream
-        self.directory.on_change = self.router.on_window
-        self.router.routes["mqtt"] = self.edge.send
-        self.serial = [SerialLink(p, self.router.handle, m, self._backoff(cap=5.0)) for p in cfg.serial]
-        for link in self.serial:
-            self.router.routes[link.route] = link.send
+        self.serial = [SerialLink(p, self._frame, m, self._backoff(cap=5.0)) for p in cfg.serial]
         if bank is None and cfg.bank.url:
             bank = bank_client(cfg.bank)
         self.topup = TopupRelay(bank, cfg.bank.workers) if bank is not None else None
-        self.router.topup = self.topup
+        self.router = Router(
+            directory=self.directory,
+            queue=self.queue,
+            metrics=m,
+            limiter=DeviceLimiter(cfg.limits.rate_per_s, cfg.limits.burst),
+            upstream=self.upstream,
+            routes={"mqtt": self.edge.send, **{link.route: link.send for link in self.serial}},
+            topup=self.topup,
+            frame_max=cfg.limits.frame_max,
+            op_timeout_s=cfg.op_timeout_s,
+            replay_rate=cfg.queue.replay_rate,
+            replay_burst=cfg.queue.replay_burst,
+        )
+        self.directory.on_change = self.router.on_window
         self.health: ThreadingHTTPServer | None = None
 
     def _backoff(self, cap: float | None = None) -> Backoff:
         top = self.cfg.backoff_max_s if cap is None else min(cap, self.cfg.backoff_max_s)
         return Backoff(self.cfg.backoff_min_s, top)
+
+    def _frame(self, route: str, device: str, frame: bytes) -> None:
+        self.router.handle(route, device, frame)
+
+    def _reply(self, corr: bytes | None, frame: bytes) -> None:
+        self.router.on_reply(corr, frame)
+
+    def _window(self) -> None:
+        self.router.on_window()
 
     def _link_up(self, name: str) -> None:
         self.metrics.link_up[name].set(1)

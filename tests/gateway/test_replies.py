@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecoin.gateway import router
+from ecoin.gateway import awaiting
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.servers import Mosquitto
@@ -89,7 +89,7 @@ def scripted(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[Gateway, Sc
 
 
 def _expired(gw: Gateway) -> Callable[[], bool]:
-    return lambda: gw.metrics.pending._value.get() == 0 and not gw.router._pending
+    return lambda: gw.metrics.pending._value.get() == 0 and not len(gw.router.awaiting)
 
 
 def test_a_forged_first_reply_does_not_end_the_operation(scripted) -> None:  # type: ignore[no-untyped-def]
@@ -113,13 +113,17 @@ def test_a_forged_first_reply_does_not_end_the_operation(scripted) -> None:  # t
 
 def test_replies_per_operation_are_bounded(scripted) -> None:  # type: ignore[no-untyped-def]
     gw, _, dev = scripted
-    gw.holder["script"] = lambda op: [result_for(op) for _ in range(3 * router.REPLIES_MAX)]
+    gw.holder["script"] = lambda op: [result_for(op) for _ in range(3 * awaiting.REPLIES_MAX)]
     op = operation("scripted")
     dev.send(op)
     wait_until(
-        lambda: gw.metrics.late_replies._value.get() == 2 * router.REPLIES_MAX, what="the extra replies"
+        lambda: gw.metrics.late_replies._value.get() == 2 * awaiting.REPLIES_MAX, what="the extra replies"
     )
-    assert len(dev.answers[op[2:18]]) == router.REPLIES_MAX
+    wait_until(lambda: len(dev.answers[op[2:18]]) >= awaiting.REPLIES_MAX, what="the relayed replies")
+    probe = operation("scripted")  # answered after every earlier frame reached the device
+    gw.holder["script"] = lambda op: [result_for(op)]
+    dev.ask(probe)
+    assert len(dev.answers[op[2:18]]) == awaiting.REPLIES_MAX
 
 
 def test_malformed_or_foreign_replies_are_not_relayed(scripted) -> None:  # type: ignore[no-untyped-def]
