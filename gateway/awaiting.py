@@ -9,8 +9,9 @@ operation that got no reply at all is handed back for its ERROR TIMEOUT.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
-from collections import deque
 
 from ecoin.gateway.records import Pending
 
@@ -18,12 +19,13 @@ REPLIES_MAX = 4  # relayed per operation; a flood of replies ends here
 
 
 class Awaiting:
-    """Thread-safe; deadlines are monotonic and all operations share one timeout, so the
-    order of registration is the order of expiry (a deque, no heap)."""
+    """Thread-safe. Deadlines are monotonic and come from the device's frame (a replayed
+    operation has less time left than a fresh one), so they are kept in a heap."""
 
     def __init__(self) -> None:
         self._by_corr: dict[bytes, Pending] = {}
-        self._order: deque[Pending] = deque()
+        self._order: list[tuple[float, int, Pending]] = []
+        self._seq = itertools.count()  # ties never compare two Pending records
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -35,12 +37,12 @@ class Awaiting:
             self._by_corr[entry.corr] = entry
 
     def armed(self, entry: Pending) -> bool:
-        """Starts the entry's clock once it is published; True if it is the only one (the
-        worker may be sleeping with no deadline at all)."""
+        """Starts the entry's clock once it is published; True if it is now the earliest
+        deadline (the worker may be sleeping until a later one, or with none at all)."""
         with self._lock:
-            idle = not self._order
-            self._order.append(entry)
-        return idle
+            first = not self._order or entry.deadline < self._order[0][0]
+            heapq.heappush(self._order, (entry.deadline, next(self._seq), entry))
+        return first
 
     def discard(self, entry: Pending) -> None:
         with self._lock:
@@ -59,21 +61,16 @@ class Awaiting:
 
     def next_deadline(self) -> float | None:
         with self._lock:
-            return self._order[0].deadline if self._order else None
+            return self._order[0][0] if self._order else None
 
     def expire(self, now: float) -> list[Pending]:
         """Forgets every entry past its deadline; returns those that got no reply."""
         unanswered = []
         with self._lock:
-            while self._order:
-                entry = self._order[0]
-                if self._by_corr.get(entry.corr) is not entry:
-                    self._order.popleft()  # forgotten already
-                elif entry.deadline <= now:
-                    self._order.popleft()
+            while self._order and self._order[0][0] <= now:
+                entry = heapq.heappop(self._order)[2]
+                if self._by_corr.get(entry.corr) is entry:
                     del self._by_corr[entry.corr]
                     if not entry.replies:
                         unanswered.append(entry)
-                else:
-                    break
         return unanswered

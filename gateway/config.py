@@ -99,7 +99,7 @@ class Config:
     op_timeout_s: float = 30.0
     log_level: str = "info"
     backoff_min_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 2.0  # a broker back after a restart is found within seconds
     edge: Broker = field(default_factory=Broker)
     upstream: Broker = field(default_factory=Broker)
     bank: Bank = field(default_factory=Bank)

@@ -12,6 +12,7 @@ analyst, even across a crash; one lost in that instant ends, for its device, in 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -29,6 +30,14 @@ CREATE TABLE IF NOT EXISTS ops (
     op_id BLOB NOT NULL,
     frame BLOB NOT NULL,
     size INTEGER NOT NULL
+)
+"""
+
+
+META = """
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
 )
 """
 
@@ -71,16 +80,20 @@ class OpQueue:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute(SCHEMA)
+            self._db.execute(META)
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM ops").fetchone()
         except (sqlite3.Error, OSError) as exc:
             raise QueueError(f"cannot open queue {path}: {exc}") from exc
         self.depth, self.bytes = int(row[0]), int(row[1])
 
-    def put(self, device: str, route: str, service: str, op_id: bytes, frame: bytes) -> list[Queued]:
-        """Stores one operation; returns the operations dropped to make room (oldest first).
-        A frame larger than the whole cap, or one the disk refuses, is itself returned."""
+    def put(
+        self, device: str, route: str, service: str, op_id: bytes, frame: bytes, at: float | None = None
+    ) -> list[Queued]:
+        """Stores one operation that came in at ``at`` (wall clock; default now); returns the
+        operations dropped to make room (oldest first). A frame larger than the whole cap, or
+        one the disk refuses, is itself returned."""
         size = len(frame)
-        now = self._clock()
+        now = self._clock() if at is None else at
         new = Queued(0, now, device, route, service, bytes(op_id), bytes(frame))
         if size > self.max_bytes:
             return [new]
@@ -165,6 +178,19 @@ class OpQueue:
         if row[0] is None:
             return None
         return max(0.0, float(row[0]) + self.max_age_s - self._clock())
+
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """A random value kept in this store across restarts (made on first use). The
+        gateway's correlation key lives here: the file already holds what a restart needs."""
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (name, os.urandom(size))
+                )
+                row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            except sqlite3.Error as exc:
+                raise QueueError(f"queue store: {exc}") from exc
+        return bytes(row[0])
 
     def close(self) -> None:
         with self._lock:

@@ -28,3 +28,13 @@ class Pending:
     started: float
     deadline: float  # monotonic; no reply by then: ERROR TIMEOUT
     replies: int = 0  # relayed so far; at the deadline, none means ERROR TIMEOUT
+
+
+class Query(NamedTuple):
+    """A QUERY held until the directory is complete (just after a start or a reconnect)."""
+
+    route: str
+    device: str
+    op_id: bytes
+    service: str
+    until: float  # monotonic; answered from whatever the directory knows by then

@@ -8,8 +8,16 @@ is down or busy). ``on_reply`` relays an analyst's answer to the device that ask
 The parts it dispatches to, one concern each: ``repeats`` (what was seen), ``window``
 (operations waiting for an in-flight slot), ``awaiting`` (operations waiting for their
 answer, and their deadlines), ``replay`` (pacing the backlog), ``replies`` (what may be
-relayed). One worker thread sleeps until the next thing is due (an operation's deadline,
-the queue's age cap, a replay token) or until it is woken; it never polls.
+relayed), ``correlation`` (replies routed by themselves after a restart). One worker thread
+sleeps until the next thing is due (an operation's deadline, the queue's age cap, a replay
+token) or until it is woken, and at least once a second, which is how it notices that the
+whole process was stopped (SIGSTOP, a suspended VM).
+
+Deadlines travel with the operation: each has ``op_timeout_s`` from the moment its frame
+came in (the device waits that long), and it is never published after that. A frame read
+just after the process was stopped may have waited unseen for as long as the stop lasted,
+so it is aged by that much: one that may be past its deadline is answered DROPPED instead
+of being forwarded (its coin stays unspent and refundable).
 
 Only prefixes and names are read: frames are never decrypted and never logged.
 """
@@ -18,19 +26,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
+import math
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from ecoin.gateway import repeats
-from ecoin.gateway.awaiting import Awaiting
+from ecoin.gateway.awaiting import REPLIES_MAX, Awaiting
+from ecoin.gateway.correlation import Correlator
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.limits import DeviceLimiter
 from ecoin.gateway.metrics import ERROR_KIND, Metrics
 from ecoin.gateway.queue import OpQueue, QueueError
-from ecoin.gateway.records import Op, Pending
+from ecoin.gateway.records import Op, Pending, Query
 from ecoin.gateway.replay import Replay
 from ecoin.gateway.replies import frame_is, relayable
 from ecoin.gateway.window import WindowWait
@@ -40,12 +50,18 @@ log = logging.getLogger("ecoin.gateway.router")
 
 Send = Callable[[str, bytes], bool]  # (device id, frame) -> handed to the transport?
 RECENT_MAX = 50_000  # (device, op_id) pairs remembered to drop repeated operations
+ORPHANS_MAX = 10_000  # replies counted for operations of an earlier run
+QUERIES_MAX = 1_000  # queries held until the directory is complete
+QUERY_HOLD_S = 3.0  # at most this long: then the directory's view, whatever it is
+TICK_S = 1.0  # the worker wakes at least this often
+STALL_S = 3.0  # a longer gap between its wake-ups: the process was stopped
+CATCHUP_S = 0.5  # frames read this soon after a stall are aged by it
 
 
 class UpstreamPort(Protocol):
     @property
     def ready(self) -> bool: ...
-    def send(self, service: str, frame: bytes, corr: bytes) -> bool: ...
+    def send(self, service: str, frame: bytes, corr: bytes, expiry_s: int) -> bool: ...
     def has_room(self) -> bool: ...
 
 
@@ -63,6 +79,7 @@ class Router:
         limiter: DeviceLimiter,
         upstream: UpstreamPort | None,
         routes: Mapping[str, Send],
+        correlator: Correlator,
         topup: TopupPort | None = None,
         frame_max: int = wire.FRAME_MAX,
         op_timeout_s: float = 30.0,
@@ -77,6 +94,7 @@ class Router:
         self.upstream = upstream
         self.routes = routes
         self.topup = topup
+        self.correlator = correlator
         self.frame_max = frame_max
         self.op_timeout_s = op_timeout_s
         self.awaiting = Awaiting()
@@ -84,8 +102,12 @@ class Router:
         self._topups = repeats.InFlight()
         self._window = WindowWait()
         self._replay = Replay(queue, directory, replay_rate, replay_burst)
-        self._boot = os.urandom(4)  # a reply meant for an earlier run never matches
         self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._orphans: OrderedDict[bytes, int] = OrderedDict()  # corr -> replies relayed
+        self._held: deque[Query] = deque()
+        self._tick = time.monotonic()  # the worker's last wake-up
+        self._stall = (0.0, 0.0)  # (seconds stopped, monotonic end of the catch-up)
         self._wake = threading.Condition()
         self._kicked = False
         self._drops, self._drops_logged = 0, 0.0
@@ -96,6 +118,7 @@ class Router:
     # Life cycle.
 
     def start(self) -> None:
+        self._tick = time.monotonic()
         self._worker = threading.Thread(target=self._work, name="router", daemon=True)
         self._worker.start()
 
@@ -118,6 +141,8 @@ class Router:
 
     def on_window(self) -> None:
         """A window slot freed (or the directory changed): send what waits for one."""
+        if self._held and self.directory.synced_now:
+            self._answer_held(None)
         if self._window:
             self._window.drain(self._send, self._has_room)
         if self.queue.depth:
@@ -159,9 +184,7 @@ class Router:
             elif ftype == wire.T_QUERY:
                 service = wire.decode_query(frame)[1]
                 self.metrics.frames_in["query"].inc()
-                live = self.directory.is_live(service)
-                status = wire.encode_status(op_id, wire.S_LIVE if live else wire.S_UNAVAILABLE)
-                self._answer(route, device, bytes(status), "status")
+                self._query(Query(route, device, op_id, service, started + QUERY_HOLD_S))
             elif ftype == wire.T_TOPUP_REQUEST:
                 named = wire.decode_topup_request(frame)[1]
                 self._topup(route, device, op_id, named, bytes(frame))
@@ -179,10 +202,58 @@ class Router:
         if len(frame) >= wire.PREFIX_LEN and self.limiter.allow(device):
             self._error(route, device, bytes(frame[2 : wire.PREFIX_LEN]), wire.E_REJECTED)
 
+    def _query(self, q: Query) -> None:
+        """Answered from the directory, unless it is still being learnt (the gateway just
+        started or reconnected): then held until it is complete, for at most QUERY_HOLD_S,
+        so a live service is not reported unavailable because the gateway was not ready."""
+        if self.directory.synced_now or self.directory.is_live(q.service):
+            self._status(q)
+            return
+        with self._lock:
+            held = len(self._held) < QUERIES_MAX
+            if held:
+                self._held.append(q)
+        if not held:
+            self._status(q)
+        elif len(self._held) == 1:
+            self.kick()  # the worker answers it at its hold's end
+
+    def _status(self, q: Query) -> None:
+        live = self.directory.is_live(q.service)
+        status = wire.encode_status(q.op_id, wire.S_LIVE if live else wire.S_UNAVAILABLE)
+        self._answer(q.route, q.device, bytes(status), "status")
+
+    def _answer_held(self, now: float | None) -> None:
+        """Answers held queries: all of them (``now`` None: the directory is complete), or
+        those whose hold has ended."""
+        with self._lock:
+            due = [q for q in self._held if now is None or q.until <= now]
+            self._held = deque(q for q in self._held if now is not None and q.until > now)
+        for q in due:
+            self._status(q)
+
+    def _stalled(self, now: float) -> float:
+        """How long a frame read now may have waited unseen: the length of a stop of the
+        whole process that has just ended (0 normally)."""
+        gap = now - self._tick
+        if gap > STALL_S:
+            return gap  # the worker has not run since before the stop
+        stopped, until = self._stall
+        return stopped if now < until else 0.0
+
     def _operation(self, op: Op) -> None:
         self.metrics.frames_in["operation"].inc()
-        if not self.directory.is_live(op.service):  # refused, not remembered: a retry may pass
-            self._error(op.route, op.device, op.op_id, wire.E_UNAVAILABLE)
+        stalled = self._stalled(op.started)
+        if stalled:
+            op = op._replace(started=op.started - stalled)
+        if not self.directory.is_live(op.service):
+            if self.directory.synced_now:  # refused, not remembered: a retry may pass
+                self._error(op.route, op.device, op.op_id, wire.E_UNAVAILABLE)
+                return
+            if not self._recent.first_time(op.device, op.op_id):
+                self.metrics.duplicates.inc()
+                return
+            self._enqueue(op)  # the directory is being learnt: replayed once it is, if live
             return
         if not self._recent.first_time(op.device, op.op_id):
             self.metrics.duplicates.inc()
@@ -227,14 +298,21 @@ class Router:
         return upstream is not None and upstream.has_room()
 
     def _send(self, op: Op) -> bool:
+        """Publishes one operation with its deadline; True if it is handled (published, or
+        answered DROPPED because its device no longer waits)."""
         upstream = self.upstream
         if upstream is None:
             return False
-        corr = self._boot + next(self._seq).to_bytes(8, "big")
         now = time.monotonic()
-        entry = Pending(corr, op.device, op.route, op.op_id, op.started, now + self.op_timeout_s)
+        deadline = op.started + self.op_timeout_s
+        left = deadline - now
+        if left <= 0:  # never paid for after its device gave up: the coin stays refundable
+            self._error(op.route, op.device, op.op_id, wire.E_DROPPED)
+            return True
+        corr = self.correlator.make(op.route, op.device, op.op_id, time.time() + left, next(self._seq))
+        entry = Pending(corr, op.device, op.route, op.op_id, op.started, deadline)
         self.awaiting.add(entry)
-        if not upstream.send(op.service, op.frame, corr):
+        if not upstream.send(op.service, op.frame, corr, math.ceil(left)):
             self.awaiting.discard(entry)
             return False
         self.metrics.forwarded.inc()
@@ -243,7 +321,8 @@ class Router:
         return True
 
     def _enqueue(self, op: Op) -> None:
-        dropped = self.queue.put(op.device, op.route, op.service, op.op_id, op.frame)
+        at = time.time() - max(0.0, time.monotonic() - op.started)  # its age travels with it
+        dropped = self.queue.put(op.device, op.route, op.service, op.op_id, op.frame, at)
         self._sync_queue_metrics()
         for q in dropped:
             self._error(q.route, q.device, q.op_id, wire.E_DROPPED)
@@ -262,7 +341,7 @@ class Router:
     def _on_reply(self, corr: bytes | None, frame: bytes) -> None:
         entry = self.awaiting.get(corr)
         if entry is None:
-            self.metrics.late_replies.inc()
+            self._orphan_reply(corr, frame)
             return
         relay = relayable(frame, entry.op_id)
         if relay is None:  # not an answer to this operation: ignore it, the deadline still runs
@@ -275,6 +354,33 @@ class Router:
         self._answer(entry.route, entry.device, answer, kind)
         if entry.replies == 1:
             self.metrics.latency.observe(time.monotonic() - entry.started)
+
+    def _orphan_reply(self, corr: bytes | None, frame: bytes) -> None:
+        """A reply for an operation this process never sent: one published before a restart
+        (kill -9, a crash). Its correlation data says where it goes and until when; relayed
+        if it is authentic for the reply's op_id and in time, with the same bound per
+        operation. After the deadline the device no longer waits: dropped as late."""
+        op_id = bytes(frame[2 : wire.PREFIX_LEN]) if len(frame) >= wire.PREFIX_LEN else b""
+        route = self.correlator.open(corr, op_id) if op_id else None
+        if route is None or route.deadline <= time.time():
+            self.metrics.late_replies.inc()
+            return
+        relay = relayable(frame, op_id)
+        if relay is None:
+            self.metrics.malformed["reply"].inc()
+            return
+        assert isinstance(corr, bytes)  # opened above
+        with self._lock:
+            n = self._orphans.pop(corr, 0)
+            if n < REPLIES_MAX:
+                self._orphans[corr] = n + 1
+                if len(self._orphans) > ORPHANS_MAX:
+                    self._orphans.popitem(last=False)
+        if n >= REPLIES_MAX:
+            self.metrics.late_replies.inc()
+            return
+        kind, answer = relay
+        self._answer(route.route, route.device, answer, kind)
 
     # Answers down.
 
@@ -289,10 +395,11 @@ class Router:
         self.metrics.errors[ERROR_KIND[code]].inc()
         self._answer(route, device, bytes(wire.encode_error(op_id, code)), "error")
 
-    # The worker: deadlines, the queue's age cap, replay.
+    # The worker: deadlines, the queue's age cap, replay, held queries, stalls.
 
     def _work(self) -> None:
         while True:
+            self._note_tick()
             with self._wake:
                 if self._stopping:
                     return
@@ -304,6 +411,9 @@ class Router:
                 if self._stopping:
                     return
             try:
+                self._note_tick()
+                if self._held:
+                    self._answer_held(None if self.directory.synced_now else time.monotonic())
                 self._expire_pending()
                 self._expire_queue()
                 if self._replay.run(self._has_room, self._send, self._enqueue):
@@ -313,13 +423,23 @@ class Router:
                 log.exception("router_worker_failed")
                 time.sleep(1.0)  # a broken disk must not turn this into a spin
 
-    def _next_wait(self) -> float | None:
+    def _note_tick(self) -> None:
+        now = time.monotonic()
+        gap = now - self._tick
+        if gap > STALL_S:
+            self._stall = (gap, now + CATCHUP_S)
+            log.warning("gateway_stalled", extra={"seconds": round(gap, 1)})
+        self._tick = now
+
+    def _next_wait(self) -> float:
         now = time.monotonic()
         deadline = self.awaiting.next_deadline()
         expiry = self.queue.next_expiry()
         replay = self._replay.wait_time(self._has_room()) if expiry is not None else None
-        waits = [w for w in (None if deadline is None else deadline - now, expiry, replay) if w is not None]
-        return max(0.0, min(waits)) if waits else None
+        held = self._held[0].until - now if self._held else None
+        due = None if deadline is None else deadline - now
+        waits = [w for w in (due, expiry, replay, held) if w is not None]
+        return max(0.0, min([TICK_S, *waits]))
 
     def _expire_pending(self) -> None:
         unanswered = self.awaiting.expire(time.monotonic())

@@ -9,6 +9,7 @@ from typing import Any
 from ecoin.common import health
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Config
+from ecoin.gateway.correlation import Correlator
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.edge import Edge
 from ecoin.gateway.limits import DeviceLimiter
@@ -29,7 +30,9 @@ class Gateway:
         self.metrics = m = Metrics()
         self.netloop = NetLoop()
         self.directory = Directory()
-        self.queue = OpQueue(cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_age_s)
+        # Nothing waits longer than its device does (queue.max_age_s is a cap on top).
+        max_age = min(cfg.queue.max_age_s, cfg.op_timeout_s)
+        self.queue = OpQueue(cfg.queue.path, cfg.queue.max_bytes, max_age)
         # The links are built first and reach the router through these bound methods; the
         # router then gets every port at construction.
         self.upstream = Upstream(
@@ -69,6 +72,7 @@ class Gateway:
             upstream=self.upstream,
             routes={"mqtt": self.edge.send, **{link.route: link.send for link in self.serial}},
             topup=self.topup,
+            correlator=Correlator(self.queue.secret("correlation")),
             frame_max=cfg.limits.frame_max,
             op_timeout_s=cfg.op_timeout_s,
             replay_rate=cfg.queue.replay_rate,

@@ -37,12 +37,23 @@ op_topic = topics.service_op
 
 
 class RequestProperties(Properties):
-    """Response topic + correlation data, packed directly (paho's generic Properties costs
-    about 20 µs per message here; only ``pack()`` is used when publishing)."""
+    """Message expiry, response topic and correlation data, packed directly (paho's generic
+    Properties costs about 20 µs per message here; only ``pack()`` is used when publishing).
+    The expiry is the device's deadline: the broker discards an operation no analyst took
+    by then, and an analyst can see how long the device still waits."""
 
-    def __init__(self, response_topic: str, corr: bytes) -> None:
+    def __init__(self, response_topic: str, corr: bytes, expiry_s: int) -> None:
         topic = response_topic.encode()
-        body = b"\x08" + len(topic).to_bytes(2, "big") + topic + b"\x09" + len(corr).to_bytes(2, "big") + corr
+        body = (
+            b"\x02"
+            + max(1, expiry_s).to_bytes(4, "big")
+            + b"\x08"
+            + len(topic).to_bytes(2, "big")
+            + topic
+            + b"\x09"
+            + len(corr).to_bytes(2, "big")
+            + corr
+        )
         object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
         object.__setattr__(self, "_packed", _varint(len(body)) + body)
 
@@ -129,14 +140,15 @@ class Upstream:
     def _goodbye(self, client: mqtt.Client) -> None:
         client.publish(self.status_topic, OFFLINE, qos=0, retain=True)
 
-    def send(self, service: str, frame: bytes, corr: bytes) -> bool:
-        """Publishes one operation if connected and the window has room; False otherwise
-        (then nothing was sent and the caller keeps the operation)."""
+    def send(self, service: str, frame: bytes, corr: bytes, expiry_s: int) -> bool:
+        """Publishes one operation, to expire after ``expiry_s`` seconds, if connected and
+        the window has room; False otherwise (then nothing was sent and the caller keeps the
+        operation)."""
         with self._lock:
             if not self.link.up or self.inflight >= self.window:
                 return False
             self.inflight += 1
-        props = RequestProperties(self.reply_topic, corr)
+        props = RequestProperties(self.reply_topic, corr, expiry_s)
         if self.link.publish(op_topic(service), frame, 1, False, props) < 0:
             with self._lock:
                 self.inflight -= 1

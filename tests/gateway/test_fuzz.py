@@ -18,6 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ecoin.gateway import edge, framing
+from ecoin.gateway.correlation import Correlator
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.limits import DeviceLimiter
 from ecoin.gateway.metrics import Metrics
@@ -101,7 +102,7 @@ class LoopbackUpstream:
         self.rng = rng
         self.sent = 0
 
-    def send(self, service: str, frame: bytes, corr: bytes) -> bool:
+    def send(self, service: str, frame: bytes, corr: bytes, expiry_s: int) -> bool:
         self.sent += 1
         reply = result_for(frame) if self.rng.random() < 0.8 else mutate(self.rng, result_for(frame))
         assert self.router is not None
@@ -137,6 +138,8 @@ def test_fuzz_router_and_serial_decoder(tmp_path: Path) -> None:
         limiter=DeviceLimiter(rate=1e6, burst=1e6, max_devices=1000),
         upstream=upstream,
         routes={"mqtt": collect, "serial:fz0": collect},
+        correlator=Correlator(bytes(32)),
+        op_timeout_s=0.5,  # operations are awaited until their deadline: memory is rate x timeout
         recent_max=5_000,
     )
     upstream.router = router

@@ -30,7 +30,7 @@ def test_upstream_outage(tmp_path: Path) -> None:
         tmp_path,
         edge.port,
         up_port,
-        op_timeout_s=5.0,
+        op_timeout_s=OUTAGE_S + 10,  # the devices wait out the outage: nothing queued is stale
         queue={"max_bytes": CAP_OPS * FRAME, "replay_rate": 300.0, "replay_burst": 20},
     )
     gw = Gateway(cfg).start()
