@@ -3,8 +3,9 @@
 ecoin-gateway -c /etc/ecoin/gateway.toml serve
 ecoin-gateway -c /etc/ecoin/gateway.toml broker-config [--out DIR]
 
-The file defaults to $ECOIN_GATEWAY_CONFIG, else /etc/ecoin/gateway.toml. Exit status: 0 on
-a clean stop, 2 for a usage or configuration error, 1 for a failure at run time.
+The file defaults to $ECOIN_GATEWAY_CONFIG, else /etc/ecoin/gateway.toml. Exit status as for
+every ecoin command (ecoin.common.cli): 0 on a clean stop, 2 for a usage or configuration
+error, 1 for a failure at run time.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 
-from ecoin.common import logs
+from ecoin.common import cli, logs
 from ecoin.common.config import ConfigError
 from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
@@ -26,7 +26,6 @@ from ecoin.gateway.topup import TopupError
 
 log = logging.getLogger("ecoin.gateway")
 DEFAULT_CONFIG = os.environ.get("ECOIN_GATEWAY_CONFIG", "/etc/ecoin/gateway.toml")
-USAGE, FAILED = 2, 1  # exit statuses: bad usage or configuration; failure at run time
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,23 +43,37 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="run the gateway until SIGTERM or SIGINT")
+    sub.add_parser("serve", parents=[common], help="run the gateway until SIGTERM or SIGINT").set_defaults(
+        fn=cmd_serve
+    )
     gen = sub.add_parser(
         "broker-config",
         parents=[common],
         help="write mosquitto.conf, passwords and ACLs from the [gateway.broker] table",
     )
     gen.add_argument("--out", help="output directory (default: gateway.broker.out_dir)")
+    gen.set_defaults(fn=cmd_broker_config)
     return p
 
 
-def serve(cfg: gwconfig.Config) -> int:
+def _config(args: argparse.Namespace) -> gwconfig.Config:
+    cfg = gwconfig.load(getattr(args, "config", None) or DEFAULT_CONFIG)
+    logs.setup(cfg.log_level)
+    return cfg
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from ecoin.gateway.service import Gateway  # paho and pyserial only when serving
 
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    gateway = Gateway(cfg).start()
+    try:
+        gateway = Gateway(cfg).start()
+    except (QueueError, LinkError, TopupError, OSError) as exc:
+        log.error("gateway_failed", extra={"error": str(exc)})  # in the JSON log as well
+        raise
     try:
         done.wait()
     finally:
@@ -68,31 +81,25 @@ def serve(cfg: gwconfig.Config) -> int:
     return 0
 
 
-def broker_config(cfg: gwconfig.Config, out: str | None) -> int:
-    paths = brokerconf.generate(cfg.broker, out)
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    try:
+        paths = brokerconf.generate(cfg.broker, args.out)
+    except ValueError as exc:  # the [gateway.broker] table cannot make a safe broker
+        raise ConfigError(f"gateway.broker: {exc}") from None
     log.info("broker_config_written", extra={k: str(v) for k, v in paths.items()})
     print(f"wrote {paths['conf']}; device passwords in {paths['credentials']} (0600)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)  # a usage error exits 2 here
-    try:
-        cfg = gwconfig.load(getattr(args, "config", None) or DEFAULT_CONFIG)
-    except ConfigError as exc:
-        print(f"ecoin-gateway: {exc}", file=sys.stderr)
-        return USAGE
-    logs.setup(cfg.log_level)
-    try:
-        if args.command == "serve":
-            return serve(cfg)
-        return broker_config(cfg, args.out)
-    except ValueError as exc:  # the [gateway.broker] table cannot make a safe broker
-        print(f"ecoin-gateway: {exc}", file=sys.stderr)
-        return USAGE
-    except (QueueError, LinkError, TopupError, OSError) as exc:
-        log.error("gateway_failed", extra={"error": str(exc)})
-        return FAILED
+    return cli.dispatch(
+        "ecoin-gateway",
+        _parser(),
+        argv,
+        usage=(ConfigError,),
+        runtime=(QueueError, LinkError, TopupError, OSError),
+    )
 
 
 if __name__ == "__main__":
