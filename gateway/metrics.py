@@ -41,7 +41,9 @@ class Metrics:
         self.forwarded = Counter("ecoin_gateway_forwarded", "Operations published upstream", registry=r)
         self.duplicates = Counter("ecoin_gateway_duplicates", "Repeated operations ignored", registry=r)
         self.late_replies = Counter(
-            "ecoin_gateway_late_replies", "Replies for no pending operation", registry=r
+            "ecoin_gateway_late_replies",
+            "Replies too late, over the bound, or for no operation of ours",
+            registry=r,
         )
         self.undeliverable = Counter(
             "ecoin_gateway_undeliverable", "Answers that found no way to their device", registry=r
@@ -51,7 +53,9 @@ class Metrics:
         )
         self.queue_depth = Gauge("ecoin_gateway_queue_depth", "Operations waiting in the queue", registry=r)
         self.queue_bytes = Gauge("ecoin_gateway_queue_bytes", "Bytes of frames in the queue", registry=r)
-        self.pending = Gauge("ecoin_gateway_pending", "Operations waiting for an answer", registry=r)
+        self.pending = Gauge(
+            "ecoin_gateway_pending", "Operations awaited until their deadline (answered or not)", registry=r
+        )
         self.latency = Histogram(
             "ecoin_gateway_latency_seconds",
             "From a device's frame to its answer",
