@@ -58,7 +58,7 @@ def _config(path: Path, queue: str, port: int, health: int) -> None:
         "limits": {"rate_per_s": 1000.0, "burst": 1000},
         "health": {"port": health},
     }
-    path.write_text(tomli_w.dumps(table))
+    path.write_text(tomli_w.dumps({"gateway": table}))
 
 
 def _paced_load(port: int, pid: int) -> dict[str, float]:

@@ -93,7 +93,9 @@ class PiDemo(Demo):
     def write_config(self, bank_url: str) -> str:
         path = self.workdir / "gateway" / "gateway.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tomli_w.dumps(gateway_table(self.pi, self.workdir, self.ports, bank_url)))
+        path.write_text(
+            tomli_w.dumps({"gateway": gateway_table(self.pi, self.workdir, self.ports, bank_url)})
+        )
         return self.pi.inside(path)
 
     def start_broker(self, pki_dir: Path) -> dict[str, Any]:
