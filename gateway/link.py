@@ -11,7 +11,6 @@ Idle, the threads sleep in select() and Event.wait(): no polling loop.
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -24,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecoin.common import tls
+from ecoin.common import sockets, tls
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.config import Broker
 from ecoin.gateway.netloop import NetLoop
@@ -224,7 +223,7 @@ class Link:
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_message = self._message
-        client.on_socket_open = _nodelay
+        client.on_socket_open = sockets.nodelay
         if self._on_publish:
             client.on_publish = self._published
         return client
@@ -271,10 +270,3 @@ class Link:
         except Exception:
             log.exception("publish_handler_failed", extra={"link": self.name})
             self._on_error()
-
-
-def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
