@@ -73,7 +73,7 @@ def _cannot_start(exc):
 
 
 def _resync(dev):
-    """Sets the clock again (daily; hourly while no time server has answered)."""
+    """Sets the clock again (daily; every ntp_retry seconds while no time server answered)."""
     import timesync
 
     try:
@@ -93,13 +93,14 @@ def run():
         return
     gc.collect()
     limit = dev.cfg["max_ops"]
-    clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else DAY_MS // 24)
+    retry_ms = int(dev.cfg["ntp_retry"] * 1000)
+    clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else retry_ms)
     while not limit or dev.ops < limit:
         try:
             dev.step()
             if dev.cfg["transport"] == "mqtt" and time.ticks_diff(time.ticks_ms(), clock_at) >= 0:
                 _resync(dev)
-                clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else DAY_MS // 24)
+                clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else retry_ms)
         except MemoryError as exc:
             gc.collect()
             print("main: out of memory; continuing with %d bytes free" % gc.mem_free())

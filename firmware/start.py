@@ -36,6 +36,7 @@ DEFAULTS = {
     "ntp_host": "pool.ntp.org",  # the time server (SNTP): the clock before TLS and timestamps
     "ntp_port": 123,
     "ntp_timeout": 2.0,  # seconds per query
+    "ntp_retry": 60.0,  # seconds between time server attempts while the clock is not set (then daily)
     "clock_floor": 0,  # seconds since 1970 written at provisioning: the clock when no time server answers
     "sensor": "temp0",
     "unit": "C",

@@ -48,29 +48,36 @@ class Hardware:
 
 class AccessPoint:
     """A WiFi network, up or down; shared by the devices that join it. Its state is a file
-    the boards read."""
+    the boards read: "up N" or "down N", N counting the outages (a station joined before
+    outage N is no longer joined, whether or not it looked in between)."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.file = directory / "ap"
+        self.outages = 0
         self.up()
+
+    def state(self) -> tuple[bool, int]:
+        word, n = self.file.read_text().split()
+        return word == "up", int(n)
 
     @property
     def is_up(self) -> bool:
-        return self.file.read_text().strip() != "down"
+        return self.state()[0]
 
     def up(self) -> None:
-        self.file.write_text("up")
+        self.file.write_text(f"up {self.outages}")
 
     def down(self) -> None:
-        self.file.write_text("down")
+        self.outages += 1
+        self.file.write_text(f"down {self.outages}")
 
 
-def _is_up(path: Path) -> bool:
+def _link(path: Path) -> str:
     try:
-        return path.read_text().strip() == "up"
+        return path.read_text().strip()
     except OSError:
-        return False
+        return ""
 
 
 class Radio:
@@ -91,7 +98,8 @@ class Radio:
         self._thread.start()
 
     def passing(self) -> bool:
-        return self.ap.is_up and _is_up(self.link_file)
+        up, n = self.ap.state()
+        return up and _link(self.link_file) == f"up {n}"
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -91,7 +91,8 @@ class WLAN:
         self._failed = 0
         self._since = 0
         self._ap_at = 0
-        self._ap = True
+        self._ap = (True, 0)
+        self._gen = 0  # the outage count when the station joined
         self._said = None
 
     def active(self, on=None):
@@ -106,14 +107,15 @@ class WLAN:
             self._ap_at = now
             try:
                 with open(self.hw["ap_file"]) as f:
-                    self._ap = f.read().strip() != "down"
-            except OSError:
-                self._ap = True
+                    word, n = f.read().split()
+                self._ap = (word == "up", int(n))
+            except (OSError, ValueError):
+                pass
         return self._ap
 
     def _update(self):
-        ap = self._ap_up()
-        if self._up and not ap:
+        ap, gen = self._ap_up()
+        if self._up and (not ap or gen != self._gen):
             self._up = False
             if self.esp:
                 self._since = time.ticks_ms()  # the port's own reconnect starts over
@@ -122,14 +124,15 @@ class WLAN:
         elif self._want and not self._up and ap:
             late = _uptime_ms() < int(self.hw.get("wifi_delay", 0) * 1000)
             if not late and time.ticks_diff(time.ticks_ms(), self._since) >= int(self.hw.get("assoc_s", 0.2) * 1000):
-                self._up = True
+                self._up, self._gen = True, gen
         self._tell()
 
     def _tell(self):
-        if self._up != self._said:
-            self._said = self._up
+        said = (self._up, self._gen)
+        if said != self._said:
+            self._said = said
             with open(self.hw["link_file"], "w") as f:
-                f.write("up" if self._up else "down")
+                f.write("up %d" % self._gen if self._up else "down")
 
     def connect(self, ssid, key=None):
         if not self._on:
