@@ -46,7 +46,7 @@ def test_tls_with_the_clock_at_2000_connects_once_ntp_answers(tmp_path: Path, pk
         r = Responder(broker.port, coin_key[0]).start()
         try:
             dev = make_device(tls, heap="128K", broker_host="localhost", tls=True, max_ops=2, ntp_port=ntp.port,
-                              ntp_timeout=0.3, ntp_retry=1.0)
+                              ntp_timeout=0.3, ntp_retry=1.0, clock_floor=0)
             shutil.copyfile(pki / "ca.crt", dev.flash_dir / "ca.crt")
             dev.start()
             assert dev.wait_for("certificate not valid at the board's time", timeout=30), dev.output()
