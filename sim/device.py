@@ -65,7 +65,7 @@ class SimDevice:
         self._stopping = False
         self._code: int | None = None
         self._done = threading.Event()
-        if hardware:
+        if hardware and self.ap:
             wdt = self.watchdog.port if self.watchdog else None
             write_description(self.hw_dir / "hw.json", hardware.describe(self.ap.file, self.link_file, wdt))
 

@@ -86,7 +86,9 @@ class Radio:
     ``link_file`` says "up"), dropping every connection the moment either goes.
     ``latency`` seconds delay every chunk each way (a poor network)."""
 
-    def __init__(self, target: tuple[str, int], ap: AccessPoint, link_file: Path, latency: float = 0.0) -> None:
+    def __init__(
+        self, target: tuple[str, int], ap: AccessPoint, link_file: Path, latency: float = 0.0
+    ) -> None:
         self.target, self.ap, self.link_file, self.latency = target, ap, link_file, latency
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.srv.settimeout(0.05)
