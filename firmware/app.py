@@ -4,10 +4,9 @@
 # steps the collector forever (or for max_ops operations): out-of-memory and I/O errors are
 # reported on the console and survived; the watchdog is fed from every wait.
 #
-# Boot never ends in the REPL unattended: a configuration error is printed and waits for
-# maintenance (again every minute, the watchdog kept fed); any other failure is printed, and
-# the board backs off BACKOFF_S and resets. Only Ctrl-C (an owner, mpremote) reaches the
-# REPL, with the watchdog fed in the background so that maintenance is not cut off.
+# Boot never ends in the REPL unattended (start.cannot_start): a configuration error waits
+# for maintenance, any other failure backs off and resets. Only Ctrl-C (an owner, mpremote)
+# reaches the REPL, with the watchdog fed in the background so that maintenance is not cut off.
 import array
 import gc
 import sys
@@ -16,7 +15,6 @@ import time
 import board
 import collector  # the modules that stay load first, at the bottom of the heap
 
-BACKOFF_S = 15  # after a failed boot, before the reset that tries again
 DAY_MS = 86400000
 
 
@@ -43,53 +41,23 @@ def _device():
         net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
                           cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"],
                           nodelay=board.NODELAY)
-        net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
+        net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
     dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
           % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
     return dev
 
 
-def _sleep(seconds, wdt):
-    end = time.ticks_add(time.ticks_ms(), int(seconds * 1000))
-    while time.ticks_diff(end, time.ticks_ms()) > 0:
-        if wdt:
-            wdt.feed()
-        time.sleep_ms(200)
-
-
-def _cannot_start(exc):
-    """Says why; a configuration error waits for maintenance, anything else resets."""
-    if hasattr(sys, "print_exception") and not type(exc).__name__ == "ConfigError":
-        sys.print_exception(exc)
-    if type(exc).__name__ == "ConfigError":
-        while True:  # until an owner fixes it (Ctrl-C, mpremote); boot.py's timer feeds the watchdog
-            print("collector cannot start: %s; waiting for maintenance" % (exc,))
-            _sleep(60, None)
-    print("collector cannot start: %r; resetting in %d s" % (exc, BACKOFF_S))
-    _sleep(BACKOFF_S, None)  # unfed: a short watchdog resets sooner, which is as good
-    board.reset()
-
-
-def _resync(dev):
-    """Sets the clock again (daily; every ntp_retry seconds while no time server answered)."""
-    import timesync
-
-    try:
-        timesync.sync(board, dev.cfg, dev.feed, 1)
-    finally:
-        del sys.modules["timesync"]
-
-
 def run():
-    print("ecoin collector starting")
     try:
         dev = _device()
     except KeyboardInterrupt:
         return
     except Exception as exc:  # noqa: BLE001 - a board that cannot start says why
-        _cannot_start(exc)
+        import start
+
+        start.cannot_start(board, exc)
         return
     gc.collect()
     limit = dev.cfg["max_ops"]
@@ -98,8 +66,11 @@ def run():
     while not limit or dev.ops < limit:
         try:
             dev.step()
-            if dev.cfg["transport"] == "mqtt" and time.ticks_diff(time.ticks_ms(), clock_at) >= 0:
-                _resync(dev)
+            if dev.cfg["transport"] == "mqtt" and hasattr(board, "set_time") and time.ticks_diff(time.ticks_ms(), clock_at) >= 0:
+                import timesync
+
+                timesync.sync(board, dev.cfg, dev.feed, 1)
+                del sys.modules["timesync"]
                 clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else retry_ms)
         except MemoryError as exc:
             gc.collect()
@@ -110,7 +81,8 @@ def run():
             print("main: I/O error (%s); continuing" % (exc,))
             time.sleep_ms(100)
         except KeyboardInterrupt:
-            board.maintenance(dev.cfg["wdt"])  # mpremote or an owner: keep the watchdog fed
+            if hasattr(board, "maintenance"):
+                board.maintenance(dev.cfg["wdt"])  # mpremote or an owner: keep the watchdog fed
             break
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the device: report, pause, go on
             print("main: error %r; continuing" % (exc,))

@@ -133,7 +133,7 @@ def open_store():
         raw = _read("state.bin")
     except OSError:
         raise ConfigError("no coin store (state.bin): provision the device first")
-    if len(raw) != 69 or raw[:4] != b"ECS1":
+    if len(raw) != coinstore.STATE_LEN or raw[:4] != coinstore.MAGIC:
         raise ConfigError("state.bin is corrupt")
     store = coinstore.CoinStore(struct.unpack(coinstore.FMT, raw))
     size = store.doubt_count() * coinstore.RECORD
@@ -218,11 +218,13 @@ def tls_context(ca_file):
 
 # The service side of the shared protocol modules: the device never runs it, and on a small
 # heap every function counts (about 1.7 KiB on the unix port), so it is dropped at boot.
+# Derived from the sources by ecoin.tools.provisioning.trim (run it to regenerate; a test
+# fails when this copy is stale).
 _SERVICE_SIDE = (
-    ("wire", ("encode_result", "encode_error", "encode_status", "_encode_code", "encode_topup_response",
-              "decode_operation", "decode_query", "decode_topup_request", "_take_name")),
-    ("session", ("split_header", "open_operation", "seal_result", "check_topup_request",
-                 "seal_topup_response")),
+    ("wire", ("encode_result", "_encode_code", "encode_error", "encode_status", "encode_topup_response",
+              "_take_name", "decode_operation", "decode_query", "decode_topup_request")),
+    ("session", ("split_header", "open_operation", "seal_result", "check_topup_request", "seal_topup_response")),
+    ("ucrypto", ()),
 )
 
 
@@ -242,6 +244,8 @@ def _network(board, cfg, feed):
     began = time.ticks_ms()
     while not board.connect_network(cfg, feed, 15000):
         print("network: waiting for %s (%d s)" % (cfg["wifi_ssid"], time.ticks_diff(time.ticks_ms(), began) // 1000))
+    if board.now():
+        return  # a clock already set (the kind sim board has the host's)
     import timesync
 
     try:
@@ -259,13 +263,13 @@ def boot(board):
     import ucrypto
 
     _trim()
-    entropy.install(board, ucrypto)
+    entropy.install(board, ucrypto)  # every random byte conditioned, from the first op_id on
     del sys.modules["entropy"]
     cfg = load()
     if session.key_id(ucrypto, cfg["bank"][1][0]) != cfg["bank"][0]:
         raise ConfigError("bank.json: the kid does not match the key")
     mqtt = cfg["transport"] == "mqtt"
-    _check(not (mqtt and board.wifi_board() and not cfg["wifi_ssid"]),
+    _check(not (mqtt and hasattr(board, "wifi_board") and not cfg["wifi_ssid"]),
            "config.json: transport mqtt needs wifi_ssid (or transport serial)")
     cfg["rx_size"] = rx_size(cfg)
     ssl = tls_context("ca.crt") if cfg["tls"] else None
@@ -280,7 +284,36 @@ def boot(board):
         raise ConfigError(str(exc))
     store = open_store()
     wdt = cfg["wdt"] = board.watchdog(cfg["watchdog_ms"])
-    board.running()  # the firmware feeds the watchdog from here on (not boot.py's timer)
+    if hasattr(board, "running"):
+        board.running()  # the firmware feeds the watchdog from here on (not boot.py's timer)
     if mqtt:
         _network(board, cfg, wdt.feed if wdt else None)
     return cfg, store
+
+
+BACKOFF_S = 15  # after a failed boot, before the reset that tries again
+
+
+def _sleep(seconds):
+    import time
+
+    end = time.ticks_add(time.ticks_ms(), int(seconds * 1000))
+    while time.ticks_diff(end, time.ticks_ms()) > 0:
+        time.sleep_ms(200)
+
+
+def cannot_start(board, exc):
+    """Says why the device cannot start. A configuration error waits for maintenance (said
+    again every minute; boot.py's timer feeds the watchdog); anything else backs off and
+    resets the board, never leaving it at the REPL."""
+    if isinstance(exc, ConfigError):
+        while True:  # until an owner fixes it (Ctrl-C, mpremote)
+            print("collector cannot start: %s; waiting for maintenance" % (exc,))
+            _sleep(60)
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(exc)
+    print("collector cannot start: %r; resetting in %d s" % (exc, BACKOFF_S))
+    _sleep(BACKOFF_S)  # unfed: a short watchdog resets sooner, which is as good
+    if hasattr(board, "reset"):
+        board.reset()
+    sys.exit(1)  # a board without reset (the kind sim board): the process ends

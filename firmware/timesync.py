@@ -50,5 +50,5 @@ def sync(board, cfg, feed=None, tries=3):
 def floor(board, cfg):
     """No time server: a clock no earlier than provisioning, so TLS can verify the broker."""
     if cfg["clock_floor"] and board.clock() < cfg["clock_floor"]:
-        board.set_time(cfg["clock_floor"])
+        board.set_time(cfg["clock_floor"], False)
         print("clock: no time server; set to the provisioning time (readings carry no timestamp)")

@@ -4,27 +4,28 @@
 # or Pico W personality: a clock that starts at the port's epoch default until NTP sets it,
 # a WiFi station that joins late and loses the access point, a watchdog that cannot be
 # stopped and resets the board, a UART that must be given pins, a sensor that sometimes
-# times out, and (Pico W) weak raw random bytes. The model lives in simhw.py, loaded only
-# for such a board. Without the file it is the kind board of old: host clock, instant
-# network, no watchdog.
+# times out, and (Pico W) weak raw random bytes. That model lives in simhw.py, loaded only
+# for such a board, which also serves the rest of the board API (module __getattr__).
+# Without the file it is the kind board of old (host clock, instant network, no watchdog),
+# as small as the firmware's optional hooks allow.
 import os
-import sys
 import time
 
 _state = [1, 0]  # LCG state, sample count
-_clock = [None, time.ticks_ms(), False]  # the time set at board start; from a time server?
 led_on = False
 NODELAY = (6, 1)  # IPPROTO_TCP, TCP_NODELAY on the unix port
-RESET = 75  # exit status of a reset: the host (ecoin.sim.device) starts the board again
-_path = os.getenv("ECOIN_SIM_HW")
-if _path:
+if os.getenv("ECOIN_SIM_HW"):
     import simhw
 
-    hw = simhw.load(_path)
+    _fail = simhw.load(os.getenv("ECOIN_SIM_HW")).get("sensor_fail_every")
 else:
-    simhw = None
-    hw = {"board": "kind"}
-_fail = hw.get("sensor_fail_every")
+    simhw = _fail = None
+
+
+def __getattr__(name):
+    if simhw is None:
+        raise AttributeError(name)
+    return getattr(simhw, name)
 
 
 def setup(cfg):
@@ -33,39 +34,13 @@ def setup(cfg):
         simhw.setup(cfg)
 
 
-def wifi_board():
-    return simhw is not None
-
-
-def clock():
-    """Seconds since 1970 by the board's clock (the port's epoch default until set)."""
-    up = time.ticks_diff(time.ticks_ms(), _clock[1]) // 1000
-    if _clock[0] is not None:
-        return _clock[0] + up
-    return hw["epoch"] + up if "epoch" in hw else int(time.time())
-
-
-def set_time(t, sure=True):
-    """Sets the clock; sure: from a time server (readings may carry timestamps)."""
-    _clock[0] = int(t) - time.ticks_diff(time.ticks_ms(), _clock[1]) // 1000
-    _clock[2] = sure
-
-
 def now():
     """Seconds since 1970, or 0 while no time server has set the clock."""
-    return clock() if _clock[2] or not simhw else 0
-
-
-def tls(ctx):
-    return simhw.DatedContext(ctx, clock) if "epoch" in hw else ctx
+    return simhw.now() if simhw else int(time.time())
 
 
 def connect_network(cfg, feed=None, wait_ms=15000):
     return simhw.connect_network(cfg, feed, wait_ms) if simhw else True
-
-
-def random(n):
-    return simhw.random(n) if simhw else os.urandom(n)
 
 
 def read_sensor():
@@ -85,19 +60,6 @@ def watchdog(timeout_ms=0):
     return simhw.watchdog(timeout_ms) if simhw and timeout_ms else None
 
 
-def maintenance(wdt):
-    if wdt is not None:
-        simhw.feed_in_background(wdt)
-
-
-def running():
-    pass  # the host keeps the watchdog: no maintenance feeder to stop
-
-
-def reset():
-    sys.exit(RESET)
-
-
 def led(on):
     global led_on
     led_on = bool(on)
@@ -110,7 +72,7 @@ def uart(cfg):
 
     port = str(cfg["serial_port"])
     if not port.startswith("tcp:"):
-        wired = hw.get("uart_tcp", {}).get(port)
+        wired = simhw.hw().get("uart_tcp", {}).get(port) if simhw else None
         if wired is None:
             raise ValueError("the sim board's UART %s is not wired (serial_port tcp:<port>)" % port)
         port = "tcp:%d" % wired

@@ -7,6 +7,12 @@ import time
 
 _T0 = time.ticks_ms()
 _hw = {}
+_clock = [None, False]  # the time set at board start; from a time server?
+RESET = 75  # exit status of a reset: the host (ecoin.sim.device) starts the board again
+
+
+def hw():
+    return _hw
 
 
 def load(path):
@@ -17,6 +23,45 @@ def load(path):
     if _hw["board"] == "pico_w":
         sys.modules["os"] = _PortOs()  # what the modules imported after the board see
     return _hw
+
+
+def clock():
+    """Seconds since 1970 by the board's clock (the port's epoch default until set)."""
+    up = _uptime_ms() // 1000
+    if _clock[0] is not None:
+        return _clock[0] + up
+    return _hw["epoch"] + up if "epoch" in _hw else int(time.time())
+
+
+def set_time(t, sure=True):
+    """Sets the clock; sure: from a time server (readings may carry timestamps)."""
+    _clock[0] = int(t) - _uptime_ms() // 1000
+    _clock[1] = sure
+
+
+def now():
+    return clock() if _clock[1] or "epoch" not in _hw else 0
+
+
+def tls(ctx):
+    return DatedContext(ctx, clock) if "epoch" in _hw else ctx
+
+
+def wifi_board():
+    return True
+
+
+def maintenance(wdt):
+    if wdt is not None:
+        feed_in_background(wdt)
+
+
+def running():
+    pass  # the host keeps the watchdog: no maintenance feeder to stop
+
+
+def reset():
+    sys.exit(RESET)
 
 
 def setup(cfg):
