@@ -57,10 +57,11 @@ def service_side() -> tuple[tuple[str, tuple[str, ...]], ...]:
             continue
         kept.add(ref)
         todo += _refs(defs[ref[0]][ref[1]], ref[0], set(defs[ref[0]]))
-    return tuple(
-        (mod, tuple(n for n, d in defs[mod].items() if isinstance(d, ast.FunctionDef) and (mod, n) not in kept))
-        for mod in SHARED
-    )
+    out = []
+    for mod in SHARED:
+        funcs = (n for n, d in defs[mod].items() if isinstance(d, ast.FunctionDef))
+        out.append((mod, tuple(n for n in funcs if (mod, n) not in kept)))
+    return tuple(out)
 
 
 def start_py_list() -> tuple[tuple[str, tuple[str, ...]], ...]:
