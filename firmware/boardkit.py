@@ -30,6 +30,9 @@ def now():
     return clock() if _sure[0] else 0
 
 
+MAINTENANCE_S = 600  # the REPL keeps the watchdog fed this long after a reset, then lets go
+
+
 def watchdog(timeout_ms, longest=None):
     if not timeout_ms:
         return None
@@ -48,8 +51,15 @@ def maintenance(wdt):
 
     t = _hw.get("timer")
     if t is None:
-        t = _hw["timer"] = machine.Timer(-1) if hasattr(machine.Timer, "PERIODIC") else machine.Timer()
-    t.init(period=1000, mode=machine.Timer.PERIODIC, callback=lambda _t: wdt.feed())
+        t = _hw["timer"] = machine.Timer(-1)
+    left = [MAINTENANCE_S]
+
+    def feed(_t):
+        left[0] -= 1
+        if left[0] > 0:  # then the watchdog resets the board into its firmware
+            wdt.feed()
+
+    t.init(period=1000, mode=machine.Timer.PERIODIC, callback=feed)
 
 
 def running():

@@ -175,8 +175,9 @@ class WatchdogMonitor:
         self.timeout_ms: int | None = None
         self.fed = time.monotonic()
 
-    def poll(self) -> None:
-        """Takes the datagrams that came (waits up to 20 ms for the first)."""
+    def poll(self, wait: float = 0.02) -> None:
+        """Takes the datagrams that came (waits up to ``wait`` seconds for the first)."""
+        self.sock.settimeout(wait)
         try:
             while True:
                 data = self.sock.recv(64)

@@ -15,10 +15,21 @@ def hw():
     return _hw
 
 
+def _host_open(path, mode="r"):
+    """A file on the host by its absolute path, whatever is mounted at / (the pty board
+    mounts the flash there)."""
+    try:
+        import vfs
+
+        return vfs.VfsPosix().open(path, mode)
+    except ImportError:  # CPython
+        return open(path, mode)
+
+
 def load(path):
     import json
 
-    with open(path) as f:
+    with _host_open(path) as f:
         _hw.update(json.load(f))
     if _hw["board"] == "pico_w":
         sys.modules["os"] = _PortOs()  # what the modules imported after the board see
@@ -57,7 +68,7 @@ def maintenance(wdt):
 
 
 def running():
-    pass  # the host keeps the watchdog: no maintenance feeder to stop
+    _hw["feeding"] = None  # the firmware feeds from its waits: the maintenance feeder stops
 
 
 def reset():
@@ -151,7 +162,7 @@ class WLAN:
         if time.ticks_diff(now, self._ap_at) >= 50:  # the file is read at most every 50 ms
             self._ap_at = now
             try:
-                with open(self.hw["ap_file"]) as f:
+                with _host_open(self.hw["ap_file"]) as f:
                     word, n = f.read().split()
                 self._ap = (word == "up", int(n))
             except (OSError, ValueError):
@@ -176,7 +187,7 @@ class WLAN:
         said = (self._up, self._gen)
         if said != self._said:
             self._said = said
-            with open(self.hw["link_file"], "w") as f:
+            with _host_open(self.hw["link_file"], "w") as f:
                 f.write("up %d" % self._gen if self._up else "down")
 
     def connect(self, ssid, key=None):
@@ -228,11 +239,20 @@ class WDT:
             self.sock.sendto(b"F", self.addr)
 
 
+MAINTENANCE_S = 600  # the REPL keeps the watchdog fed this long after a reset, then lets go
+
+
 def feed_in_background(wdt):
+    """Feeds from a thread (a board: a timer) until running() or MAINTENANCE_S."""
     import _thread
 
+    _hw["feeding"] = _hw.get("feeding", 0) + 1
+    me = _hw["feeding"]
+
     def run():
-        while True:
+        for _ in range(MAINTENANCE_S):
+            if _hw.get("feeding") != me:
+                return
             wdt._at = time.ticks_ms()
             wdt.sock.sendto(b"F", wdt.addr)
             time.sleep_ms(1000)

@@ -70,7 +70,7 @@ def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = Non
     written = []
     for src in manifest(board):
         stem = src.stem
-        if mpy and src.name != "main.py":
+        if mpy and src.name not in ("main.py", "boot.py"):  # what a board runs at boot is source
             out = flash_dir / f"{stem}.mpy"
             proc = subprocess.run([str(cross), "-o", str(out), str(src)], capture_output=True, text=True)
             if proc.returncode:
