@@ -34,18 +34,15 @@ def _device():
         import serial_link
 
         net = serial_link.SerialLink(board.uart(cfg), cfg["rx_size"])
-        where = "serial " + str(cfg["serial_port"])
     else:
         import mqtt
 
-        net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
-                          cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"],
-                          nodelay=board.NODELAY)
-        where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
-        net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
+        net = mqtt.Client(cfg["device_id"], *cfg.pop("mqtt"), rx_size=cfg["rx_size"], nodelay=board.NODELAY)
+        if hasattr(board, "wifi_board"):
+            net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
     dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
-          % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
+          % (cfg["device_id"], cfg["service"], cfg.pop("where"), store.left(), store.doubt_count()))
     return dev
 
 
@@ -63,10 +60,11 @@ def run():
     limit = dev.cfg["max_ops"]
     retry_ms = int(dev.cfg["ntp_retry"] * 1000)
     clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else retry_ms)
+    resync = dev.cfg["transport"] == "mqtt" and hasattr(board, "set_time")  # a board with a time server
     while not limit or dev.ops < limit:
         try:
             dev.step()
-            if dev.cfg["transport"] == "mqtt" and hasattr(board, "set_time") and time.ticks_diff(time.ticks_ms(), clock_at) >= 0:
+            if resync and time.ticks_diff(time.ticks_ms(), clock_at) >= 0:
                 import timesync
 
                 timesync.sync(board, dev.cfg, dev.feed, 1)

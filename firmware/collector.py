@@ -74,7 +74,7 @@ class Collector:
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
         self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
         self._op = self._k = self._done = self._led_off = None
-        self.ops = self.results = self.doubts = self.dropped = self.misses = 0
+        self.ops = self.results = self.doubts = self.dropped = 0
         net.on_message = self._on_message
         net.idle = self.idle
         net.subscribe(("ecoin/dev/%s/down" % cfg["device_id"]).encode())
@@ -100,7 +100,6 @@ class Collector:
         try:
             v = self.board.read_sensor()
         except OSError:  # a routine sensor timeout (DHT22): this reading is skipped
-            self.misses += 1
             return
         if self.n == 0:
             self._start = self.board.now()  # 0: no time server has set the clock

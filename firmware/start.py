@@ -258,13 +258,15 @@ def _network(board, cfg, feed):
 def boot(board):
     """Returns (settings, coin store), both checked; the board is set up, its watchdog
     running (cfg["wdt"]) and, for MQTT, on the network with its clock set if it can be."""
-    import entropy
     import session
     import ucrypto
 
     _trim()
-    entropy.install(board, ucrypto)  # every random byte conditioned, from the first op_id on
-    del sys.modules["entropy"]
+    if hasattr(board, "random"):  # a board's raw source (not the kind sim board's host one)
+        import entropy
+
+        entropy.install(board, ucrypto)  # every random byte conditioned, from the first op_id on
+        del sys.modules["entropy"]
     cfg = load()
     if session.key_id(ucrypto, cfg["bank"][1][0]) != cfg["bank"][0]:
         raise ConfigError("bank.json: the kid does not match the key")
@@ -286,9 +288,26 @@ def boot(board):
     wdt = cfg["wdt"] = board.watchdog(cfg["watchdog_ms"])
     if hasattr(board, "running"):
         board.running()  # the firmware feeds the watchdog from here on (not boot.py's timer)
-    if mqtt:
+    if mqtt and hasattr(board, "wifi_board"):  # the kind sim board is always on the network
         _network(board, cfg, wdt.feed if wdt else None)
-    return cfg, store
+    return _running(cfg), store
+
+
+# The settings the running device reads; the rest is boot's (a smaller dict stays resident).
+_KEEP = ("device_id", "service", "transport", "sensor", "unit", "sample_interval", "batch_seconds", "batch_max",
+         "query_timeout", "op_timeout", "low_coins", "topup_count", "topup_retry", "max_ops", "bank", "device_key",
+         "rx_size", "json_size", "wdt", "wifi_ssid", "wifi_password", "ntp_host", "ntp_port", "ntp_timeout",
+         "ntp_retry", "clock_floor", "serial_port", "serial_baud", "serial_tx", "serial_rx")
+
+
+def _running(cfg):
+    keep = {k: cfg[k] for k in _KEEP}
+    keep["json_buf"] = keep["values"] = None  # room for app.py's buffers: no dict growth later
+    keep["mqtt"] = (cfg["broker_host"], cfg["broker_port"], cfg["username"], cfg["password"], cfg["keepalive"],
+                    cfg["ssl"], cfg["io_timeout"])
+    keep["where"] = ("serial %s" % cfg["serial_port"] if cfg["transport"] == "serial" else "mqtt %s:%d%s"
+                     % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else ""))
+    return keep
 
 
 BACKOFF_S = 15  # after a failed boot, before the reset that tries again
@@ -306,7 +325,7 @@ def cannot_start(board, exc):
     """Says why the device cannot start. A configuration error waits for maintenance (said
     again every minute; boot.py's timer feeds the watchdog); anything else backs off and
     resets the board, never leaving it at the REPL."""
-    if isinstance(exc, ConfigError):
+    if type(exc).__name__ == "ConfigError":  # this module was loaded again: not the same class
         while True:  # until an owner fixes it (Ctrl-C, mpremote)
             print("collector cannot start: %s; waiting for maintenance" % (exc,))
             _sleep(60)

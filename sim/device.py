@@ -37,7 +37,7 @@ class SimDevice:
     def __init__(
         self,
         flash_dir: Path,
-        heap: str = "64K",
+        heap: str = "72K",
         runtime: str = "auto",
         console: Path | None = None,
         hardware: Hardware | None = None,

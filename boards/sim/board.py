@@ -39,10 +39,6 @@ def now():
     return simhw.now() if simhw else int(time.time())
 
 
-def connect_network(cfg, feed=None, wait_ms=15000):
-    return simhw.connect_network(cfg, feed, wait_ms) if simhw else True
-
-
 def read_sensor():
     """A temperature in hundredths of a degree: a slow triangle wave around 21 C plus
     seeded noise, small integers only. Every sensor_fail_every-th reading times out
