@@ -34,15 +34,19 @@ def _device():
         import serial_link
 
         net = serial_link.SerialLink(board.uart(cfg), cfg["rx_size"])
+        where = "serial " + str(cfg["serial_port"])
     else:
         import mqtt
 
-        net = mqtt.Client(cfg["device_id"], *cfg.pop("mqtt"), rx_size=cfg["rx_size"], nodelay=board.NODELAY)
+        net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
+                          cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"],
+                          nodelay=board.NODELAY)
+        where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
         if hasattr(board, "wifi_board"):
             net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
     dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
-          % (cfg["device_id"], cfg["service"], cfg.pop("where"), store.left(), store.doubt_count()))
+          % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
     return dev
 
 

@@ -290,24 +290,7 @@ def boot(board):
         board.running()  # the firmware feeds the watchdog from here on (not boot.py's timer)
     if mqtt and hasattr(board, "wifi_board"):  # the kind sim board is always on the network
         _network(board, cfg, wdt.feed if wdt else None)
-    return _running(cfg), store
-
-
-# The settings the running device reads; the rest is boot's (a smaller dict stays resident).
-_KEEP = ("device_id", "service", "transport", "sensor", "unit", "sample_interval", "batch_seconds", "batch_max",
-         "query_timeout", "op_timeout", "low_coins", "topup_count", "topup_retry", "max_ops", "bank", "device_key",
-         "rx_size", "json_size", "wdt", "wifi_ssid", "wifi_password", "ntp_host", "ntp_port", "ntp_timeout",
-         "ntp_retry", "clock_floor", "serial_port", "serial_baud", "serial_tx", "serial_rx")
-
-
-def _running(cfg):
-    keep = {k: cfg[k] for k in _KEEP}
-    keep["json_buf"] = keep["values"] = None  # room for app.py's buffers: no dict growth later
-    keep["mqtt"] = (cfg["broker_host"], cfg["broker_port"], cfg["username"], cfg["password"], cfg["keepalive"],
-                    cfg["ssl"], cfg["io_timeout"])
-    keep["where"] = ("serial %s" % cfg["serial_port"] if cfg["transport"] == "serial" else "mqtt %s:%d%s"
-                     % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else ""))
-    return keep
+    return cfg, store
 
 
 BACKOFF_S = 15  # after a failed boot, before the reset that tries again

@@ -30,4 +30,4 @@ def keep(wlan, busy, ssid, password, feed=None, wait_ms=0):
             return False
         if feed:
             feed()
-        time.sleep_ms(100)
+        time.sleep_ms(20)

@@ -103,14 +103,14 @@ def ap(tmp_path: Path) -> AccessPoint:
 def make_device(
     tmp_path: Path, coin_key: tuple[rsa.RSAPrivateKey, Any], ntp: NtpResponder, ap: AccessPoint
 ) -> Iterator[MakeDevice]:
-    """make_device(port, name="dev1", coins=100, heap="80K", hardware=faithful(), latency=0,
+    """make_device(port, name="dev1", coins=100, heap="96K", hardware=faithful(), latency=0,
     **config) -> SimDevice (not started). The broker at port is reached through the device's
     radio (the access point ``ap``); port 0: no broker. The device's coins and device key are
     on .coins and .device_key, its radio on .radio."""
     devices: list[SimDevice] = []
     radios: list[Radio] = []
 
-    def make(port: int, name: str = "dev1", coins: int = 100, heap: str = "80K",
+    def make(port: int, name: str = "dev1", coins: int = 100, heap: str = "96K",
              hardware: Hardware | None = None, latency: float = 0.0, **config: Any) -> SimDevice:
         minted = [os.urandom(32) for _ in range(coins)]
         key = os.urandom(32)

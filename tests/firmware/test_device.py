@@ -1,4 +1,4 @@
-"""The whole device (firmware in an 80 KiB MicroPython process: 66 KiB of firmware, the rest the
+"""The whole device (firmware in a 96 KiB MicroPython process: 66 KiB of firmware on the kind board, plus the
 faithful sim board's model) against a real broker and the
 test responder: results, failures put in doubt, no coin spent without a live service,
 top-up, and many operations without a MemoryError."""
@@ -82,7 +82,7 @@ def test_top_up_adds_coins_from_the_bank(broker: Mosquitto, responder: Responder
 def test_many_operations_with_1kib_readings_in_64k(
     broker: Mosquitto, responder: Responder, make_device: MakeDevice
 ):
-    """1,000 operations of about 1 KiB of readings each, heap capped at 80 KiB: no MemoryError."""
+    """1,000 operations of about 1 KiB of readings each, heap capped at 96 KiB: no MemoryError."""
     dev = make_device(
         broker.port, coins=1000, max_ops=1000, batch_max=170, sample_interval=0.0001, batch_seconds=5
     )
