@@ -34,9 +34,9 @@ import time
 import tty
 from pathlib import Path
 
+from ecoin.common import files
 from ecoin.sim.device import hardware_dir
 from ecoin.sim.hardware import AccessPoint, Hardware, WatchdogMonitor, write_description
-from ecoin.common import files
 
 log = logging.getLogger(__name__)
 
