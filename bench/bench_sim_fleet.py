@@ -23,7 +23,7 @@ LATENCY = re.compile(r"collector: op \S+ result .* in (\d+) ms")
 
 
 def run(workdir: Path) -> dict[str, float | int]:
-    demo = Demo(workdir, DEVICES, OPS, "64K", "auto", quiet=True)
+    demo = Demo(workdir, DEVICES, OPS, "72K", "auto", quiet=True)
     result = demo.run()
     latencies = sorted(int(ms) for d in demo.fleet for ms in LATENCY.findall(d.sim.output()))
     if not latencies:

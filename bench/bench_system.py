@@ -28,7 +28,7 @@ STEP_S = 4.0
 
 
 def run(workdir: Path) -> dict[str, float | int]:
-    demo = Demo(workdir, DEVICES, 0, "64K", "auto", quiet=True)
+    demo = Demo(workdir, DEVICES, 0, "72K", "auto", quiet=True)  # the firmware needs 66 KiB since issue 10
     with demo.stack:
         pki_dir = demo.make_pki()
         broker = demo.start_broker(pki_dir)

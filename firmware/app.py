@@ -1,8 +1,12 @@
 # The collector application, run by main.py at boot. It boots in two phases so that the heap
-# is not fragmented: start.py (configuration, coin store repair) is loaded, used and dropped
-# before the modules that stay are loaded into the room it leaves. Then it steps the
-# collector forever (or for max_ops operations): out-of-memory and I/O errors are reported
-# on the console and survived; the watchdog is fed from every wait.
+# is not fragmented: start.py (configuration, coin store repair, network, clock) is loaded,
+# used and dropped before the modules that stay are loaded into the room it leaves. Then it
+# steps the collector forever (or for max_ops operations): out-of-memory and I/O errors are
+# reported on the console and survived; the watchdog is fed from every wait.
+#
+# Boot never ends in the REPL unattended (start.cannot_start): a configuration error waits
+# for maintenance, any other failure backs off and resets. Only Ctrl-C (an owner, mpremote)
+# reaches the REPL, with the watchdog fed in the background so that maintenance is not cut off.
 import array
 import gc
 import sys
@@ -10,6 +14,8 @@ import time
 
 import board
 import collector  # the modules that stay load first, at the bottom of the heap
+
+DAY_MS = 86400000
 
 
 def _device():
@@ -23,6 +29,7 @@ def _device():
     # The collector's two big buffers, while the room start.py left is still in one piece.
     cfg["json_buf"] = bytearray(cfg["json_size"])
     cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
+    wdt = cfg["wdt"]
     if cfg["transport"] == "serial":
         import serial_link
 
@@ -32,9 +39,11 @@ def _device():
         import mqtt
 
         net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
-                          cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"])
+                          cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"],
+                          nodelay=board.NODELAY)
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
-    wdt = board.watchdog(cfg["watchdog_ms"])
+        if hasattr(board, "wifi_board"):
+            net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
     dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
           % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
@@ -42,19 +51,29 @@ def _device():
 
 
 def run():
-    print("ecoin collector starting")
     try:
         dev = _device()
-    except Exception as exc:  # a device that cannot start says why, once, and stops
-        print("collector cannot start:", exc)
-        if isinstance(exc, MemoryError) and hasattr(sys, "print_exception"):
-            sys.print_exception(exc)
+    except KeyboardInterrupt:
+        return
+    except Exception as exc:  # noqa: BLE001 - a board that cannot start says why
+        import start
+
+        start.cannot_start(board, exc)
         return
     gc.collect()
     limit = dev.cfg["max_ops"]
+    retry_ms = int(dev.cfg["ntp_retry"] * 1000)
+    clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else retry_ms)
+    resync = dev.cfg["transport"] == "mqtt" and hasattr(board, "set_time")  # a board with a time server
     while not limit or dev.ops < limit:
         try:
             dev.step()
+            if resync and time.ticks_diff(time.ticks_ms(), clock_at) >= 0:
+                import timesync
+
+                timesync.sync(board, dev.cfg, dev.feed, 1)
+                del sys.modules["timesync"]
+                clock_at = time.ticks_add(time.ticks_ms(), DAY_MS if board.now() else retry_ms)
         except MemoryError as exc:
             gc.collect()
             print("main: out of memory; continuing with %d bytes free" % gc.mem_free())
@@ -64,8 +83,10 @@ def run():
             print("main: I/O error (%s); continuing" % (exc,))
             time.sleep_ms(100)
         except KeyboardInterrupt:
+            if hasattr(board, "maintenance"):
+                board.maintenance(dev.cfg["wdt"])  # mpremote or an owner: keep the watchdog fed
             break
-        except Exception as exc:  # a bug must not stop the device: report, pause, go on
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the device: report, pause, go on
             print("main: error %r; continuing" % (exc,))
             time.sleep(1)
     dev.net.disconnect()

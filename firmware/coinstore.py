@@ -25,7 +25,12 @@ except ImportError:  # CPython (simulator compatibility layer)
         return x
 
 
+# The layout, the one definition: the host (ecoin.tools.provisioning.flash) reads the store
+# through these names, so this module stays importable by CPython.
 FMT = ">4sIIIIB16s32s"
+MAGIC = b"ECS1"
+STATE_LEN = const(69)  # struct.calcsize(FMT)
+COIN = const(32)
 # settled.bin: 16-byte op_ids of in-doubt records the owner has claimed at the bank (written
 # by `ecoin-provision refund`); at boot start.py drops those records from doubt.bin.
 SETTLED = "settled.bin"
@@ -60,7 +65,7 @@ class CoinStore:
         self.op_id = fields[6] if fields[5] else None  # the pending operation
         self._coin = bytearray(fields[7])
         self._peeked = -1
-        self._buf = bytearray(69)
+        self._buf = bytearray(STATE_LEN)
         self._rec = bytearray(RECORD)
 
     def left(self):
@@ -68,7 +73,7 @@ class CoinStore:
 
     def save(self):
         p = self.op_id is not None
-        struct.pack_into(FMT, self._buf, 0, b"ECS1", self.gen, self.next, self.count, self.counter,
+        struct.pack_into(FMT, self._buf, 0, MAGIC, self.gen, self.next, self.count, self.counter,
                          p, self.op_id if p else _NONE[:16], self._coin if p else _NONE)
         with open("state.tmp", "wb") as f:
             f.write(self._buf)
@@ -80,8 +85,8 @@ class CoinStore:
         if self.next >= self.count:
             raise NoCoins()
         with open("coins.%d.bin" % self.gen, "rb") as f:
-            f.seek(self.next * 32)
-            if f.readinto(self._coin) != 32:
+            f.seek(self.next * COIN)
+            if f.readinto(self._coin) != COIN:
                 raise OSError("coin file shorter than state.bin says")
         self._peeked = self.next
         return self._coin

@@ -97,11 +97,14 @@ class Collector:
         if self.n >= len(self.values):
             self.dropped += 1  # full and not yet sent: the newest reading is dropped
             return
+        try:
+            v = self.board.read_sensor()
+        except OSError:  # a routine sensor timeout (DHT22): this reading is skipped
+            return
         if self.n == 0:
-            t = int(time.time())
-            self._start = t if t > 1600000000 else 0  # 0: the board has no clock
+            self._start = self.board.now()  # 0: no time server has set the clock
             self._batch_at = time.ticks_add(now, self.batch_ms)
-        self.values[self.n] = self.board.read_sensor()
+        self.values[self.n] = v
         self.n += 1
         if self.n == len(self.values):
             self._batch_at = now  # full: send now rather than at the end of the period

@@ -40,7 +40,7 @@ def _left(deadline):
 
 class Client:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
-                 ssl_context=None, io_timeout=5.0, rx_size=4800, clean=False, log=print):
+                 ssl_context=None, io_timeout=5.0, rx_size=4800, clean=False, log=print, nodelay=(6, 1)):
         self.client_id, self.host, self.port = client_id.encode(), host, port
         self.user = user.encode() if user else None
         self.password = password.encode() if password else None
@@ -50,6 +50,9 @@ class Client:
         self.backoff_ms = (250, 30000)  # first and longest pause between connection attempts
         self.on_message = None  # fn(topic, payload): memoryviews valid during the call
         self.idle = None  # fn() called while waiting: sampling, watchdog
+        self.link = None  # fn() -> bool: the network under us is up (WiFi rejoined if not)
+        self.nodelay = nodelay  # (level, option) of TCP_NODELAY on this port's stack
+        self._addr = None  # the broker's address, resolved once (rp2's DNS has no timeout)
         self.subs = []
         self.sock = self._io = self._poller = None
         self._rx = bytearray(rx_size)
@@ -68,16 +71,22 @@ class Client:
         """One connection attempt (each step bounded by io_timeout); raises OSError or
         MQTTError. Restores every subscription."""
         self.close()
-        addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
+        self._feed()
+        if self._addr is None or self.failures > 2:
+            self._addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
+            self._feed()
         s = self.sock = socket.socket()
         s.settimeout(self.io_ms / 1000)
-        s.connect(addr)
-        try:
-            s.setsockopt(6, 1, 1)  # TCP_NODELAY: header and payload go as two writes
-        except (OSError, TypeError):
-            pass
+        s.connect(self._addr)
+        self._feed()
+        if self.nodelay:
+            try:
+                s.setsockopt(self.nodelay[0], self.nodelay[1], 1)  # header and payload go as two writes
+            except (OSError, TypeError):
+                pass
         if self.ssl:
             s = self.sock = self.ssl.wrap_socket(s, server_hostname=self.host)
+            self._feed()
         self._io = s if hasattr(s, "readinto") else s.makefile("rwb", 0)  # CPython: a stream
         self._poller = select.poll()
         self._poller.register(s, select.POLLIN)
@@ -93,7 +102,12 @@ class Client:
             if field:
                 p = _put_str(buf, p, field)
         self._write(memoryview(buf)[:p])
-        if self._read(self.io_ms) != 0x20:
+        end = time.ticks_add(time.ticks_ms(), self.io_ms)
+        kind = 0
+        while not kind and _left(end) > 0:  # in short slices: the watchdog is fed meanwhile
+            kind = self._read(min(100, _left(end)))
+            self._feed()
+        if kind != 0x20:
             raise MQTTError("no CONNACK")
         if self._rx[1]:
             code = self._rx[1]
@@ -109,6 +123,10 @@ class Client:
         if self.sock is not None:
             return True
         if _left(self._next_try) > 0:
+            return False
+        if self.link and not self.link():
+            self.failures += 1
+            self.log("mqtt: no network; attempt %d, next in %d ms" % (self.failures, self._backoff()))
             return False
         try:
             self.connect()
@@ -229,6 +247,10 @@ class Client:
         elif t == 0xD0:  # PINGRESP
             self._ping_at = None
 
+    def _feed(self):
+        if self.idle:
+            self.idle()
+
     def _pause(self, ms):
         if self.idle:
             self.idle()
@@ -264,6 +286,7 @@ class Client:
             if _left(end) <= 0:
                 raise OSError("no SUBACK")
             self._pump(min(100, _left(end)))
+            self._feed()
 
     def subscribe(self, topic):
         """Subscribes to topic (bytes) at QoS 1, now if connected, and again after every

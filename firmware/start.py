@@ -14,6 +14,7 @@ import binascii
 import json
 import os
 import struct
+import sys
 
 import coinstore
 
@@ -27,9 +28,16 @@ DEFAULTS = {
     "tls": False,  # TLS to the broker (verified with ca.crt) where the port has ssl
     "keepalive": 30,  # seconds
     "io_timeout": 5.0,  # seconds any single network read or write may take
-    "serial_port": "tcp:0",  # boards: the UART id; the simulator: tcp:<port> it listens on
+    "serial_port": 1,  # the UART id (the simulator also takes tcp:<port>)
     "serial_baud": 115200,
-    "wifi_ssid": None,
+    "serial_tx": None,  # the UART's pins (required on the ESP32: UART1's defaults are flash pins)
+    "serial_rx": None,
+    "wifi_ssid": None,  # required for transport "mqtt" on a board with WiFi
+    "ntp_host": "pool.ntp.org",  # the time server (SNTP): the clock before TLS and timestamps
+    "ntp_port": 123,
+    "ntp_timeout": 2.0,  # seconds per query
+    "ntp_retry": 60.0,  # seconds between time server attempts while the clock is not set (then daily)
+    "clock_floor": 0,  # seconds since 1970 written at provisioning: the clock when no time server answers
     "sensor": "temp0",
     "unit": "C",
     "sample_interval": 1.0,  # seconds between readings
@@ -89,6 +97,7 @@ def load(path="config.json"):
     _check(1 <= cfg["topup_count"] <= 100, "config.json: topup_count must be 1 to 100")
     _check(16 <= cfg["result_max"] <= 4096, "config.json: result_max must be 16 to 4096")
     _check(len(key) == 32, "device.key must be 32 bytes")
+    _check(cfg["transport"] in ("mqtt", "serial"), "config.json: transport must be mqtt or serial")
     try:
         cfg["bank"] = (binascii.unhexlify(meta["kid"]), (int(meta["n"], 16), int(meta["e"])))
     except (KeyError, ValueError, TypeError):
@@ -124,7 +133,7 @@ def open_store():
         raw = _read("state.bin")
     except OSError:
         raise ConfigError("no coin store (state.bin): provision the device first")
-    if len(raw) != 69 or raw[:4] != b"ECS1":
+    if len(raw) != coinstore.STATE_LEN or raw[:4] != coinstore.MAGIC:
         raise ConfigError("state.bin is corrupt")
     store = coinstore.CoinStore(struct.unpack(coinstore.FMT, raw))
     size = store.doubt_count() * coinstore.RECORD
@@ -209,17 +218,17 @@ def tls_context(ca_file):
 
 # The service side of the shared protocol modules: the device never runs it, and on a small
 # heap every function counts (about 1.7 KiB on the unix port), so it is dropped at boot.
+# Derived from the sources by ecoin.tools.provisioning.trim (run it to regenerate; a test
+# fails when this copy is stale).
 _SERVICE_SIDE = (
-    ("wire", ("encode_result", "encode_error", "encode_status", "_encode_code", "encode_topup_response",
-              "decode_operation", "decode_query", "decode_topup_request", "_take_name")),
-    ("session", ("split_header", "open_operation", "seal_result", "check_topup_request",
-                 "seal_topup_response")),
+    ("wire", ("encode_result", "_encode_code", "encode_error", "encode_status", "encode_topup_response",
+              "_take_name", "decode_operation", "decode_query", "decode_topup_request")),
+    ("session", ("split_header", "open_operation", "seal_result", "check_topup_request", "seal_topup_response")),
+    ("ucrypto", ()),
 )
 
 
 def _trim():
-    import sys
-
     for name, attrs in _SERVICE_SIDE:
         mod = sys.modules[name]
         for attr in attrs:
@@ -227,22 +236,86 @@ def _trim():
                 delattr(mod, attr)
 
 
+def _network(board, cfg, feed):
+    """Waits for WiFi as long as it takes (routers boot slower than boards), feeding the
+    watchdog; then sets the clock (TLS needs it)."""
+    import time
+
+    began = time.ticks_ms()
+    while not board.connect_network(cfg, feed, 15000):
+        print("network: waiting for %s (%d s)" % (cfg["wifi_ssid"], time.ticks_diff(time.ticks_ms(), began) // 1000))
+    if board.now():
+        return  # a clock already set (the kind sim board has the host's)
+    import timesync
+
+    try:
+        if not timesync.sync(board, cfg, feed) and cfg["tls"]:
+            timesync.floor(board, cfg)
+    finally:
+        del sys.modules["timesync"]
+
+
 def boot(board):
-    """Returns (settings, coin store), both checked; the board is set up and on the network."""
+    """Returns (settings, coin store), both checked; the board is set up, its watchdog
+    running (cfg["wdt"]) and, for MQTT, on the network with its clock set if it can be."""
     import session
     import ucrypto
 
     _trim()
+    if hasattr(board, "random"):  # a board's raw source (not the kind sim board's host one)
+        import entropy
+
+        entropy.install(board, ucrypto)  # every random byte conditioned, from the first op_id on
+        del sys.modules["entropy"]
     cfg = load()
     if session.key_id(ucrypto, cfg["bank"][1][0]) != cfg["bank"][0]:
         raise ConfigError("bank.json: the kid does not match the key")
+    mqtt = cfg["transport"] == "mqtt"
+    _check(not (mqtt and hasattr(board, "wifi_board") and not cfg["wifi_ssid"]),
+           "config.json: transport mqtt needs wifi_ssid (or transport serial)")
     cfg["rx_size"] = rx_size(cfg)
-    cfg["ssl"] = tls_context("ca.crt") if cfg["tls"] else None
+    ssl = tls_context("ca.crt") if cfg["tls"] else None
+    cfg["ssl"] = board.tls(ssl) if ssl and hasattr(board, "tls") else ssl
     # The readings' JSON: '{"sensor":"..","unit":"..","start":N,"interval":..,"values":[' and
     # 8 bytes a value ("-123.45,"; a longer one waits for the next batch).
     head = 33 + len(cfg["sensor"]) + len(cfg["unit"]) + 10 + 24 + len(str(cfg["sample_interval"]))
     cfg["json_size"] = min(4096, head + 8 * cfg["batch_max"] + 13)
-    board.setup(cfg)
-    while not board.connect_network(cfg):
-        print("network: not connected; retrying")
-    return cfg, open_store()
+    try:
+        board.setup(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc))
+    store = open_store()
+    wdt = cfg["wdt"] = board.watchdog(cfg["watchdog_ms"])
+    if hasattr(board, "running"):
+        board.running()  # the firmware feeds the watchdog from here on (not boot.py's timer)
+    if mqtt and hasattr(board, "wifi_board"):  # the kind sim board is always on the network
+        _network(board, cfg, wdt.feed if wdt else None)
+    return cfg, store
+
+
+BACKOFF_S = 15  # after a failed boot, before the reset that tries again
+
+
+def _sleep(seconds):
+    import time
+
+    end = time.ticks_add(time.ticks_ms(), int(seconds * 1000))
+    while time.ticks_diff(end, time.ticks_ms()) > 0:
+        time.sleep_ms(200)
+
+
+def cannot_start(board, exc):
+    """Says why the device cannot start. A configuration error waits for maintenance (said
+    again every minute; boot.py's timer feeds the watchdog); anything else backs off and
+    resets the board, never leaving it at the REPL."""
+    if type(exc).__name__ == "ConfigError":  # this module was loaded again: not the same class
+        while True:  # until an owner fixes it (Ctrl-C, mpremote)
+            print("collector cannot start: %s; waiting for maintenance" % (exc,))
+            _sleep(60)
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(exc)
+    print("collector cannot start: %r; resetting in %d s" % (exc, BACKOFF_S))
+    _sleep(BACKOFF_S)  # unfed: a short watchdog resets sooner, which is as good
+    if hasattr(board, "reset"):
+        board.reset()
+    sys.exit(1)  # a board without reset (the kind sim board): the process ends

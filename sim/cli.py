@@ -3,7 +3,7 @@ unix-port process (heap capped like a board) and its own flash directory.
 
     ecoin-sim deploy FLASH --device-id dev1 --service average --coins coins.bin \\
         --device-key device.key --bank-key coin.json [--broker 127.0.0.1:1883] [--set key=value]
-    ecoin-sim run FLASH_OR_FLEET... [--devices N] [--heap 64K] [--runtime auto]
+    ecoin-sim run FLASH_OR_FLEET... [--devices N] [--heap 72K] [--runtime auto]
     ecoin-sim status FLASH...
     ecoin-sim claim FLASH            # the bank's POST /v1/claims body for its coins in doubt
 """
@@ -175,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run devices until they stop (max_ops) or Ctrl-C")
     r.add_argument("flash", nargs="+", help="flash directories, or directories of them")
     r.add_argument("--devices", type=int, help="run only the first N")
-    r.add_argument("--heap", default="64K", help="MicroPython heap cap (default 64K, board-like)")
+    r.add_argument("--heap", default="72K", help="MicroPython heap cap (default 72K, board-like)")
     r.add_argument("--runtime", choices=RUNTIMES, default="auto")
     r.set_defaults(fn=_run)
     s = sub.add_parser("status", help="coins left and in doubt, read from the flash")

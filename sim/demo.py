@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ecoin.sim.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=5, help="simulated devices (default 5)")
     p.add_argument("--ops", type=int, default=20, help="operations per device (default 20)")
-    p.add_argument("--heap", default="64K", help="MicroPython heap cap per device (default 64K)")
+    p.add_argument("--heap", default="72K", help="MicroPython heap cap per device (default 72K)")
     p.add_argument("--runtime", default="auto", choices=["auto", "micropython", "cpython"])
     p.add_argument("--workdir", default="build/demo", help="where everything is written (wiped first)")
     args = p.parse_args(argv)

@@ -1,6 +1,8 @@
 """One simulated device: the firmware in its flash directory, run by a real MicroPython
 unix-port process with a board-like heap cap (or, where that binary is absent, by CPython
-through ``ecoin.sim.compat``)."""
+through ``ecoin.sim.compat``). With ``hardware`` it is a board-faithful board
+(``ecoin.sim.hardware``): a supervisor thread keeps its watchdog and restarts the process
+when the watchdog or the firmware resets the board."""
 
 from __future__ import annotations
 
@@ -8,14 +10,23 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
 
+from ecoin.sim.hardware import AccessPoint, Hardware, WatchdogMonitor, write_description
 from ecoin.tools.provisioning import flash
 from ecoin.tools.provisioning.deploy import find_tool
 
 RUNTIMES = ("auto", "micropython", "cpython")
+RESET = 75  # the exit status of boards/sim's reset(): start the board again
+
+
+def hardware_dir(flash_dir: Path) -> Path:
+    """Where a device's hardware description and link state live (beside its flash)."""
+    flash_dir = Path(flash_dir).resolve()
+    return flash_dir.with_name(flash_dir.name + ".hw")
 
 
 class SimDevice:
@@ -26,9 +37,11 @@ class SimDevice:
     def __init__(
         self,
         flash_dir: Path,
-        heap: str = "64K",
+        heap: str = "72K",
         runtime: str = "auto",
         console: Path | None = None,
+        hardware: Hardware | None = None,
+        ap: AccessPoint | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}")
@@ -43,6 +56,22 @@ class SimDevice:
         self.console = Path(console) if console else self.flash_dir.with_name(self.flash_dir.name + ".log")
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.hardware = hardware
+        self.hw_dir = hardware_dir(self.flash_dir)
+        self.ap = ap or (AccessPoint(self.hw_dir) if hardware else None)
+        self.watchdog = WatchdogMonitor() if hardware and hardware.watchdog else None
+        self.resets = self.watchdog_resets = 0
+        self._super: threading.Thread | None = None
+        self._stopping = False
+        self._code: int | None = None
+        self._done = threading.Event()
+        if hardware and self.ap:
+            wdt = self.watchdog.port if self.watchdog else None
+            write_description(self.hw_dir / "hw.json", hardware.describe(self.ap.file, self.link_file, wdt))
+
+    @property
+    def link_file(self) -> Path:
+        return self.hw_dir / "link"
 
     def command(self) -> list[str]:
         if self.runtime == "micropython":
@@ -55,7 +84,20 @@ class SimDevice:
             raise RuntimeError(f"{self.flash_dir.name} is already running")
         self._close_log()
         self._log = open(self.console, "ab")  # noqa: SIM115 - owned by the process
+        self._stopping, self._code = False, None
+        self._done.clear()
+        if self.watchdog:
+            self.watchdog.disarm()  # power-on: no watchdog yet
+        self._spawn()
+        self._super = threading.Thread(target=self._supervise, daemon=True, name=f"sim-{self.flash_dir.name}")
+        self._super.start()
+        return self
+
+    def _spawn(self) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        if self.hardware:
+            env["ECOIN_SIM_HW"] = str(self.hw_dir / "hw.json")
+            self.link_file.write_text("down")
         if self.runtime == "micropython":
             env["MICROPYPATH"] = f"{self.flash_dir}:.frozen"  # .frozen: ssl and friends, as on a board
         else:
@@ -63,22 +105,59 @@ class SimDevice:
         self.proc = subprocess.Popen(
             self.command(), cwd=self.flash_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        return self
+
+    def _note(self, text: str) -> None:
+        if self._log:
+            self._log.write(f"\n[sim] {text}\n".encode())
+            self._log.flush()
+
+    def _supervise(self) -> None:
+        """The board around the process: its watchdog, and the resets that start it again."""
+        assert self.proc
+        while True:
+            if self.watchdog:
+                self.watchdog.poll()
+            else:
+                time.sleep(0.02)
+            code = self.proc.poll()
+            if self._stopping:
+                if code is not None:
+                    break
+                continue
+            if code == RESET and self.hardware:
+                self.resets += 1
+                self._note("reset")
+                self._spawn()
+            elif code is not None:
+                break
+            elif self.watchdog and self.watchdog.expired():
+                self.proc.kill()
+                self.proc.wait()
+                self.watchdog.disarm()
+                self.watchdog_resets += 1
+                self._note("watchdog reset")
+                self._spawn()
+        self._code = self.proc.wait()
+        self._done.set()
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._super is not None and not self._done.is_set()
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.proc is None:
+        """Waits until the board stops for good (not a reset); its last exit status."""
+        if self._super is None:
             raise RuntimeError("not started")
-        code = self.proc.wait(timeout)
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.command(), timeout or 0)
+        self._super.join()
         self._close_log()
-        return code
+        assert self._code is not None
+        return self._code
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Interrupts the device (SIGINT: KeyboardInterrupt in the firmware); kills it if it
@@ -86,6 +165,7 @@ class SimDevice:
         if not self.running:
             return self._finish()
         assert self.proc
+        self._stopping = True
         self.proc.send_signal(signal.SIGINT)
         try:
             return self.wait(timeout)
@@ -94,12 +174,14 @@ class SimDevice:
 
     def kill(self) -> int | None:
         """Cuts the power: SIGKILL, no chance to write anything."""
-        if self.running:
-            assert self.proc
+        self._stopping = True
+        if self.proc and self.proc.poll() is None:
             self.proc.kill()
         return self._finish()
 
     def _finish(self) -> int | None:
+        if self._super is not None:
+            self._super.join()
         code = self.proc.wait() if self.proc else None
         self._close_log()
         return code

@@ -35,6 +35,8 @@ import tty
 from pathlib import Path
 
 from ecoin.common import files
+from ecoin.sim.device import hardware_dir
+from ecoin.sim.hardware import AccessPoint, Hardware, WatchdogMonitor, write_description
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,24 @@ _LAUNCH = 'trap "" INT; exec "$0" "$@"'
 _AGENT = Path(__file__).with_name("replboard_agent.py")
 
 
-def _setup_code(root: Path) -> bytes:
-    """The agent's boot function, its call for this flash directory, and its removal."""
+# What a board runs after the agent: boot.py at every reset (as on a board: a traceback is
+# printed, the boot goes on), and main.py after a power-on or a friendly soft reset when
+# the board runs its firmware (MAIN_MARK first: the boot is done, what follows is main.py's).
+_BOOT_PY = (
+    "try:\n exec(open('boot.py').read())\nexcept OSError:\n pass\n"
+    "except Exception as e:\n import sys\n sys.print_exception(e)\n"
+)
+MAIN_MARK = b"\x06"
+_MAIN_PY = "print('\\x06', end='')\nexec(open('main.py').read())\n"
+
+
+def _setup_code(root: Path, main: bool = False) -> bytes:
+    """The agent's boot function, its call for this flash directory, and its removal; then
+    boot.py, and main.py if ``main``."""
     source = _AGENT.read_text()
     source = source[source.index("def _replboard_boot") :]
-    return f"{source}\n_replboard_boot({str(root)!r})\ndel _replboard_boot\n".encode()
+    tail = _BOOT_PY + (_MAIN_PY if main else "")
+    return f"{source}\n_replboard_boot({str(root)!r})\ndel _replboard_boot\n{tail}".encode()
 
 
 class BoardError(Exception):
@@ -81,9 +96,10 @@ class _Boot:
     stay raw (and announce it) or go back to the friendly REPL and let its banner through.
     """
 
-    def __init__(self, setup: bytes, raw: bool, deadline: float) -> None:
+    def __init__(self, setup: bytes, raw: bool, deadline: float, main: bool = False) -> None:
         self.setup = setup
-        self.raw = raw
+        self.raw = raw or main  # main.py runs in the raw REPL, like a board's at its prompt
+        self.main = main
         self.deadline = deadline
         self.step = "banner"
         self.buf = b""
@@ -98,6 +114,8 @@ class _Boot:
         if self.step == "raw" and self.buf.endswith(RAW_BANNER + b">"):
             self.step, self.buf = "setup", b""
             return self.setup + b"\x04", b"", False
+        if self.step == "setup" and self.main and MAIN_MARK in self.buf:
+            return b"", self.buf[self.buf.index(MAIN_MARK) + 1 :], True  # the firmware is running
         if self.step == "setup" and self.buf.count(b"\x04") >= 2 and self.buf.endswith(b">"):
             self.error = self.buf.split(b"\x04")[1].decode(errors="replace").strip()
             if self.raw:
@@ -123,8 +141,20 @@ class ReplBoard:
         heap: str = DEFAULT_HEAP,
         micropython: str | None = None,
         boot_timeout: float = 15.0,
+        hardware: Hardware | None = None,
+        run_main: bool = False,
     ) -> None:
         self.flash_dir = Path(flash_dir).resolve()
+        self.hardware, self.run_main = hardware, run_main
+        self.watchdog = WatchdogMonitor() if hardware and hardware.watchdog else None
+        self.watchdog_resets = 0
+        self._env = dict(os.environ)
+        if hardware:
+            hw_dir = hardware_dir(self.flash_dir)
+            ap = AccessPoint(hw_dir)
+            wdt = self.watchdog.port if self.watchdog else None
+            write_description(hw_dir / "hw.json", hardware.describe(ap.file, hw_dir / "link", wdt))
+            self._env["ECOIN_SIM_HW"] = str(hw_dir / "hw.json")
         self.heap = heap
         self.micropython = micropython or find_micropython()
         self.boot_timeout = boot_timeout
@@ -163,8 +193,10 @@ class ReplBoard:
         self.port = os.ttyname(self._host_s)
         os.set_blocking(self._host_m, False)
         self._wake_r, self._wake_w = os.pipe()
+        if self.watchdog:
+            self.watchdog.disarm()  # power-on
         try:
-            self._spawn(raw=False)
+            self._spawn(raw=False, main=self.run_main)
         except OSError as exc:
             self._close_fds()
             raise BoardError(f"cannot start {self.micropython}: {exc}") from exc
@@ -210,7 +242,7 @@ class ReplBoard:
 
     # -- the MicroPython process -------------------------------------------------------
 
-    def _spawn(self, raw: bool) -> None:
+    def _spawn(self, raw: bool, main: bool = False) -> None:
         dev_m, dev_s = os.openpty()
         try:
             tty.setraw(dev_s)
@@ -220,6 +252,7 @@ class ReplBoard:
                 stdout=dev_s,
                 stderr=dev_s,
                 cwd=self.flash_dir,
+                env=self._env,
                 start_new_session=True,
             )
         except OSError:
@@ -231,7 +264,7 @@ class ReplBoard:
         os.set_blocking(dev_m, False)
         self._dev_m = dev_m
         self._boot_to_dev.clear()
-        self._boot = _Boot(_setup_code(self.flash_dir), raw, time.monotonic() + self.boot_timeout)
+        self._boot = _Boot(_setup_code(self.flash_dir, main), raw, time.monotonic() + self.boot_timeout, main)
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -288,10 +321,12 @@ class ReplBoard:
                 writers.append(self._dev_m)
         if self._to_host:
             writers.append(self._host_m)
-        timeout = None
+        timeout = 0.05 if self.watchdog else None
         if self._boot is not None:
-            timeout = max(0.0, self._boot.deadline - time.monotonic())
+            timeout = min(timeout or 1e9, max(0.0, self._boot.deadline - time.monotonic()))
         r, w, _ = select.select(readers, writers, [], timeout)
+        if self.watchdog:
+            self._keep_watchdog()
         if self._wake_r in r:
             return
         if self._host_m in r:
@@ -305,6 +340,21 @@ class ReplBoard:
             del self._to_host[: _write(self._host_m, self._to_host)]
         if self._boot is not None and time.monotonic() >= self._boot.deadline:
             self._boot_failed("boot timed out")
+
+    def _keep_watchdog(self) -> None:
+        """The board's watchdog outlives soft reboots; unfed, it resets the board (a power-on
+        boot: boot.py, then main.py if the board runs its firmware)."""
+        assert self.watchdog
+        self.watchdog.poll(0)
+        if not self.watchdog.expired():
+            return
+        self.watchdog_resets += 1
+        log.info("replboard_watchdog_reset", extra={"port": self.port})
+        self._kill()
+        self.watchdog.disarm()
+        self._send_host(b"\r\n[sim] watchdog reset\r\n")
+        self._tail = b""
+        self._spawn(raw=False, main=self.run_main)
 
     def _dev_queue(self) -> bytearray:
         return self._to_dev if self._boot is None else self._boot_to_dev
@@ -356,7 +406,7 @@ class ReplBoard:
         log.info("replboard_soft_reboot", extra={"port": self.port, "raw": self._raw, "status": status})
         self._send_host(SOFT_REBOOT)
         self._tail = b""
-        self._spawn(self._raw)
+        self._spawn(self._raw, main=self.run_main and not self._raw)
 
     def _boot_failed(self, why: str) -> None:
         # A board that cannot boot is dead: the relay ends, ``wait()`` returns, ``error`` says why.

@@ -21,6 +21,7 @@ SLOW_MODULES = {
     "tests/bank/test_bank_crash.py",
     "tests/bank/test_bank_postgres.py",
     "tests/bank/test_bank_cli.py",
+    "tests/firmware/test_boards.py",
     "tests/firmware/test_device.py",
     "tests/firmware/test_power_loss.py",
     "tests/firmware/test_mqtt_broker.py",

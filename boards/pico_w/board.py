@@ -1,38 +1,27 @@
-# Raspberry Pi Pico W board: WiFi station, the RP2040's on-chip temperature sensor (ADC 4),
-# the hardware watchdog (8.3 s at most), the on-board LED. Hardware objects are created on
-# first use, never at import.
-import time
+# Raspberry Pi Pico W board: WiFi station (rejoined after an access-point outage: cyw43 does
+# not), the RP2040's on-chip temperature sensor (ADC 4), the hardware watchdog (8.3 s at
+# most), the on-board LED, UART0/1 (default pins GP0/GP1, GP4/GP5, or explicit). Hardware
+# objects are created on first use, never at import. Shared parts: firmware/boardkit.py.
+import os
+
+import boardkit
+from boardkit import clock, maintenance, now, reset, running, set_time, wifi_board  # noqa: F401
 
 _hw = {}
+NODELAY = (6, 0x40)  # lwIP's TCP_NODELAY here (1 prints "lwip.setsockopt() not implemented")
+random = os.urandom  # ring oscillator through an 8-bit LFSR before 1.28: conditioned (entropy.py)
 
 
 def setup(cfg):
     pass
 
 
-def connect_network(cfg, timeout_ms=15000):
-    """Joins the configured WiFi network; False after timeout_ms (the caller retries)."""
-    import network
+def connect_network(cfg, feed=None, wait_ms=15000):
+    return boardkit.connect_network(cfg, feed, wait_ms, 0xA11140)  # no power saving: it drops keepalives
 
-    wlan = _hw.get("wlan")
-    if wlan is None:
-        wlan = _hw["wlan"] = network.WLAN(network.STA_IF)
-    if wlan.isconnected():
-        return True
-    if not cfg.get("wifi_ssid"):
-        print("network: no wifi_ssid in config.json")
-        return False
-    wlan.active(True)
-    wlan.config(pm=0xA11140)  # no power saving: it drops MQTT keepalives
-    wlan.connect(cfg["wifi_ssid"], cfg.get("wifi_password") or "")
-    start = time.ticks_ms()
-    while time.ticks_diff(time.ticks_ms(), start) < timeout_ms:
-        if wlan.isconnected():
-            print("network: connected to %s as %s" % (cfg["wifi_ssid"], wlan.ifconfig()[0]))
-            return True
-        time.sleep_ms(100)
-    print("network: could not join %s" % cfg["wifi_ssid"])
-    return False
+
+def watchdog(timeout_ms):
+    return boardkit.watchdog(timeout_ms, 8388)  # the RP2040's longest
 
 
 def read_sensor():
@@ -47,14 +36,6 @@ def read_sensor():
     return int((27 - (volts - 0.706) / 0.001721) * 100)
 
 
-def watchdog(timeout_ms):
-    if not timeout_ms:
-        return None
-    import machine
-
-    return machine.WDT(timeout=min(timeout_ms, 8388))  # the RP2040's longest
-
-
 def led(on):
     import machine
 
@@ -67,4 +48,7 @@ def led(on):
 def uart(cfg):
     import machine
 
-    return machine.UART(int(cfg["serial_port"]), baudrate=cfg["serial_baud"], timeout=0)
+    kw = {"baudrate": cfg["serial_baud"], "timeout": 0}
+    if cfg.get("serial_tx") is not None:
+        kw["tx"], kw["rx"] = machine.Pin(cfg["serial_tx"]), machine.Pin(cfg["serial_rx"])
+    return machine.UART(int(cfg["serial_port"]), **kw)

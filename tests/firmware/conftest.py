@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ecoin.common import keyfiles
 from ecoin.sim import SimDevice
+from ecoin.sim.device import hardware_dir
+from ecoin.sim.hardware import AccessPoint, Hardware, Radio
+from ecoin.sim.ntp import NtpResponder
 from ecoin.tools.provisioning.deploy import deploy_device
 from ecoin.tools.provisioning.deploy import find_tool
 from ecoin.testing.servers import Mosquitto, free_port
@@ -29,7 +32,14 @@ FAST = {  # an operation as often as the firmware can: tests want many short one
     "io_timeout": 2.0,
     "keepalive": 10,
     "low_coins": 0,
+    "wifi_ssid": "ecoin-test",
 }
+
+
+def faithful(**kw: Any) -> Hardware:
+    """The board tests run on by default: an ESP32 whose clock starts at 2000-01-01, whose
+    watchdog runs, whose station joins after connect(), whose sensor times out now and then."""
+    return Hardware(**{"board": "esp32", "assoc_s": 0.02, "sensor_fail_every": 29, **kw})
 
 
 def micropython() -> str:
@@ -75,23 +85,52 @@ def responder(broker: Mosquitto, coin_key: tuple[rsa.RSAPrivateKey, Any]) -> Ite
 MakeDevice = Callable[..., SimDevice]
 
 
-@pytest.fixture
-def make_device(tmp_path: Path, coin_key: tuple[rsa.RSAPrivateKey, Any]) -> Iterator[MakeDevice]:
-    """make_device(port, name="dev1", coins=100, heap="64K", **config) -> SimDevice (not started).
-    The device's coins and device key are on .coins and .device_key."""
-    devices: list[SimDevice] = []
+@pytest.fixture(scope="session")
+def ntp() -> Iterator[NtpResponder]:
+    r = NtpResponder().start()
+    try:
+        yield r
+    finally:
+        r.stop()
 
-    def make(port: int, name: str = "dev1", coins: int = 100, heap: str = "64K", **config: Any) -> SimDevice:
+
+@pytest.fixture
+def ap(tmp_path: Path) -> AccessPoint:
+    return AccessPoint(tmp_path / "ap")
+
+
+@pytest.fixture
+def make_device(
+    tmp_path: Path, coin_key: tuple[rsa.RSAPrivateKey, Any], ntp: NtpResponder, ap: AccessPoint
+) -> Iterator[MakeDevice]:
+    """make_device(port, name="dev1", coins=100, heap="96K", hardware=faithful(), latency=0,
+    **config) -> SimDevice (not started). The broker at port is reached through the device's
+    radio (the access point ``ap``); port 0: no broker. The device's coins and device key are
+    on .coins and .device_key, its radio on .radio."""
+    devices: list[SimDevice] = []
+    radios: list[Radio] = []
+
+    def make(port: int, name: str = "dev1", coins: int = 100, heap: str = "96K",
+             hardware: Hardware | None = None, latency: float = 0.0, **config: Any) -> SimDevice:
         minted = [os.urandom(32) for _ in range(coins)]
         key = os.urandom(32)
-        cfg = {**FAST, "broker_port": port, **config}
+        hw = hardware or faithful()
+        radio = None
+        if port and hw.board != "kind":
+            radio = Radio(("127.0.0.1", port), ap, hardware_dir(tmp_path / name) / "link", latency)
+            radios.append(radio)
+            port = radio.port
+        cfg = {**FAST, "broker_port": port, "ntp_host": "127.0.0.1", "ntp_port": ntp.port, **config}
         flash = deploy_device(tmp_path / name, name, cfg, minted, key, coin_key[1])
-        dev = SimDevice(flash, heap=heap)
+        dev = SimDevice(flash, heap=heap, hardware=hw, ap=ap)
         dev.coins = minted  # type: ignore[attr-defined]
         dev.device_key = key  # type: ignore[attr-defined]
+        dev.radio = radio  # type: ignore[attr-defined]
         devices.append(dev)
         return dev
 
     yield make
     for dev in devices:
         dev.kill()
+    for radio in radios:
+        radio.close()

@@ -31,6 +31,7 @@ class Seen:
     op_id: bytes
     coin: bytes
     values: int
+    start: int = 0  # the readings' timestamp (0: the device has no set clock)
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Responder:
         readings = json.loads(session.open_operation(cr, frame, k_enc, k_mac, iv))
         values = readings["values"]
         with self._lock:
-            self.ops.append(Seen(device, op_id, coin, len(values)))
+            self.ops.append(Seen(device, op_id, coin, len(values), readings.get("start", 0)))
             if op_id not in self.by_coin[coin]:
                 self.by_coin[coin].append(op_id)
         if self.delay:

@@ -11,7 +11,7 @@ from ecoin.sim import SimDevice
 from ecoin.tools.provisioning.flash import read_coins
 from ecoin.testing.servers import Mosquitto
 
-from .conftest import MakeDevice
+from .conftest import MakeDevice, faithful
 from .responder import Responder
 
 KILLS = 200
@@ -19,8 +19,11 @@ R_RESTART = 13
 
 
 def test_sigkill_at_200_random_moments(broker: Mosquitto, responder: Responder, make_device: MakeDevice):
+    # The faithful board (clock at 2000-01-01 until NTP, watchdog running, sensor timeouts),
+    # with the station joining at once: the kills are about the coin store, not WiFi.
     dev: SimDevice = make_device(
-        broker.port, coins=2000, batch_max=4, sample_interval=0.001, batch_seconds=0.002, op_timeout=2.0
+        broker.port, coins=2000, batch_max=4, sample_interval=0.001, batch_seconds=0.002, op_timeout=2.0,
+        hardware=faithful(assoc_s=0.0),
     )
     responder.delay = 0.02  # an analysis takes a while: more cuts land while a coin is out
     rng = random.Random(20261122)

@@ -10,12 +10,15 @@ import select
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ecoin.common.bank_client import RedeemItem
 from ecoin.sim import SimDevice
+from ecoin.sim.hardware import Hardware
+from ecoin.sim.ntp import NtpResponder
 from ecoin.sim.replboard import ReplBoard
 from ecoin.testing.bank import seal_header
 from ecoin.tools.provisioning import (
@@ -328,3 +331,44 @@ def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, mosqui
     subprocess.run([micropython, "-c", MAKE_DOUBTS], cwd=bundle, env=env, capture_output=True, check=True)
     with pytest.raises(ProvisionError, match="have been used"):
         install_bundle(bundle, SimTarget(tmp_path / "sim4", create=True), yes=True)
+
+
+def test_maintenance_on_a_board_whose_watchdog_runs(bank_server, owner, tmp_path):
+    """Issue 10, defect 6: a Pico W running its firmware, watchdog at 8.4 s (it cannot be
+    stopped and survives soft resets). status, refund and flash --firmware-only still work,
+    and a board left at the REPL is not reset under the owner's hands."""
+    out = tmp_path / "devices"
+    ntp = NtpResponder().start()
+    cfg = {"wifi_ssid": "home", "ntp_host": "127.0.0.1", "ntp_port": ntp.port, "watchdog_ms": 60000}
+    provision_device(owner, "dev-5", "average", out_dir=out, broker=Broker(port=1), config=cfg)
+    board_flash = tmp_path / "board"
+    board_flash.mkdir()
+    with ReplBoard(board_flash) as board:
+        cli("flash", "dev-5", "--port", board.port, "--out", str(out))
+    pico = Hardware(board="pico_w", assoc_s=0.02)
+    try:
+        with ReplBoard(board_flash, hardware=pico, run_main=True) as board:
+            wdt = board.watchdog
+            assert wdt and _until(lambda: wdt.timeout_ms == 8388, 20)  # the firmware runs, watchdog armed
+            assert "1000 coins left" in cli("status", "dev-5", "--port", board.port).stdout
+            assert "doubts 2 left 997" in mpremote(board.port, "exec", MAKE_DOUBTS)
+            bank = ["--bank", bank_server.url, "--pki", str(bank_server.pki), "--owner", "olive"]
+            assert "3 coins claimed" in cli("refund", "dev-5", "--port", board.port, *bank).stdout
+            # A maintenance step longer than the watchdog (a slow copy over a real UART).
+            slow = "import time\ntime.sleep(10)\nprint('still here')"
+            assert "still here" in mpremote(board.port, "exec", slow)
+            cli("flash", "dev-5", "--port", board.port, "--out", str(out), "--firmware-only")
+            status = cli("status", "dev-5", "--port", board.port).stdout
+            assert "997 coins left" in status, status
+            assert board.watchdog_resets == 0 and board.error == ""
+    finally:
+        ntp.stop()
+
+
+def _until(pred, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False

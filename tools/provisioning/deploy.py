@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -69,7 +70,7 @@ def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = Non
     written = []
     for src in manifest(board):
         stem = src.stem
-        if mpy and src.name != "main.py":
+        if mpy and src.name not in ("main.py", "boot.py"):  # what a board runs at boot is source
             out = flash_dir / f"{stem}.mpy"
             proc = subprocess.run([str(cross), "-o", str(out), str(src)], capture_output=True, text=True)
             if proc.returncode:
@@ -125,7 +126,8 @@ def deploy_device(
     if len(device_key) != 32:
         raise DeployError("device_key must be 32 bytes")
     raw = _coin_bytes(coins)
-    cfg = {**dict(config), "device_id": device_id}
+    # The clock a TLS device falls back on when no time server answers (docs/FIRMWARE.md).
+    cfg = {"clock_floor": int(time.time()), **dict(config), "device_id": device_id}
     if not cfg.get("service"):
         raise DeployError("config needs a service")
     install_firmware(flash_dir, board, mpy)

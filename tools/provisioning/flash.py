@@ -1,4 +1,5 @@
-"""Reads a device's coin store from CPython: the layout written by ``firmware/coinstore.py``.
+"""Reads a device's coin store from CPython through the firmware's own layout module
+(``firmware/coinstore.py``: FMT, MAGIC, RECORD, COIN and the reasons are defined there once).
 
 ``state.bin`` (69 bytes, big-endian): magic ``ECS1`` | gen u32 | next u32 | count u32 |
 counter u32 | pending u8 | op_id 16 | coin 32. Coins ``[next, count)`` of ``coins.<gen>.bin``
@@ -13,11 +14,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_FMT = ">4sIIIIB16s32s"
-STATE_LEN = struct.calcsize(STATE_FMT)
-MAGIC = b"ECS1"
-RECORD = 64
-COIN = 32
+from ecoin.firmware import coinstore as layout
+
+STATE_FMT = layout.FMT
+STATE_LEN = layout.STATE_LEN
+MAGIC = layout.MAGIC
+RECORD = layout.RECORD
+COIN = layout.COIN
+assert struct.calcsize(STATE_FMT) == STATE_LEN
 
 # Why a coin is in doubt: 1..5 are the ERROR codes of docs/PROTOCOL.md 4.3.
 REASONS = {
@@ -26,11 +30,11 @@ REASONS = {
     3: "timeout (gateway)",
     4: "dropped",
     5: "rejected",
-    10: "no answer",
-    11: "bad tag",
-    12: "not acknowledged by the broker",
-    13: "operation cut (power lost, restart or device error)",
-    14: "bad result",
+    layout.R_TIMEOUT: "no answer",
+    layout.R_BAD_TAG: "bad tag",
+    layout.R_NOT_SENT: "not acknowledged by the broker",
+    layout.R_RESTART: "operation cut (power lost, restart or device error)",
+    layout.R_BAD_RESULT: "bad result",
 }
 
 
