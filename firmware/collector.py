@@ -4,8 +4,10 @@
 # written as JSON into a preallocated buffer, so sampling allocates nothing. Every batch:
 # QUERY the service; if LIVE take a coin (recorded durably first, coinstore.py), seal the
 # OPERATION, publish it, and wait for RESULT or ERROR with the same op_id. A RESULT is
-# verified before it is decrypted, then handed to on_result; anything else (ERROR, timeout,
-# bad tag) puts the coin in doubt. Below low_coins the device tops up (topup.py).
+# verified before it is decrypted, then handed to on_result; one that does not verify is
+# ignored (the genuine one may still come) until op_timeout. Any ERROR (whatever its code),
+# a timeout, or only bad answers put the coin in doubt; it is never reused. Below low_coins
+# the device tops up (topup.py).
 import array
 import gc
 import json
@@ -74,6 +76,7 @@ class Collector:
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
         self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
         self._op = self._k = self._done = self._led_off = None
+        self._bad = False  # an answer to the awaited op_id did not verify
         self.ops = self.results = self.doubts = self.dropped = 0
         net.on_message = self._on_message
         net.idle = self.idle
@@ -136,24 +139,31 @@ class Collector:
             return
         if self._op is None or op_id != self._op:
             return  # stale or not ours (a late answer, a replay): nothing to do
+        if kind == wire.T_ERROR and len(msg) == wire.PREFIX_LEN + 1:
+            # Unauthenticated: whatever its code, the operation is over and the coin in doubt.
+            code = msg[wire.PREFIX_LEN]
+            self._done = ("error", code if code in wire.ERROR_CODES else wire.E_FAILED)
+            return
         try:
-            if kind == wire.T_ERROR:
-                self._done = ("error", wire.decode_error(msg)[1])
-            elif kind != self._want:
+            if kind != self._want:
                 return
-            elif kind == wire.T_STATUS:
+            if kind == wire.T_STATUS:
                 self._done = ("status", wire.decode_status(msg)[1])
             elif kind == wire.T_RESULT:
                 self._done = ("ok", session.open_result(cr, msg, self._op, self._k[0], self._k[1]))
             else:  # T_TOPUP_RESPONSE, awaited by topup.py with _k = (device key, counter)
                 self._done = ("ok", session.open_topup_response(cr, self._k[0], msg, self._op, self._k[1]))
         except (session.InvalidTag, wire.InvalidFrame):
-            self._done = ("bad", None)
+            # Anyone can send a bad answer first: keep waiting for the genuine one until the
+            # timeout, and if none comes say that a bad one did (reason 11).
+            self._bad = True
+            self.log("collector: ignored an answer that does not verify")
 
     def exchange(self, frame, want, op_id, timeout_s, keys=None):
-        """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error"|"bad",
-        value), ("unsent", None) if the broker never took it, or ("timeout", None)."""
-        self._want, self._op, self._k, self._done = want, op_id, keys, None
+        """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error", value),
+        ("unsent", None) if the broker never took it, or at the timeout ("bad", None) if only
+        answers that do not verify came, ("timeout", None) if none did."""
+        self._want, self._op, self._k, self._done, self._bad = want, op_id, keys, None, False
         timeout = int(timeout_s * 1000)
         try:
             if not self.net.publish(self.up, frame, timeout_ms=timeout):
@@ -163,7 +173,7 @@ class Collector:
             while self._done is None and time.ticks_diff(end, time.ticks_ms()) > 0:
                 self.net.poll(min(100, time.ticks_diff(end, time.ticks_ms())))
                 self.idle()
-            return self._done or ("timeout", None)
+            return self._done or ("bad" if self._bad else "timeout", None)
         finally:
             self._op = self._k = self._done = None
 
