@@ -228,7 +228,9 @@ class Collector:
                 try:
                     result = json.loads(value)
                 except ValueError:
-                    what = "bad result"
+                    result = None
+                if not isinstance(result, dict) or result.get("service") != self.cfg["service"]:
+                    what = "bad result"  # PROTOCOL.md 5: the result of the service asked for
         except BaseException:  # cut short (Ctrl-C, out of memory)
             if store.op_id is not None:  # the coin was taken: its fate is unknown
                 store.doubt(coinstore.R_RESTART)
