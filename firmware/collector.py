@@ -71,16 +71,15 @@ class Collector:
         # this small fragments, so that room is held here and let go just before sealing.
         self._room = 2 * len(self.json) + 2048
         self._reserve = None
-        self._keep_room()
         self._start = 0
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
         self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
         self._op = self._k = self._done = self._led_off = None
-        self._bad = False  # an answer to the awaited op_id did not verify
         self.ops = self.results = self.doubts = self.dropped = 0
         net.on_message = self._on_message
         net.idle = self.idle
         net.subscribe(("ecoin/dev/%s/down" % cfg["device_id"]).encode())
+        self._keep_room()  # last: the attributes above are set before the room is taken
 
     # Sampling.
 
@@ -137,12 +136,10 @@ class Collector:
         except wire.InvalidFrame:
             self.log("collector: ignored a malformed frame")
             return
-        if self._op is None or op_id != self._op:
-            return  # stale or not ours (a late answer, a replay): nothing to do
-        if kind == wire.T_ERROR and len(msg) == wire.PREFIX_LEN + 1:
-            # Unauthenticated: whatever its code, the operation is over and the coin in doubt.
-            code = msg[wire.PREFIX_LEN]
-            self._done = ("error", code if code in wire.ERROR_CODES else wire.E_FAILED)
+        if self._op is None or op_id != self._op or self._done and self._done[0] != "bad":
+            return  # stale, not ours (a late answer, a replay), or after the answer
+        if kind == wire.T_ERROR:  # unauthenticated: whatever its code, over and in doubt
+            self._done = ("error", msg[18] if len(msg) == 19 and msg[18] in wire.ERROR_CODES else 1)
             return
         try:
             if kind != self._want:
@@ -156,24 +153,24 @@ class Collector:
         except (session.InvalidTag, wire.InvalidFrame):
             # Anyone can send a bad answer first: keep waiting for the genuine one until the
             # timeout, and if none comes say that a bad one did (reason 11).
-            self._bad = True
-            self.log("collector: ignored an answer that does not verify")
+            self._done = ("bad", None)  # the wait goes on (exchange)
+            self.log("collector: bad answer ignored")
 
     def exchange(self, frame, want, op_id, timeout_s, keys=None):
         """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error", value),
         ("unsent", None) if the broker never took it, or at the timeout ("bad", None) if only
         answers that do not verify came, ("timeout", None) if none did."""
-        self._want, self._op, self._k, self._done, self._bad = want, op_id, keys, None, False
+        self._want, self._op, self._k, self._done = want, op_id, keys, None
         timeout = int(timeout_s * 1000)
         try:
             if not self.net.publish(self.up, frame, timeout_ms=timeout):
                 return "unsent", None
             frame = None  # let the frame go while we wait
             end = time.ticks_add(time.ticks_ms(), timeout)
-            while self._done is None and time.ticks_diff(end, time.ticks_ms()) > 0:
+            while (self._done is None or self._done[0] == "bad") and time.ticks_diff(end, time.ticks_ms()) > 0:
                 self.net.poll(min(100, time.ticks_diff(end, time.ticks_ms())))
                 self.idle()
-            return self._done or ("bad" if self._bad else "timeout", None)
+            return self._done or ("timeout", None)
         finally:
             self._op = self._k = self._done = None
 

@@ -70,16 +70,6 @@ def _check(ok, what):
         raise ConfigError(what)
 
 
-def _plain(text, low, high):
-    """Text that goes into the readings' JSON as it is: no escaping needed, length in range."""
-    if not isinstance(text, str) or not low <= len(text) <= high:
-        return False
-    for c in text:
-        if not " " <= c <= "~" or c in "\"\\":
-            return False
-    return True
-
-
 def load(path="config.json"):
     """The settings as a dict, defaults filled in, secrets and the bank's key loaded."""
     try:
@@ -99,11 +89,14 @@ def load(path="config.json"):
     _check(1 <= cfg["topup_count"] <= 100, "config.json: topup_count must be 1 to 100")
     _check(16 <= cfg["result_max"] <= 4096, "config.json: result_max must be 16 to 4096")
     # The readings must pass the analysts' schema (PROTOCOL.md 5), or the coin pays for FAILED.
-    _check(_plain(cfg["sensor"], 1, 32) and _plain(cfg["unit"], 0, 16),
-           "config.json: sensor (1 to 32) and unit (0 to 16) must be printable ASCII without quotes or \\")
-    interval = cfg["sample_interval"]
-    _check(isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval <= 86400,
-           "config.json: sample_interval must be above 0 and at most 86400 seconds")
+    # sensor 1 to 32 characters, unit 0 to 16 ("sensor" < "t" < "unit"), printable ASCII with
+    # no quote or backslash: they go into the JSON unescaped. Terse on purpose: heap.
+    for k in ("sensor", "unit"):
+        v = cfg[k]
+        _check(type(v) is str and len(v) <= (32 if k < "t" else 16) and (v or k > "s")
+               and all(" " <= c <= "~" and c not in "\"\\" for c in v), "config.json: bad " + k)
+    v = cfg["sample_interval"]
+    _check(type(v) in (int, float) and 0 < v <= 86400, "config.json: bad sample_interval")
     _check(len(key) == 32, "device.key must be 32 bytes")
     try:
         cfg["bank"] = (binascii.unhexlify(meta["kid"]), (int(meta["n"], 16), int(meta["e"])))
@@ -228,8 +221,8 @@ def tls_context(ca_file):
 _SERVICE_SIDE = (
     ("wire", ("encode_result", "encode_error", "encode_status", "_encode_code", "encode_topup_response",
               "decode_operation", "decode_query", "decode_topup_request", "_take_name", "decode_error")),
-    ("session", ("split_header", "open_operation", "check_operation_tag", "seal_result",
-                 "check_topup_request", "seal_topup_response")),
+    ("session", ("split_header", "open_operation", "operation_digest", "operation_tag",
+                 "check_operation_tag", "seal_result", "check_topup_request", "seal_topup_response")),
 )
 
 

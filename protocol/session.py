@@ -81,19 +81,14 @@ def _payload(data):
 # k_mac it derives from the coin, and binds the spend to the digest (PROTOCOL.md 4.1, 7.3).
 
 
-def join_header(coin, iv, op_id, stag):
-    """The 72-byte header plaintext: coin | iv | op_id | service tag (split_header undoes it)."""
+def seal_header(cr, public, coin, iv, op_id, service, seed=None):
+    """RSA-OAEP of the header plaintext, coin | iv | op_id | service tag, under the bank's
+    coin key (public = (n, e)); split_header undoes it on the bank's side."""
     plain = bytearray(wire.HEADER_PLAIN_LEN)
     plain[0:32] = wire.fixed(coin, wire.COIN_LEN, "coin")
     plain[32:48] = wire.fixed(iv, wire.IV_LEN, "iv")
     plain[48:64] = wire.fixed(op_id, wire.OP_ID_LEN, "op_id")
-    plain[64:72] = wire.fixed(stag, wire.SERVICE_TAG_LEN, "service tag")
-    return plain
-
-
-def seal_header(cr, public, coin, iv, op_id, service, seed=None):
-    """RSA-OAEP of the header plaintext under the bank's coin key (public = (n, e))."""
-    plain = join_header(coin, iv, op_id, service_tag(cr, service))
+    plain[64:72] = service_tag(cr, service)
     return cr.oaep_encrypt(public, plain, HEADER_LABEL, seed)
 
 
@@ -131,7 +126,8 @@ def seal_operation(cr, public, kid, coin, service, readings, op_id=None, iv=None
     ct = cr.aes_cbc_encrypt(k_enc, iv, readings)
     frame = wire.encode_operation(op_id, kid, service, header, ct)
     ct = None
-    frame[-_T:] = operation_tag(cr, k_mac, operation_digest(cr, frame))
+    # operation_tag(operation_digest(frame)), inlined: on the device every call costs heap.
+    frame[-_T:] = cr.hmac_sha256(k_mac, OPERATION_LABEL, cr.sha256(memoryview(frame)[:-_T]))
     return op_id, k_enc, k_mac, frame
 
 

@@ -123,7 +123,6 @@ def messages(keys: list[dict[str, object]]) -> dict[str, list[dict[str, object]]
                 "readings": h(readings),
                 "k_enc": h(k_enc),
                 "k_mac": h(k_mac),
-                "header_plain": h(session.join_header(coin, iv, op_id, session.service_tag(cr, service))),
                 "digest": h(session.operation_digest(cr, frame)),
                 "frame": h(frame),
             }
