@@ -18,13 +18,21 @@ under the store's own lock, and record it. That is the fifty lines below.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ecoin.common.bank_errors import BankError
 
-if TYPE_CHECKING:  # the store runs the migrations; this module only needs its Tx's shape
-    from .store import Tx
+
+class Tx(Protocol):
+    """What the runner needs of a ``store.Tx`` (the store runs the migrations: this module
+    does not import it)."""
+
+    dialect: str
+
+    def q(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
 
 COMMAND = "ecoin-bank -c <this bank's bank.toml> migrate"
 
