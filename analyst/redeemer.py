@@ -11,7 +11,7 @@ pause until each header's own deadline (``wait_max_s`` after it arrived); only t
 its operation fail, as ``bank_unreachable``. Nothing is ever treated as spent unless the
 bank answered ``ok`` for it: a refusal, an error or an outage leaves the coin unspent and
 the device's claim can refund it. Redemption is idempotent on the bank's side (same
-analyst, same header and op_id: same keys), so retrying is always safe.
+analyst, same operation digest: same keys), so retrying is always safe.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ One operation's path, and the thread that does each step::
 Every failure gets the generic ERROR frame (FAILED) on the response topic; the log says the
 specific reason (never a coin, a key or a payload). An operation is acknowledged to the
 broker only after its reply is at the broker, so a crash loses nothing: the broker re-sends
-it to the restarted process, and the bank's idempotent redemption gives that process the
-same keys again.
+it to the restarted process, and the bank's redemption, idempotent for the same operation
+(its digest), gives that process the same keys again; nothing is paid before the bank has
+checked the operation's tag.
 """
 
 from __future__ import annotations
@@ -160,17 +161,20 @@ class Analyst:
             self._in_flight += 1
         metrics.IN_FLIGHT.inc()
         try:
-            _, kid, service, header, _, _ = wire.decode_operation(frame)
+            _, kid, service, header, ct, tag = wire.decode_operation(frame)
         except (wire.InvalidFrame, TypeError) as exc:
             return self._refuse(op, _frame_problem(str(exc)), str(exc))
         if service != link.service:
             return self._refuse(op, "wrong_service", f"{service} arrived on the topic of {link.service}")
+        if len(ct) - 16 > self.settings.limits.max_input_bytes:  # PKCS#7 adds at most 16 bytes
+            return self._refuse(op, "input_too_large", f"{len(ct)} bytes of ciphertext, before paying")
         if reply_to is None or not topics.is_reply(reply_to):
             return self._refuse(op, "bad_response_topic", "no response topic, or not ecoin/gw/<id>/reply")
         op.key = hashlib.sha256(frame).digest()
         if self._duplicate(op):
             return None
-        item = RedeemItem(kid, header, op.op_id, service)
+        # The bank checks the tag over this digest before it pays, and binds its spend to it.
+        item = RedeemItem(kid, header, op.op_id, service, session.operation_digest(crypto, frame), tag)
         self.redeemer.submit(item, lambda outcome: self._redeemed(op, outcome))
         return None
 

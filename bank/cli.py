@@ -1,6 +1,7 @@
 """``ecoin-bank``: run and administer the bank.
 
     ecoin-bank -c bank.toml init                  # master key, schema, system accounts
+    ecoin-bank -c bank.toml migrate               # upgrade the ledger's schema (back it up first)
     ecoin-bank -c bank.toml serve                 # the HTTPS API (mutual TLS) and /metrics
     ecoin-bank -c bank.toml account create olive --kind owner
     ecoin-bank -c bank.toml account create alice --kind analyst --service average
@@ -30,6 +31,7 @@ from ecoin.common.keyfiles import PKIError
 from . import audit as audit_mod
 from .keys import Opener
 from .ledger import Ledger
+from .migrations import LATEST
 from .settings import BankSettings, load, open_store
 from .vault import Vault, VaultError, create_master_key
 
@@ -52,10 +54,17 @@ def cmd_init(s: BankSettings, args: argparse.Namespace) -> int:
     print(f"{'created' if made else 'kept'} master key {s.master_key}")
     if not s.postgres:
         Path(s.db).parent.mkdir(parents=True, exist_ok=True)
+    return cmd_migrate(s, args)
+
+
+def cmd_migrate(s: BankSettings, args: argparse.Namespace) -> int:
     store = open_store(s)
-    store.init()
-    store.close()
-    print(f"ledger ready: {'postgresql' if s.postgres else s.db}")
+    try:
+        for line in store.init():
+            print(f"applied {line}")
+    finally:
+        store.close()
+    print(f"ledger ready at schema version {LATEST}: {'postgresql' if s.postgres else s.db}")
     return 0
 
 
@@ -126,6 +135,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("init", parents=[common], help="create the master key and the ledger").set_defaults(
         fn=cmd_init
     )
+
+    sub.add_parser(
+        "migrate", parents=[common], help="upgrade the ledger's schema to this bank's version"
+    ).set_defaults(fn=cmd_migrate)
 
     acc = sub.add_parser("account", parents=[common], help="create, fund and list accounts")
     acc.set_defaults(fn=cmd_account)

@@ -32,12 +32,15 @@ from .vault import coin_hash
 
 @dataclass(frozen=True)
 class Item:
-    """One header to redeem, as the analyst sent it (types already checked)."""
+    """One operation to redeem, as the analyst sent it (types and sizes already checked):
+    its header, and the digest and tag that let the bank verify it before paying."""
 
     kid: bytes
     header: bytes
     op_id: bytes
     service: str
+    digest: bytes  # SHA-256 of the OPERATION's bytes before its tag
+    tag: bytes  # the OPERATION's tag: HMAC(k_mac, OPERATION_LABEL | digest)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Opened:
     hash: bytes
     op_id: bytes
     service: str
+    digest: bytes
     k_enc: bytes
     k_mac: bytes
     iv: bytes
@@ -80,6 +84,9 @@ class CoinKeys:
         key = self.keys.get(item.kid)
         if key is None:
             return Refused("unknown_key", f"no coin key with kid {item.kid.hex()}")
+        size = key.key_size // 8
+        if len(item.header) != size:
+            return Refused("malformed", f"a header under coin key {item.kid.hex()} is {size} bytes")
         try:
             plain = key.decrypt(item.header, self._oaep)
             coin, iv, op_id, tag = session.split_header(plain)
@@ -94,7 +101,11 @@ class CoinKeys:
         if not crypto.equal(tag, want):
             return Refused("malformed", "the header's service does not match the item's")
         k_enc, k_mac = session.session_keys(crypto, coin, op_id)
-        return Opened(coin_hash(coin), op_id, item.service, k_enc, k_mac, iv)
+        try:  # before anything is spent: a modified operation costs its device nothing
+            session.check_operation_tag(crypto, k_mac, item.digest, item.tag)
+        except session.InvalidTag:
+            return Refused("bad_tag", "the operation's tag does not verify: it was modified on the way")
+        return Opened(coin_hash(coin), op_id, item.service, item.digest, k_enc, k_mac, iv)
 
 
 # Worker processes: each holds its own CoinKeys, loaded once by the pool's initializer.

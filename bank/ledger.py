@@ -251,8 +251,10 @@ class Ledger:
     # Redemption (analyst).
 
     def redeem(self, analyst: str, items: list[Item]) -> list[dict[str, Any]]:
-        """One result per item, in order. Refused coins stay unspent; the same analyst
-        retrying the same header and op_id gets the same keys again."""
+        """One result per item, in order. Every check (key, header, service, the operation's
+        tag) comes before the spend, and a refused coin stays unspent. The spend is bound to
+        the operation's digest: the same analyst retrying the same operation gets the same
+        keys again; anything else for a spent coin is "already spent"."""
         account = self._analysts.get(analyst)
         if account is None:  # an analyst's id and services never change: looked up once
             account = self.store.run(lambda tx: self._account(tx, analyst, "analyst"), write=False)
@@ -276,12 +278,12 @@ class Ledger:
         now = self.now()
         hashes = list(dict.fromkeys(o.hash for _, o in todo))
         spent = tx.spend(hashes, now)
-        first: dict[bytes, bytes] = {}  # coin hash -> op_id of the item that spent it now
+        first: dict[bytes, Opened] = {}  # coin hash -> the item that spent it now
         for _, o in todo:
             if o.hash in spent:
-                first.setdefault(o.hash, o.op_id)
+                first.setdefault(o.hash, o)
         if spent:
-            tx.spends_add([(h, analyst.id, first[h], now) for h in sorted(spent)])
+            tx.spends_add([(h, analyst.id, first[h].op_id, now, first[h].digest) for h in sorted(spent)])
             tx.transfer(self._sys(tx, COINS), analyst.id, len(spent), "redeem", now)
             tx.audit("redeem", {"analyst": analyst.name, "coins": sorted(h.hex() for h in spent)}, now)
         others = [h for h in hashes if h not in spent]
@@ -290,21 +292,24 @@ class Ledger:
         out: dict[int, dict[str, Any]] = {}
         for i, o in todo:
             if o.hash in first:
-                same = first[o.hash] == o.op_id
+                same = (first[o.hash].op_id, first[o.hash].digest) == (o.op_id, o.digest)
             elif o.hash in prior:
                 p = prior[o.hash]
-                same = p.analyst == analyst.name and p.op_id == o.op_id
+                same = (p.analyst, p.op_id, p.digest) == (analyst.name, o.op_id, o.digest)
             else:
-                state = states.get(o.hash)
-                if state is None:
-                    out[i] = _refused("unknown_coin", "no such coin (never minted, or purged after expiry)")
-                elif state.state == OUTSTANDING:  # not spent now, so its batch has expired
-                    out[i] = _refused("expired", "the coin has expired")
-                else:
-                    out[i] = _refused("already_spent", "the coin was refunded to its owner")
+                out[i] = self._unspendable(states.get(o.hash))
                 continue
             out[i] = _ok(o) if same else _refused("already_spent", "the coin was already spent")
         return out
+
+    @staticmethod
+    def _unspendable(state: CoinState | None) -> dict[str, Any]:
+        """Why a coin that is not spent, and was not spent now, cannot be spent."""
+        if state is None:
+            return _refused("unknown_coin", "no such coin (never minted, or purged after expiry)")
+        if state.state == OUTSTANDING:  # not spent now, so its batch has expired
+            return _refused("expired", "the coin has expired")
+        return _refused("already_spent", "the coin was refunded to its owner")
 
     # Claims (owner): refunds of coins a device reports failed or in doubt.
 

@@ -9,7 +9,6 @@ global lock order should prevent, are retried by ``Store.run`` all the same.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,35 +18,9 @@ from psycopg import errors as pgerrors
 
 from ecoin.common.bank_errors import Unavailable
 
-from .store import Conflict, Retry, Store, StoreError, Tx, seed
+from .store import Conflict, Retry, Store, StoreError, Tx
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
-    services TEXT NOT NULL DEFAULT '', balance BIGINT NOT NULL DEFAULT 0, created BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS transfers (
-    id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, kind TEXT NOT NULL, debit BIGINT NOT NULL,
-    credit BIGINT NOT NULL, amount BIGINT NOT NULL CHECK (amount > 0), ref TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS transfers_ref ON transfers (ref) WHERE ref IS NOT NULL;
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY, owner BIGINT NOT NULL, key_enc BYTEA NOT NULL,
-    counter BIGINT NOT NULL DEFAULT 0, created BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS batches (
-    id BIGSERIAL PRIMARY KEY, request TEXT NOT NULL UNIQUE, owner BIGINT NOT NULL, device TEXT NOT NULL,
-    kid BYTEA NOT NULL, nonce BYTEA NOT NULL, op_id BYTEA, count INTEGER NOT NULL,
-    created BIGINT NOT NULL, expires BIGINT NOT NULL, purged INTEGER NOT NULL DEFAULT 0,
-    expired INTEGER NOT NULL DEFAULT 0, final_redeemed INTEGER NOT NULL DEFAULT 0,
-    final_refunded INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS coins (hash BYTEA PRIMARY KEY, batch BIGINT NOT NULL, state SMALLINT NOT NULL);
-CREATE TABLE IF NOT EXISTS spends (
-    hash BYTEA PRIMARY KEY, analyst BIGINT NOT NULL, op_id BYTEA NOT NULL, at BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, event TEXT NOT NULL, body TEXT NOT NULL, hash BYTEA NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_head (
-    id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash BYTEA NOT NULL);
-"""
-
-_INIT_LOCK = 0x65636F696E  # advisory lock id: two instances starting at once create the schema once
+_SCHEMA_LOCK = 0x65636F696E  # advisory lock id: two instances starting at once migrate once
 
 
 class PgTx(Tx):
@@ -66,6 +39,9 @@ class PgTx(Tx):
 
     def snapshot(self) -> None:
         self.q("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+    def schema_lock(self) -> None:
+        self.q("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
 
     def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
@@ -136,16 +112,6 @@ class PostgresStore(Store):
             finally:
                 tx.cur.close()
                 self._put(conn, healthy)
-
-    def init(self) -> None:
-        def create(tx: Tx) -> None:
-            tx.q("SELECT pg_advisory_xact_lock(?)", (_INIT_LOCK,))
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    tx.q(statement)
-            seed(tx, int(time.time()))
-
-        self.run(create)
 
     def size_bytes(self) -> int:
         return int(

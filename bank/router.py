@@ -111,9 +111,11 @@ def _item(raw: Any, i: int) -> Item:
         header = _b64(raw.get("header"), "header", wire.HEADER_LENS)
         op_id = _hex(raw.get("op_id"), "op_id", wire.OP_ID_LEN)
         service = _str(raw, "service", wire.NAME_MAX)
+        digest = _hex(raw.get("digest"), "digest", 32)
+        tag = _hex(raw.get("tag"), "tag", wire.TAG_LEN)
     except errors.Malformed as exc:
         raise errors.Malformed(f"items[{i}]: {exc.message}") from exc
-    return Item(kid, header, op_id, service)
+    return Item(kid, header, op_id, service, digest, tag)
 
 
 def redeem(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:

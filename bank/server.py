@@ -168,7 +168,7 @@ class Bank:
     def __init__(self, settings: BankSettings) -> None:
         self.settings = settings
         self.store = open_store(settings)
-        self.store.init()
+        self.store.ready()  # refuses a ledger of another schema version
         vault = Vault.load(settings.master_key)
         self.opener = Opener(settings.pki, settings.worker_count())
         self.ledger = Ledger(self.store, vault, self.opener, settings.coin_expiry_days)

@@ -12,44 +12,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ecoin.common.bank_errors import Unavailable
 
-from .store import Conflict, Store, StoreError, Tx, seed
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
-    services TEXT NOT NULL DEFAULT '', balance INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS transfers (
-    id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, debit INTEGER NOT NULL,
-    credit INTEGER NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0), ref TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS transfers_ref ON transfers (ref) WHERE ref IS NOT NULL;
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY, owner INTEGER NOT NULL, key_enc BLOB NOT NULL,
-    counter INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY, request TEXT NOT NULL UNIQUE, owner INTEGER NOT NULL, device TEXT NOT NULL,
-    kid BLOB NOT NULL, nonce BLOB NOT NULL, op_id BLOB, count INTEGER NOT NULL,
-    created INTEGER NOT NULL, expires INTEGER NOT NULL, purged INTEGER NOT NULL DEFAULT 0,
-    expired INTEGER NOT NULL DEFAULT 0, final_redeemed INTEGER NOT NULL DEFAULT 0,
-    final_refunded INTEGER NOT NULL DEFAULT 0);
--- About 24 bytes per outstanding coin: a 16-byte key, a small batch number, a state that
--- costs no byte while it is 0 or 1, and no rowid.
-CREATE TABLE IF NOT EXISTS coins (
-    hash BLOB PRIMARY KEY, batch INTEGER NOT NULL, state INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS spends (
-    hash BLOB PRIMARY KEY, analyst INTEGER NOT NULL, op_id BLOB NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, event TEXT NOT NULL, body TEXT NOT NULL,
-    hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_head (
-    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL);
-"""
+from .store import Conflict, Store, StoreError, Tx
 
 # Primary result codes meaning "the database cannot be used right now".
 _UNAVAILABLE = {
@@ -126,15 +95,6 @@ class SqliteStore(Store):
                 if isinstance(exc, sqlite3.Error):
                     raise translate(exc) from exc
                 raise
-
-    def init(self) -> None:
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.executescript(SCHEMA)
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
-        self.run(lambda tx: seed(tx, int(time.time())))
 
     def checkpoint(self) -> None:
         """Folds the WAL into the main file (bench: measure the file alone)."""

@@ -20,12 +20,15 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ecoin.common.bank_errors import BankError
+
+from . import migrations
 
 T = TypeVar("T")
 
@@ -92,6 +95,7 @@ class Spend:
     analyst: str
     op_id: bytes
     at: int
+    digest: bytes | None  # of the operation paid for; None for spends of the v1 ledger
 
 
 def audit_hash(prev: bytes, seq: int, at: int, event: str, body: str) -> bytes:
@@ -127,6 +131,9 @@ class Tx:
 
     def snapshot(self) -> None:
         """Makes every later read of this transaction see one snapshot (SQLite always does)."""
+
+    def schema_lock(self) -> None:
+        """Serialises schema changes between processes (SQLite: BEGIN IMMEDIATE already does)."""
 
     # Accounts and the double-entry journal.
 
@@ -274,9 +281,9 @@ class Tx:
         ).fetchall()
         return {bytes(r[0]) for r in rows}
 
-    def spends_add(self, rows: Sequence[tuple[bytes, int, bytes, int]]) -> None:
-        """(hash, analyst id, op_id, at) for every coin ``spend`` just moved."""
-        self.many("INSERT INTO spends (hash, analyst, op_id, at) VALUES (?, ?, ?, ?)", rows)
+    def spends_add(self, rows: Sequence[tuple[bytes, int, bytes, int, bytes]]) -> None:
+        """(hash, analyst id, op_id, at, digest) for every coin ``spend`` just moved."""
+        self.many("INSERT INTO spends (hash, analyst, op_id, at, digest) VALUES (?, ?, ?, ?, ?)", rows)
 
     def refund(self, hashes: Sequence[bytes], owner: int, device: str) -> set[bytes]:
         """One conditional statement: outstanding coins of this owner's device become refunded."""
@@ -300,11 +307,14 @@ class Tx:
     def spends(self, hashes: Sequence[bytes]) -> dict[bytes, Spend]:
         cond, params = self.any_of("s.hash", hashes)
         rows = self.q(
-            "SELECT s.hash, a.name, s.op_id, s.at FROM spends s JOIN accounts a ON a.id = s.analyst"  # noqa: S608
-            f" WHERE {cond}",
+            "SELECT s.hash, a.name, s.op_id, s.at, s.digest FROM spends s"  # noqa: S608
+            f" JOIN accounts a ON a.id = s.analyst WHERE {cond}",
             params,
         ).fetchall()
-        return {bytes(r[0]): Spend(r[1], bytes(r[2]), int(r[3])) for r in rows}
+        return {
+            bytes(r[0]): Spend(r[1], bytes(r[2]), int(r[3]), bytes(r[4]) if r[4] is not None else None)
+            for r in rows
+        }
 
     def expire(self, now: int) -> list[tuple[int, int, int]]:
         """Expires every outstanding coin of every batch past its date (one conditional
@@ -411,9 +421,31 @@ class Store(abc.ABC):
 
     kind = "store"
 
-    @abc.abstractmethod
-    def init(self) -> None:
-        """Creates the schema and the system accounts (idempotent)."""
+    def init(self) -> list[str]:
+        """Creates the schema, or upgrades it to the latest version, and the system accounts
+        (``ecoin-bank init`` and ``migrate``; idempotent). Returns the migrations applied."""
+
+        def upgrade(tx: Tx) -> list[str]:
+            tx.schema_lock()
+            now = int(time.time())
+            done = migrations.migrate(tx, now)
+            seed(tx, now)
+            return done
+
+        return self.run(upgrade)
+
+    def ready(self) -> None:
+        """Before serving: an empty database gets the latest schema; a ledger at another
+        version is refused (``SchemaMismatch`` names the command that upgrades it)."""
+
+        def check(tx: Tx) -> None:
+            tx.schema_lock()
+            now = int(time.time())
+            if migrations.check(tx) == 0:
+                migrations.migrate(tx, now)
+            seed(tx, now)
+
+        self.run(check)
 
     @abc.abstractmethod
     def transaction(self, write: bool = True) -> AbstractContextManager[Tx]:

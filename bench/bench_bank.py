@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from ecoin.bank.keys import Opener
 from ecoin.bank.ledger import Ledger
 from ecoin.bank.sqlite import SqliteStore
@@ -60,13 +58,14 @@ def rsa_private_per_s() -> float:
 
 
 def _headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
-    key = rsa.RSAPublicNumbers(public[1], public[0]).public_key()
-    pad = crypto.oaep(session.HEADER_LABEL)
-    tag = session.service_tag(crypto, "average")
+    """Redemption items as an analyst sends them: the header as a device seals it, and a tag
+    over a digest (random here: the bank never sees the frame the digest stands for)."""
     items = []
     for coin in coins:
-        op_id = os.urandom(16)
-        items.append(RedeemItem(kid, key.encrypt(coin + os.urandom(16) + op_id + tag, pad), op_id, "average"))
+        op_id, iv, digest = os.urandom(16), os.urandom(16), os.urandom(32)
+        header = session.seal_header(crypto, public, coin, iv, op_id, "average")
+        tag = session.operation_tag(crypto, session.session_keys(crypto, coin, op_id)[1], digest)
+        items.append(RedeemItem(kid, header, op_id, "average", digest, tag))
     return items
 
 

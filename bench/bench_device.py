@@ -46,7 +46,7 @@ OP_ID = bytes(range(16))
 
 SCRIPT = """
 import gc, json, sys, time
-import board, collector, ucrypto
+import board, collector, ucrypto, wire
 import start
 cfg, store = start.boot(board)
 sys.modules.pop("start")
@@ -55,7 +55,7 @@ import mqtt
 idle_client = mqtt.Client(cfg["device_id"], "127.0.0.1", 1, rx_size=cfg["rx_size"])  # as on the device
 OP = bytes(range(16))
 ucrypto.random = lambda n: OP[:n]  # fixed op_ids: the results below were sealed for them
-STATUS = bytes([1, 5]) + OP + bytes(1)
+STATUS = bytes([wire.VERSION, wire.T_STATUS]) + OP + bytes(1)
 result = bytearray({rlen})
 results = open("results.bin", "rb")
 

@@ -4,7 +4,7 @@ owners, provisioning tools and admins. Its API is stable: other parts code again
     from ecoin.common.bank_client import BankClient, RedeemItem
 
     bank = BankClient("https://127.0.0.1:8443", cert, key, ca)   # paths of our PEM files
-    bank.redeem([RedeemItem(kid, header, op_id, "average")])   # -> [RedeemResult]
+    bank.redeem([RedeemItem(kid, header, op_id, "average", digest, tag)])   # -> [RedeemResult]
     bank.topup(frame)                                          # -> TOPUP_RESPONSE bytes
     bank.create_account("olive", "owner")                      # admin
     bank.create_account("alice", "analyst", ["average"])       # admin
@@ -20,8 +20,8 @@ owners, provisioning tools and admins. Its API is stable: other parts code again
 Binary values are bytes on this side (the client does the base64 and hex). One connection
 is kept open (keep-alive) and reopened after a failure. Every call may be retried once on
 a broken connection, because every call is idempotent on the bank's side (``fund`` and
-``withdraw`` carry a request id, redemption is idempotent per analyst and op_id, a top-up
-frame is answered again with the same coins); a repeated ``create_account`` or
+``withdraw`` carry a request id, redemption is idempotent per analyst and operation digest,
+a top-up frame is answered again with the same coins); a repeated ``create_account`` or
 ``register_device`` reports ``Exists``.
 
 Errors: every refusal raises the ``ecoin.common.bank_errors`` class of its code (``Forbidden``,
@@ -52,10 +52,14 @@ __all__ = ["BankClient", "RedeemItem", "RedeemResult", "Withdrawal", "BankError"
 
 @dataclass(frozen=True)
 class RedeemItem:
+    """What the bank needs to verify an OPERATION before it pays for it (PROTOCOL.md 7.3)."""
+
     kid: bytes  # 8 bytes, from the OPERATION frame
     header: bytes  # the RSA-OAEP header
     op_id: bytes  # 16 bytes
     service: str
+    digest: bytes  # 32 bytes: session.operation_digest(frame), SHA-256 of the frame before its tag
+    tag: bytes  # 32 bytes: the frame's tag
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,7 @@ class RedeemResult:
     k_enc: bytes = b""
     k_mac: bytes = b""
     iv: bytes = b""
-    code: str = (
-        ""  # when refused: malformed, unknown_key, unknown_coin, already_spent, expired, not_authorised
-    )
+    code: str = ""  # when refused: one of ecoin.common.bank_errors.REFUSALS
     message: str = ""
 
 
@@ -171,7 +173,14 @@ class BankClient:
         """Up to 256 headers in one call; one result per item, in order."""
         body = {
             "items": [
-                {"kid": i.kid.hex(), "header": _b64(i.header), "op_id": i.op_id.hex(), "service": i.service}
+                {
+                    "kid": i.kid.hex(),
+                    "header": _b64(i.header),
+                    "op_id": i.op_id.hex(),
+                    "service": i.service,
+                    "digest": i.digest.hex(),
+                    "tag": i.tag.hex(),
+                }
                 for i in items
             ]
         }

@@ -99,7 +99,15 @@ CLASSES: dict[str, type[BankError]] = {
 STATUS: dict[str, int] = {code: cls.status for code, cls in CLASSES.items()}
 
 # Per-item redemption refusals (docs/BANK_API.md): a refused coin stays unspent.
-REFUSALS = ("malformed", "unknown_key", "unknown_coin", "already_spent", "expired", "not_authorised")
+REFUSALS = (
+    "malformed",
+    "unknown_key",
+    "bad_tag",
+    "unknown_coin",
+    "already_spent",
+    "expired",
+    "not_authorised",
+)
 
 
 def from_answer(status: int, code: str, message: str) -> BankError:

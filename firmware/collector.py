@@ -4,8 +4,10 @@
 # written as JSON into a preallocated buffer, so sampling allocates nothing. Every batch:
 # QUERY the service; if LIVE take a coin (recorded durably first, coinstore.py), seal the
 # OPERATION, publish it, and wait for RESULT or ERROR with the same op_id. A RESULT is
-# verified before it is decrypted, then handed to on_result; anything else (ERROR, timeout,
-# bad tag) puts the coin in doubt. Below low_coins the device tops up (topup.py).
+# verified before it is decrypted, then handed to on_result; one that does not verify is
+# ignored (the genuine one may still come) until op_timeout. Any ERROR (whatever its code),
+# a timeout, or only bad answers put the coin in doubt; it is never reused. Below low_coins
+# the device tops up (topup.py).
 import array
 import gc
 import json
@@ -69,7 +71,6 @@ class Collector:
         # this small fragments, so that room is held here and let go just before sealing.
         self._room = 2 * len(self.json) + 2048
         self._reserve = None
-        self._keep_room()
         self._start = 0
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
         self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
@@ -78,6 +79,7 @@ class Collector:
         net.on_message = self._on_message
         net.idle = self.idle
         net.subscribe(("ecoin/dev/%s/down" % cfg["device_id"]).encode())
+        self._keep_room()  # last: the attributes above are set before the room is taken
 
     # Sampling.
 
@@ -137,25 +139,30 @@ class Collector:
         except wire.InvalidFrame:
             self.log("collector: ignored a malformed frame")
             return
-        if self._op is None or op_id != self._op:
-            return  # stale or not ours (a late answer, a replay): nothing to do
+        if self._op is None or op_id != self._op or self._done and self._done[0] != "bad":
+            return  # stale, not ours (a late answer, a replay), or after the answer
+        if kind == wire.T_ERROR:  # unauthenticated: whatever its code, over and in doubt
+            self._done = ("error", msg[18] if len(msg) == 19 and msg[18] in wire.ERROR_CODES else 1)
+            return
         try:
-            if kind == wire.T_ERROR:
-                self._done = ("error", wire.decode_error(msg)[1])
-            elif kind != self._want:
+            if kind != self._want:
                 return
-            elif kind == wire.T_STATUS:
+            if kind == wire.T_STATUS:
                 self._done = ("status", wire.decode_status(msg)[1])
             elif kind == wire.T_RESULT:
                 self._done = ("ok", session.open_result(cr, msg, self._op, self._k[0], self._k[1]))
             else:  # T_TOPUP_RESPONSE, awaited by topup.py with _k = (device key, counter)
                 self._done = ("ok", session.open_topup_response(cr, self._k[0], msg, self._op, self._k[1]))
         except (session.InvalidTag, wire.InvalidFrame):
-            self._done = ("bad", None)
+            # Anyone can send a bad answer first: keep waiting for the genuine one until the
+            # timeout, and if none comes say that a bad one did (reason 11).
+            self._done = ("bad", None)  # the wait goes on (exchange)
+            self.log("collector: bad answer ignored")
 
     def exchange(self, frame, want, op_id, timeout_s, keys=None):
-        """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error"|"bad",
-        value), ("unsent", None) if the broker never took it, or ("timeout", None)."""
+        """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error", value),
+        ("unsent", None) if the broker never took it, or at the timeout ("bad", None) if only
+        answers that do not verify came, ("timeout", None) if none did."""
         self._want, self._op, self._k, self._done = want, op_id, keys, None
         timeout = int(timeout_s * 1000)
         try:
@@ -163,7 +170,7 @@ class Collector:
                 return "unsent", None
             frame = None  # let the frame go while we wait
             end = time.ticks_add(time.ticks_ms(), timeout)
-            while self._done is None and time.ticks_diff(end, time.ticks_ms()) > 0:
+            while (self._done is None or self._done[0] == "bad") and time.ticks_diff(end, time.ticks_ms()) > 0:
                 self.net.poll(min(100, time.ticks_diff(end, time.ticks_ms())))
                 self.idle()
             return self._done or ("timeout", None)
@@ -221,7 +228,9 @@ class Collector:
                 try:
                     result = json.loads(value)
                 except ValueError:
-                    what = "bad result"
+                    result = None
+                if not isinstance(result, dict) or result.get("service") != self.cfg["service"]:
+                    what = "bad result"  # PROTOCOL.md 5: the result of the service asked for
         except BaseException:  # cut short (Ctrl-C, out of memory)
             if store.op_id is not None:  # the coin was taken: its fate is unknown
                 store.doubt(coinstore.R_RESTART)

@@ -96,6 +96,15 @@ def load(path="config.json"):
     _check(1 <= cfg["batch_max"] <= 512, "config.json: batch_max must be 1 to 512")
     _check(1 <= cfg["topup_count"] <= 100, "config.json: topup_count must be 1 to 100")
     _check(16 <= cfg["result_max"] <= 4096, "config.json: result_max must be 16 to 4096")
+    # The readings must pass the analysts' schema (PROTOCOL.md 5), or the coin pays for FAILED.
+    # sensor 1 to 32 characters, unit 0 to 16 ("sensor" < "t" < "unit"), printable ASCII with
+    # no quote or backslash: they go into the JSON unescaped. Terse on purpose: heap.
+    for k in ("sensor", "unit"):
+        v = cfg[k]
+        _check(type(v) is str and len(v) <= (32 if k < "t" else 16) and (v or k > "s")
+               and all(" " <= c <= "~" and c not in "\"\\" for c in v), "config.json: bad " + k)
+    v = cfg["sample_interval"]
+    _check(type(v) in (int, float) and 0 < v <= 86400, "config.json: bad sample_interval")
     _check(len(key) == 32, "device.key must be 32 bytes")
     _check(cfg["transport"] in ("mqtt", "serial"), "config.json: transport must be mqtt or serial")
     try:
@@ -222,8 +231,9 @@ def tls_context(ca_file):
 # fails when this copy is stale).
 _SERVICE_SIDE = (
     ("wire", ("encode_result", "_encode_code", "encode_error", "encode_status", "encode_topup_response",
-              "_take_name", "decode_operation", "decode_query", "decode_topup_request")),
-    ("session", ("split_header", "open_operation", "seal_result", "check_topup_request", "seal_topup_response")),
+              "_take_name", "decode_operation", "decode_error", "decode_query", "decode_topup_request")),
+    ("session", ("split_header", "operation_digest", "operation_tag", "check_operation_tag", "open_operation",
+                 "seal_result", "check_topup_request", "seal_topup_response")),
     ("ucrypto", ()),
 )
 

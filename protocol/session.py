@@ -1,4 +1,4 @@
-# ecoin recipes, version 1: the key schedule and the sealing and opening of every message.
+# ecoin recipes, version 2: the key schedule and the sealing and opening of every message.
 #
 # Runs unchanged on MicroPython and CPython. Every function takes `cr`, a cryptography
 # backend (ucrypto on the device, ecoin.common.crypto on CPython), so the same code builds and
@@ -9,12 +9,15 @@ try:
 except ImportError:  # MicroPython: the firmware's modules are flat
     import wire  # type: ignore[no-redef]
 
-HEADER_LABEL = b"ecoin/v1 coin header"
-SESSION_INFO = b"ecoin/v1 session keys"
-SERVICE_LABEL = b"ecoin/v1 service\x00"
-RESULT_LABEL = b"ecoin/v1 result\x00"
-TOPUP_AUTH_INFO = b"ecoin/v1 topup request key"
-TOPUP_KEYS_INFO = b"ecoin/v1 topup response keys"
+HEADER_LABEL = b"ecoin/v2 coin header"
+SESSION_INFO = b"ecoin/v2 session keys"
+SERVICE_LABEL = b"ecoin/v2 service\x00"
+OPERATION_LABEL = b"ecoin/v2 operation\x00"
+RESULT_LABEL = b"ecoin/v2 result\x00"
+TOPUP_AUTH_INFO = b"ecoin/v2 topup request key"
+TOPUP_KEYS_INFO = b"ecoin/v2 topup response keys"
+# The kid names a key file, not a message: it keeps its v1 label so that a bank's coin keys
+# (pki/coin/<kid>.key) keep their names across the upgrade (PROTOCOL.md 8).
 KID_LABEL = b"ecoin/v1 kid\x00"
 
 _T = wire.TAG_LEN
@@ -70,26 +73,23 @@ def _payload(data):
     return data
 
 
-# Operation: device -> analyst.
+# Operation: device -> analyst, redeemed at the bank.
+#
+# The tag of an OPERATION is HMAC(k_mac, OPERATION_LABEL | digest), digest = SHA-256 of every
+# byte before the tag. The bank gets the header, the digest and the tag (64 bytes more than
+# v1 per redemption, where the frame itself would be up to 4.6 KB), checks the tag with the
+# k_mac it derives from the coin, and binds the spend to the digest (PROTOCOL.md 4.1, 7.3).
 
 
-def seal_operation(cr, public, kid, coin, service, readings, op_id=None, iv=None, seed=None):
-    """Builds an OPERATION frame. Returns (op_id, k_enc, k_mac, frame); the device keeps the
-    first three to open the answer."""
-    wire.fixed(coin, wire.COIN_LEN, "coin")
-    _payload(readings)
-    op_id = op_id or cr.random(wire.OP_ID_LEN)
-    iv = iv or cr.random(wire.IV_LEN)
+def seal_header(cr, public, coin, iv, op_id, service, seed=None):
+    """RSA-OAEP of the header plaintext, coin | iv | op_id | service tag, under the bank's
+    coin key (public = (n, e)); split_header undoes it on the bank's side."""
     plain = bytearray(wire.HEADER_PLAIN_LEN)
-    plain[0:32] = coin
-    plain[32:48] = iv
-    plain[48:64] = op_id
+    plain[0:32] = wire.fixed(coin, wire.COIN_LEN, "coin")
+    plain[32:48] = wire.fixed(iv, wire.IV_LEN, "iv")
+    plain[48:64] = wire.fixed(op_id, wire.OP_ID_LEN, "op_id")
     plain[64:72] = service_tag(cr, service)
-    header = cr.oaep_encrypt(public, plain, HEADER_LABEL, seed)
-    k_enc, k_mac = session_keys(cr, coin, op_id)
-    ct = cr.aes_cbc_encrypt(k_enc, iv, readings)
-    frame = wire.encode_operation(op_id, kid, service, header, ct)
-    return op_id, k_enc, k_mac, _sign(cr, k_mac, frame)
+    return cr.oaep_encrypt(public, plain, HEADER_LABEL, seed)
 
 
 def split_header(plain):
@@ -99,10 +99,42 @@ def split_header(plain):
     return bytes(plain[0:32]), bytes(plain[32:48]), bytes(plain[48:64]), bytes(plain[64:72])
 
 
+def operation_digest(cr, frame):
+    """SHA-256 of every byte of an OPERATION before its tag."""
+    return cr.sha256(memoryview(frame)[:-_T])
+
+
+def operation_tag(cr, k_mac, digest):
+    return cr.hmac_sha256(k_mac, OPERATION_LABEL, digest)
+
+
+def check_operation_tag(cr, k_mac, digest, tag):
+    """Bank side, before it spends: the tag over the digest the analyst sent, in constant time."""
+    if not cr.equal(operation_tag(cr, k_mac, digest), tag):
+        raise InvalidTag()
+
+
+def seal_operation(cr, public, kid, coin, service, readings, op_id=None, iv=None, seed=None):
+    """Builds an OPERATION frame. Returns (op_id, k_enc, k_mac, frame); the device keeps the
+    first three to open the answer."""
+    wire.fixed(coin, wire.COIN_LEN, "coin")
+    _payload(readings)
+    op_id = op_id or cr.random(wire.OP_ID_LEN)
+    iv = iv or cr.random(wire.IV_LEN)
+    header = seal_header(cr, public, coin, iv, op_id, service, seed)
+    k_enc, k_mac = session_keys(cr, coin, op_id)
+    ct = cr.aes_cbc_encrypt(k_enc, iv, readings)
+    frame = wire.encode_operation(op_id, kid, service, header, ct)
+    ct = None
+    # operation_tag(operation_digest(frame)), inlined: on the device every call costs heap.
+    frame[-_T:] = cr.hmac_sha256(k_mac, OPERATION_LABEL, cr.sha256(memoryview(frame)[:-_T]))
+    return op_id, k_enc, k_mac, frame
+
+
 def open_operation(cr, frame, k_enc, k_mac, iv):
     """Analyst side, with the keys the bank returned: checks the tag, then decrypts."""
     fields = wire.decode_operation(frame)
-    _check(cr, k_mac, frame, fields[5])
+    check_operation_tag(cr, k_mac, operation_digest(cr, frame), fields[5])
     return _decrypt(cr, k_enc, iv, fields[4])
 
 

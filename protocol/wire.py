@@ -1,4 +1,4 @@
-# ecoin wire format, version 1: byte layout of every frame, nothing else.
+# ecoin wire format, version 2: byte layout of every frame, nothing else.
 #
 # This one file runs unchanged on MicroPython (the collector) and on CPython (bank, analyst,
 # gateway), so the two sides cannot drift apart. It uses only struct; no I/O, no clock, no
@@ -14,7 +14,7 @@ except ImportError:  # CPython
         return x
 
 
-VERSION = const(1)
+VERSION = const(2)  # v1 frames are refused (PROTOCOL.md 8); nothing speaks v1 any more
 
 # Frame types (byte 1).
 T_OPERATION = const(1)
@@ -50,8 +50,8 @@ SERVICE_TAG_LEN = const(8)
 HEADER_PLAIN_LEN = const(72)  # coin 32 | iv 16 | op_id 16 | service tag 8
 HEADER_LENS = (256, 384)  # RSA-2048 and RSA-3072 coin keys
 NAME_MAX = const(32)  # service names and device ids
-PAYLOAD_MAX = const(4096)  # readings and results, plaintext bytes
-CIPHER_MAX = const(4112)  # PAYLOAD_MAX padded to the next AES block
+PAYLOAD_MAX = const(4096)  # readings and results, plaintext bytes: the rule senders keep
+CIPHER_MAX = const(4112)  # PAYLOAD_MAX padded (PKCS#7 always adds 1 to 16 bytes)
 TOPUP_MAX_COINS = const(100)
 TOPUP_PLAIN_MAX = const(3204)  # expires u32 | coins
 FRAME_MAX = const(4700)  # larger than any valid frame; transports may reject earlier

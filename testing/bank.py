@@ -27,16 +27,25 @@ from ecoin.common.bank_client import BankClient, Unavailable
 from ecoin.protocol import session, wire
 from ecoin.testing.servers import free_port, stop
 
+Fields = tuple[bytes, bytes, bytes, str, bytes, bytes]
 
-def seal_header(
-    public: tuple[int, int], kid: bytes, coin: bytes, service: str, op_id: bytes | None = None
-) -> tuple[bytes, bytes, bytes]:
-    """What a device puts in an OPERATION for ``coin``: (kid, header, op_id), ready for a
-    ``RedeemItem`` (or the bank's ``keys.Item``) with the same service."""
+
+def operation_item(
+    public: tuple[int, int],
+    kid: bytes,
+    coin: bytes,
+    service: str,
+    op_id: bytes | None = None,
+    readings: bytes = b"{}",
+) -> Fields:
+    """What an analyst sends the bank for a device's OPERATION that spends ``coin``:
+    (kid, header, op_id, service, digest, tag), ready for a ``RedeemItem`` (or the bank's
+    ``keys.Item``). The operation is sealed as the device seals it."""
     op_id, _k_enc, _k_mac, frame = session.seal_operation(
-        crypto, public, kid, coin, service, b"{}", op_id=op_id
+        crypto, public, kid, coin, service, readings, op_id=op_id
     )
-    return kid, bytes(wire.decode_operation(frame)[3]), bytes(op_id)
+    _, kid, service, header, _ct, tag = wire.decode_operation(frame)
+    return kid, bytes(header), bytes(op_id), service, session.operation_digest(crypto, frame), bytes(tag)
 
 
 class BankProcess:

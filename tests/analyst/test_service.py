@@ -12,11 +12,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from ecoin.common import tls
-from ecoin.protocol import wire
+from ecoin.common import crypto, tls
+from ecoin.protocol import session, wire
 from ecoin.testing.analyst import seal, withdraw
 
-from .helpers import ANALYSTS, analyst, errors, results
+from .helpers import ANALYSTS, analyst, errors, kind, results
 
 
 class Announcements:
@@ -129,7 +129,7 @@ def test_garbage_truncated_oversized_and_tampered_operations_are_refused(
         b"empty": b"",
         b"truncated": good.frame[:-40],
         b"oversized": good.frame + bytes(5000),
-        b"version": b"\x02" + good.frame[1:],
+        b"version": b"\x01" + good.frame[1:],  # a v1 frame
         b"wrong-service": seal(withdraw(bank_server, 1, ANALYSTS), "stats")[0].frame,  # on the average topic
         b"tampered": bytes(flipped),
     }
@@ -151,11 +151,68 @@ def test_garbage_truncated_oversized_and_tampered_operations_are_refused(
     assert last.open(gw.reply(b"last") or b"")["result"] == 21.625
     assert gw.reply(b"huge") is None and gw.reply(b"nowhere") is None
     reasons = {e.get("reason") for e in events if e["event"] == "operation_failed"}
-    expected = {"malformed", "truncated", "oversized", "wrong_service", "bad_tag", "refused:already_spent"}
+    expected = {
+        "malformed",
+        "truncated",
+        "oversized",
+        "wrong_service",
+        "refused:bad_tag",
+        "refused:already_spent",
+    }
     assert expected | {"bad_response_topic"} <= reasons
     log = (tmp_path / "a1" / "analyst.log").read_text()
     for secret in (coins.coins[0].hex(), good.k_enc.hex(), good.k_mac.hex(), "21.5"):
         assert secret not in log
+
+
+def test_one_coin_buys_one_analysis_and_a_modified_operation_spends_nothing(
+    tmp_path, pki, broker, gw, bank_server
+) -> None:  # type: ignore[no-untyped-def]
+    """The same coin and op_id under three different readings, each with a valid tag (the
+    device itself made them): one analysis, two FAILED, the analyst paid once. One byte of
+    ciphertext or tag changed: FAILED, and the coin stays outstanding for the owner's claim.
+    A ciphertext too long for the analyst's limit is refused before it pays."""
+    coins = withdraw(bank_server, 4, ANALYSTS)
+    one = [type(coins)([c], coins.expires, coins.kid, coins.public_key) for c in coins.coins]
+    with bank_server.client("analyst", "alice") as alice:
+        paid_before = alice.balance()
+    op_id = os.urandom(16)
+    cheats = []
+    for i in range(3):
+        readings = json.dumps({"sensor": "t", "unit": "C", "start": 0, "interval": 1, "values": [i]})
+        frame = session.seal_operation(
+            crypto, coins.public_key, coins.kid, coins.coins[0], "average", readings.encode(), op_id=op_id
+        )[3]
+        cheats.append(bytes(frame))
+    ct_flip, tag_flip = (
+        bytearray(seal(one[1], "average")[0].frame),
+        bytearray(seal(one[2], "average")[0].frame),
+    )
+    ct_flip[-40] ^= 1
+    tag_flip[-1] ^= 1
+    big = seal(one[3], "average", b"[" + b"1," * 200 + b"1]")[0]
+    with analyst(tmp_path, pki, broker.port, bank_server, ["average"], limits={"max_input_bytes": 256}) as a:
+        for i, frame in enumerate(cheats):
+            gw.send("average", frame, b"cheat-%d" % i)
+        gw.send("average", bytes(ct_flip), b"ct")
+        gw.send("average", bytes(tag_flip), b"tag")
+        gw.send("average", big.frame, b"big")
+        assert gw.wait(6)
+        events = a.events()
+    kinds = sorted(kind(gw.reply(b"cheat-%d" % i) or b"") for i in range(3))
+    assert kinds == [wire.T_RESULT, wire.T_ERROR, wire.T_ERROR]
+    assert {c for _, c in errors(gw, [b"ct", b"tag", b"big"])} == {wire.E_FAILED}
+    reasons = sorted(e["reason"] for e in events if e["event"] == "operation_failed")
+    assert (
+        reasons
+        == ["input_too_large", "refused:already_spent", "refused:already_spent"] + ["refused:bad_tag"] * 2
+    )
+    with bank_server.client("analyst", "alice") as alice:
+        assert alice.balance() == paid_before + 1
+    with bank_server.client("owner", "olive") as olive:
+        assert [r["state"] for r in olive.claim("dev-a", coins.coins[1:])] == ["refunded"] * 3
+    audit = bank_server.cli("audit", check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 def test_hung_and_crashing_analysers_fail_their_operation_only(

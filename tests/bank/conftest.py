@@ -19,7 +19,7 @@ from ecoin.bank.sqlite import SqliteStore
 from ecoin.bank.store import Store
 from ecoin.bank.vault import Vault, create_master_key
 from ecoin.common import keyfiles
-from ecoin.testing.bank import seal_header
+from ecoin.testing.bank import operation_item
 from ecoin.testing.servers import postgres
 
 from .helpers import DEVICE_KEY, OTHER_KEY
@@ -99,10 +99,16 @@ def ledger(store: Store, pki: Path, tmp_path: Path, clock: Clock) -> Ledger:
 
 @pytest.fixture
 def make_item(pki: Path) -> Callable[..., Item]:
-    """make_item(coin, service="average", op_id=None): a header as a device would seal it."""
+    """make_item(coin, service="average", op_id=None, readings=b"{}"): the redemption item of
+    an operation as a device would seal it."""
     kid, public = keyfiles.load_coin_public(pki)
 
-    def make(coin: bytes, service: str = "average", op_id: bytes | None = None) -> Item:
-        return Item(*seal_header(public, kid, coin, service, op_id), service)
+    def make(
+        coin: bytes,
+        service: str = "average",
+        op_id: bytes | None = None,
+        readings: bytes = b"{}",
+    ) -> Item:
+        return Item(*operation_item(public, kid, coin, service, op_id, readings))
 
     return make

@@ -17,7 +17,7 @@ from ecoin.common import bank_errors as errors
 from ecoin.common import crypto, keyfiles, tls
 from ecoin.common.bank_client import BankClient, RedeemItem
 from ecoin.protocol import session
-from ecoin.testing.bank import BankProcess, seal_header
+from ecoin.testing.bank import BankProcess, operation_item
 from ecoin.tools import pki as pki_tool
 
 from .helpers import DEVICE_KEY
@@ -37,7 +37,7 @@ def bank(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BankPr
 
 
 def items_for(w, coins, service="average"):
-    return [RedeemItem(*seal_header(w.public_key, w.kid, c, service), service) for c in coins]
+    return [RedeemItem(*operation_item(w.public_key, w.kid, c, service)) for c in coins]
 
 
 def raw_call(bank: BankProcess, method: str, path: str, body: bytes | None, role="analyst", name="alice"):
@@ -93,7 +93,7 @@ def test_roles_are_checked_on_every_call(bank):
         with pytest.raises(errors.Forbidden):
             alice.topup(b"x")
     with bank.client("owner", "olive") as olive, pytest.raises(errors.Forbidden):
-        olive.redeem([RedeemItem(bytes(8), bytes(256), bytes(16), "average")])
+        olive.redeem([RedeemItem(bytes(8), bytes(256), bytes(16), "average", bytes(32), bytes(32))])
     with bank.client("auditor", "auditor") as auditor:
         assert {a["id"] for a in auditor.accounts()} >= {"olive", "alice"}
         with pytest.raises(errors.Forbidden):

@@ -14,7 +14,7 @@ from ecoin.bank.ledger import Ledger
 from ecoin.bank.sqlite import SqliteStore
 from ecoin.bank.vault import Vault, VaultError, coin_hash
 from ecoin.common import keyfiles
-from ecoin.testing.bank import BankProcess, seal_header
+from ecoin.testing.bank import BankProcess, operation_item
 from ecoin.tools import pki as pki_tool
 
 from .helpers import DEVICE_KEY
@@ -32,7 +32,7 @@ def offline(pki: Path, tmp_path: Path):
     ledger.register_device("olive", "dev1", DEVICE_KEY)
     coins = ledger.withdraw("olive", "dev1", 10, "w1").coins
     kid, public = keyfiles.load_coin_public(pki)
-    ledger.redeem("alice", [Item(*seal_header(public, kid, c, "average"), "average") for c in coins[:4]])
+    ledger.redeem("alice", [Item(*operation_item(public, kid, c, "average")) for c in coins[:4]])
     ledger.claim("olive", "dev1", coins[4:6])
     ledger.store.close()
     return bank, coins
@@ -132,5 +132,5 @@ def test_key_rotation_keeps_old_coins_redeemable(tmp_path: Path):
     items = []
     for minted in (old, new):
         kid, public = keyfiles.load_coin_public(pki_dir, minted.kid)
-        items += [Item(*seal_header(public, kid, c, "average"), "average") for c in minted.coins]
+        items += [Item(*operation_item(public, kid, c, "average")) for c in minted.coins]
     assert [r["status"] for r in ledger.redeem("alice", items)] == ["ok"] * 4

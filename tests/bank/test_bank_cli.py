@@ -12,8 +12,8 @@ from ecoin.testing.bank import BankProcess
 
 from .helpers import DEVICE_KEY
 
-COMMANDS = ["", "serve", "init", "account", "account create", "account fund", "account list", "device"]
-COMMANDS += ["device add", "device list", "audit", "expire"]
+COMMANDS = ["", "serve", "init", "migrate", "account", "account create", "account fund", "account list"]
+COMMANDS += ["device", "device add", "device list", "audit", "expire"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

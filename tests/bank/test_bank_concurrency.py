@@ -11,12 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ecoin.common import crypto
 from ecoin.common.bank_client import RedeemItem, RedeemResult
 from ecoin.protocol import session
-from ecoin.testing.bank import BankProcess
+from ecoin.testing.bank import BankProcess, operation_item
 
 from .helpers import DEVICE_KEY
 
@@ -28,15 +27,7 @@ ANALYSTS = ("alice", "bob")
 
 def headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
     """Fresh headers (new op_id each) for every coin, sealed as a device seals them."""
-    key = rsa.RSAPublicNumbers(public[1], public[0]).public_key()
-    pad = crypto.oaep(session.HEADER_LABEL)
-    tag = session.service_tag(crypto, "average")
-    out = []
-    for coin in coins:
-        op_id = os.urandom(16)
-        header = key.encrypt(coin + os.urandom(16) + op_id + tag, pad)
-        out.append(RedeemItem(kid, header, op_id, "average"))
-    return out
+    return [RedeemItem(*operation_item(public, kid, coin, "average")) for coin in coins]
 
 
 def race(banks: list[BankProcess]) -> None:

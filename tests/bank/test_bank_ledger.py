@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 
@@ -41,6 +42,38 @@ def test_redeem_spends_once_and_retry_is_idempotent(ledger, make_item):
     assert_audit_ok(ledger)
 
 
+def test_one_coin_buys_one_operation_whatever_the_readings(ledger, make_item):
+    """The same coin and op_id under three different readings (each with a valid tag: the
+    device itself made them): the first is paid, the other two are already spent, also when
+    they come in the same batch, and the keys are never handed out for them."""
+    coin = ledger.withdraw("olive", "dev1", 1, "w1").coins[0]
+    op_id = os.urandom(16)
+    ops = [make_item(coin, op_id=op_id, readings=b'{"n":%d}' % i) for i in range(3)]
+    assert len({o.digest for o in ops}) == 3
+    assert [r["status"] for r in ledger.redeem("alice", ops[:1])] == ["ok"]
+    again = ledger.redeem("alice", [ops[1], ops[0], ops[2]])
+    assert [r.get("code") for r in again] == ["already_spent", None, "already_spent"]
+    assert ledger.balance("alice").balance == 1
+    coin2 = ledger.withdraw("olive", "dev1", 1, "w2").coins[0]
+    batch = [make_item(coin2, op_id=op_id, readings=b'{"n":%d}' % i) for i in range(3)]
+    assert [r.get("code") for r in ledger.redeem("alice", batch)] == [None, "already_spent", "already_spent"]
+    assert ledger.balance("alice").balance == 2
+    assert_audit_ok(ledger)
+
+
+def test_a_modified_operation_spends_nothing_and_is_refunded(ledger, make_item):
+    coin = ledger.withdraw("olive", "dev1", 1, "w1").coins[0]
+    item = make_item(coin)
+    forged = dataclasses.replace(item, digest=crypto.sha256(b"one byte changed"))
+    assert ledger.redeem("alice", [forged])[0]["code"] == "bad_tag"
+    assert ledger.balance("alice").balance == 0
+    [claimed] = ledger.claim("olive", "dev1", [coin])
+    assert claimed["state"] == "refunded"
+    assert ledger.balance("olive").balance == 10_000
+    assert ledger.redeem("alice", [item])[0]["code"] == "already_spent"  # refunded: spent for good
+    assert_audit_ok(ledger)
+
+
 def test_duplicates_inside_one_batch(ledger, make_item):
     coin = ledger.withdraw("olive", "dev1", 1, "w1").coins[0]
     a, b = make_item(coin), make_item(coin)
@@ -54,16 +87,28 @@ def test_duplicates_inside_one_batch(ledger, make_item):
 def test_every_refusal_has_its_reason_and_leaves_the_coin_unspent(ledger, make_item, clock):
     coins = ledger.withdraw("olive", "dev1", 4, "w1").coins
     good = make_item(coins[0], "stats")
-    wrong_op = good.__class__(good.kid, good.header, os.urandom(16), good.service)
-    wrong_service = good.__class__(good.kid, good.header, good.op_id, "average")
-    garbage = good.__class__(good.kid, os.urandom(256), good.op_id, good.service)
-    unknown_kid = good.__class__(b"\x00" * 8, good.header, good.op_id, good.service)
+    variants = [
+        {"op_id": os.urandom(16)},
+        {"service": "average"},
+        {"header": os.urandom(256)},
+        {"header": good.header + bytes(128)},  # a 3072-bit header under a 2048-bit kid
+        {"kid": b"\x00" * 8},
+        {"digest": os.urandom(32)},  # the operation was modified on the way
+        {"tag": os.urandom(32)},
+    ]
     results = ledger.redeem(
         "bob",  # bob does not offer stats
-        [good, wrong_op, wrong_service, garbage, unknown_kid, make_item(os.urandom(32))],
+        [good, *(dataclasses.replace(good, **v) for v in variants), make_item(os.urandom(32))],
     )
     codes = [r.get("code") for r in results]
-    assert codes == ["not_authorised", "malformed", "malformed", "malformed", "unknown_key", "unknown_coin"]
+    assert codes == [
+        "not_authorised",
+        *("malformed",) * 4,
+        "unknown_key",
+        "bad_tag",
+        "bad_tag",
+        "unknown_coin",
+    ]
     assert all(r["message"] for r in results)
     # Every refused coin is still spendable by an authorised analyst.
     assert ledger.redeem("alice", [good])[0]["status"] == "ok"

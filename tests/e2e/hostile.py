@@ -94,6 +94,8 @@ class HostileDirector:
             return
         if action == "tamper_op":  # a bit of the ciphertext: the tag no longer matches
             self._up(op.service, flip(op.frame, len(op.frame) - 40), op.op_id)
+        elif action == "tamper_tag":  # a bit of the tag itself
+            self._up(op.service, flip(op.frame, len(op.frame) - 1), op.op_id)
         elif action == "splice":  # this body under the header of the held operation before it
             _, kid, svc, _hdr, ct, tag = wire.decode_operation(op.frame)
             header = wire.decode_operation(self.ops[op.index - 1].frame)[3]
@@ -128,6 +130,8 @@ class HostileDirector:
             frame = self.ops[0].result or frame
         elif action == "reorder":  # the previous operation's result first, then this one's
             self._down(op.device, self.ops[op.index - 1].result or b"")
+        elif action == "forge_first":  # a forged result first, then the genuine one
+            self._down(op.device, flip(frame, len(frame) - 1))
         self._down(op.device, frame)
 
     def _up(self, service: str, frame: bytes, correlation: bytes) -> None:

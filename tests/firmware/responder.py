@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
 
-MODES = ("ok", "error", "silent", "badtag", "unavailable", "hold")
+MODES = ("ok", "error", "error99", "silent", "badtag", "badtag_first", "unavailable", "hold")
 
 
 @dataclass
@@ -99,6 +99,10 @@ class Responder:
             with self._lock:
                 self._held.append((down, answer))
             return
+        if kind == wire.T_OPERATION and self.mode == "badtag_first":  # a forger answers first
+            forged = bytearray(answer)
+            forged[-1] ^= 1
+            client.publish(down, bytes(forged), qos=1)
         client.publish(down, answer, qos=1)
 
     def answer(self, device: str, frame: bytes) -> bytes | None:
@@ -136,6 +140,8 @@ class Responder:
             return None
         if self.mode == "error":
             return bytes(wire.encode_error(op_id, wire.E_FAILED))
+        if self.mode == "error99":  # a code no version defines (wire refuses to encode it)
+            return wire.encode_error(op_id, wire.E_FAILED)[:-1] + b"\x63"
         result = {"service": service, "result": {"n": len(values), "mean": sum(values) / len(values)}}
         sealed = session.seal_result(cr, op_id, k_enc, k_mac, json.dumps(result).encode())
         if self.mode == "badtag":

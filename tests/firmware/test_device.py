@@ -52,6 +52,30 @@ def test_failed_unanswered_and_forged_answers_put_the_coin_in_doubt(
     assert dev.state().next == 6
 
 
+def test_a_forged_result_first_does_not_end_the_operation(
+    broker: Mosquitto, responder: Responder, make_device: MakeDevice
+):
+    """PROTOCOL 4.2: a RESULT that does not verify is ignored and the device keeps waiting;
+    the genuine one that follows is accepted."""
+    responder.mode = "badtag_first"
+    dev = make_device(broker.port, max_ops=3, op_timeout=5.0)
+    out = run_to_end(dev)
+    assert out.count("result {") == 3, out
+    assert out.count("bad answer ignored") == 3, out
+    assert "ops=3 results=3 doubts=0" in out and dev.in_doubt() == []
+
+
+def test_an_error_of_any_code_puts_the_coin_in_doubt(
+    broker: Mosquitto, responder: Responder, make_device: MakeDevice
+):
+    responder.mode = "error99"
+    dev = make_device(broker.port, max_ops=1, op_timeout=5.0)
+    out = run_to_end(dev)
+    assert "(error 1)" in out and "coin in doubt" in out, out
+    assert [d.reason for d in dev.in_doubt()] == [1]  # as FAILED: never a reason of its own
+    assert dev.state().next == 1  # the coin is never offered again
+
+
 def test_no_coin_leaves_without_a_live_service(
     broker: Mosquitto, responder: Responder, make_device: MakeDevice
 ):

@@ -76,7 +76,7 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
         b[i : i + 2] = rng.choice((b"\xff\xff", b"\x00\x00", b"\x01\x00", b"\x00\x10"))
     elif how == 7:
         b = bytearray(rng.randbytes(rng.randint(wire.FRAME_MAX - 10, wire.FRAME_MAX + 500)))
-        b[0] = 1
+        b[0] = wire.VERSION
     return bytes(b)
 
 

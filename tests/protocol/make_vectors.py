@@ -123,6 +123,7 @@ def messages(keys: list[dict[str, object]]) -> dict[str, list[dict[str, object]]
                 "readings": h(readings),
                 "k_enc": h(k_enc),
                 "k_mac": h(k_mac),
+                "digest": h(session.operation_digest(cr, frame)),
                 "frame": h(frame),
             }
         )
@@ -191,8 +192,10 @@ def invalid(ops: list[dict[str, object]]) -> list[dict[str, str]]:
         ("truncated ciphertext", "operation", op[: hdr_at + 2 + 256 + 10], "truncated"),
         ("trailing byte", "operation", op + b"\0", "trailing bytes"),
         ("oversized", "operation", op + bytes(wire.FRAME_MAX), "oversized frame"),
-        ("version 2", "operation", b"\x02" + op[1:], "unsupported version"),
+        ("version 1", "operation", b"\x01" + op[1:], "unsupported version"),
+        ("version 3", "operation", b"\x03" + op[1:], "unsupported version"),
         ("unknown type", "operation", op[:1] + b"\x09" + op[2:], "unknown frame type"),
+        ("type zero", "operation", op[:1] + b"\x00" + op[2:], "unknown frame type"),
         ("wrong type", "result", op, "expected frame type"),
         (
             "upper-case service",
@@ -200,14 +203,14 @@ def invalid(ops: list[dict[str, object]]) -> list[dict[str, str]]:
             op[: svc_at + 1] + op[svc_at + 1 : svc_at + 2].upper() + op[svc_at + 2 :],
             "service name",
         ),
-        ("empty service", "query", b"\x01\x04" + bytes(16) + b"\x00", "service name"),
+        ("empty service", "query", b"\x02\x04" + bytes(16) + b"\x00", "service name"),
         ("header length 255", "operation", op[:hdr_at] + b"\x00\xff" + op[hdr_at + 2 :], "bad header length"),
-        ("error code 9", "error", b"\x01\x03" + bytes(16) + b"\x09", "unknown code"),
-        ("error too long", "error", b"\x01\x03" + bytes(16) + b"\x01\x01", "19 bytes"),
+        ("error code 9", "error", b"\x02\x03" + bytes(16) + b"\x09", "unknown code"),
+        ("error too long", "error", b"\x02\x03" + bytes(16) + b"\x01\x01", "19 bytes"),
         (
             "counter zero",
             "topup_request",
-            b"\x01\x06" + bytes(16) + b"\x01D" + bytes(4) + b"\x00\x01" + bytes(32),
+            b"\x02\x06" + bytes(16) + b"\x01D" + bytes(4) + b"\x00\x01" + bytes(32),
             "bad counter",
         ),
     ]

@@ -102,8 +102,12 @@ def check_operation(v, keys):
     eq(k_enc, x(v["k_enc"]), "k_enc")
     eq(k_mac, x(v["k_mac"]), "k_mac")
     eq(session.open_operation(cr, frame, k_enc, k_mac, x(v["iv"])), x(v["readings"]), "readings")
+    digest = session.operation_digest(cr, frame)
+    eq(digest, x(v["digest"]), "digest")
+    eq(session.operation_tag(cr, k_mac, digest), tag, "tag over the digest")
     seed, plain = oaep_seed(n, d, header, session.HEADER_LABEL)
     eq(plain, x(v["coin"]) + x(v["iv"]) + op_id + x(v["service_tag"]), "header plaintext")
+    eq(session.seal_header(cr, (n, 65537), x(v["coin"]), x(v["iv"]), op_id, service, seed), header, "header")
     again = session.seal_operation(
         cr, (n, 65537), kid, x(v["coin"]), service, x(v["readings"]), op_id, x(v["iv"]), seed
     )[3]

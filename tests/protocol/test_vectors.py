@@ -53,6 +53,14 @@ def test_operation(v):
     k_enc, k_mac = session.session_keys(cr, coin, op_id)
     assert (k_enc, k_mac) == (x(v["k_enc"]), x(v["k_mac"]))
     assert session.open_operation(cr, frame, k_enc, k_mac, iv) == x(v["readings"])
+    pub = key.public_key().public_numbers()
+    again = session.seal_header(cr, (pub.n, pub.e), coin, iv, op_id, service)  # a fresh OAEP seed
+    assert key.decrypt(again, cr.oaep(session.HEADER_LABEL)) == plain
+    digest = session.operation_digest(cr, frame)
+    assert digest == x(v["digest"]) == cr.sha256(frame[:-32])
+    session.check_operation_tag(cr, k_mac, digest, tag)  # what the bank checks before it spends
+    with pytest.raises(session.InvalidTag):
+        session.check_operation_tag(cr, k_mac, cr.sha256(b"other readings"), tag)
 
 
 @pytest.mark.parametrize("v", MSG["result"])

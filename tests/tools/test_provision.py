@@ -20,7 +20,7 @@ from ecoin.sim import SimDevice
 from ecoin.sim.hardware import Hardware
 from ecoin.sim.ntp import NtpResponder
 from ecoin.sim.replboard import ReplBoard
-from ecoin.testing.bank import seal_header
+from ecoin.testing.bank import operation_item
 from ecoin.tools.provisioning import (
     BankParams,
     Broker,
@@ -241,8 +241,8 @@ def test_refund_of_in_doubt_coins_from_a_board(bank_server, owner, tmp_path):
     public = (int(key["n"], 16), int(key["e"]))
     # Analyst alice did redeem the second coin: its operation's answer was lost on the way back.
     with bank_server.client("analyst", "alice") as alice:
-        kid, header, op_id = seal_header(public, bytes.fromhex(key["kid"]), coins[1], "average", b"\x22" * 16)
-        assert alice.redeem([RedeemItem(kid, header, op_id, "average")])[0].ok
+        item = operation_item(public, bytes.fromhex(key["kid"]), coins[1], "average", b"\x22" * 16)
+        assert alice.redeem([RedeemItem(*item)])[0].ok
     board_flash = tmp_path / "board"
     board_flash.mkdir()
     with ReplBoard(board_flash) as board:
