@@ -161,8 +161,8 @@ def _run(flash: Path, heap: str, mode: str) -> subprocess.CompletedProcess[str]:
 def _min_heap(workdir: Path) -> int:
     """Bisection over the heap cap (KiB) of the real firmware (main.py) doing 20 operations
     of 1 KiB against a real broker and the test responder, a fresh device for every try."""
-    from tests.firmware.conftest import FAST, nodelay_broker
-    from tests.firmware.responder import Responder
+    from ecoin.testing.firmware import FAST, nodelay_broker
+    from ecoin.testing.responder import Responder
 
     key = rsa.generate_private_key(65537, 2048)
     n = key.public_key().public_numbers().n

@@ -26,7 +26,7 @@ def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
         "coins_left": 5 * 980,
         "analyst_credits": 100,
         "interpreter": "micropython",
-        "heap_limit": "64K",
+        "heap_limit": "72K",
         "audit_ok": True,
     }
     assert "bank audit: passed" in done.stdout

@@ -22,10 +22,9 @@ from ecoin.protocol import session, wire
 from ecoin.sim.device import SimDevice
 from ecoin.testing.analyst import AnalystProcess
 from ecoin.testing.bank import BankProcess
+from ecoin.testing.hostile import HostileDirector, provision_sim
 from ecoin.tools.provisioning.flash import read_in_doubt
 from ecoin.tools.provisioning.refund import claim_refunds
-
-from .hostile import HostileDirector, provision_sim
 
 PLAN = {
     1: "tamper_op",

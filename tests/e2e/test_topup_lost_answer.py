@@ -7,8 +7,7 @@ from pathlib import Path
 
 from ecoin.sim.device import SimDevice
 from ecoin.testing.bank import BankProcess
-
-from .hostile import HostileDirector, provision_sim
+from ecoin.testing.hostile import HostileDirector, provision_sim
 
 
 def test_a_lost_top_up_answer_is_repeated_not_paid_twice(tmp_path: Path, pki: Path, mosquitto):

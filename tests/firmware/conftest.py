@@ -20,20 +20,11 @@ from ecoin.tools.provisioning.deploy import find_tool
 from ecoin.testing.servers import Mosquitto, free_port
 from ecoin.tools import pki as pki_tool
 
-from .responder import Responder
+from ecoin.testing.firmware import FAST, nodelay_broker
+from ecoin.testing.responder import Responder
 
-FAST = {  # an operation as often as the firmware can: tests want many short ones
-    "service": "average",
-    "sample_interval": 0.005,
-    "batch_seconds": 0.02,
-    "batch_max": 16,
-    "query_timeout": 3.0,
-    "op_timeout": 3.0,
-    "io_timeout": 2.0,
-    "keepalive": 10,
-    "low_coins": 0,
-    "wifi_ssid": "ecoin-test",
-}
+__all__ = ["FAST", "nodelay_broker"]  # the firmware tests import them from here
+
 
 
 def faithful(**kw: Any) -> Hardware:
@@ -54,14 +45,6 @@ def coin_key(pki: Path) -> tuple[rsa.RSAPrivateKey, tuple[bytes, tuple[int, int]
     """The PKI's current coin key: (private key, (kid, (n, e)))."""
     public = keyfiles.load_coin_public(pki)
     return keyfiles.load_coin_private(pki)[public[0]], public
-
-
-def nodelay_broker(workdir: Path, port: int | None = None) -> Mosquitto:
-    """A plain broker that sends small packets at once: with Nagle on (Mosquitto's default)
-    every answer to a device waits for a delayed ACK, about 40 ms."""
-    port = port or free_port()
-    conf = f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-    return Mosquitto(workdir, conf, port)
 
 
 @pytest.fixture

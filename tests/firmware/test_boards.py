@@ -17,7 +17,7 @@ from ecoin.sim.ntp import NtpResponder
 from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
 
 from .conftest import MakeDevice, faithful, micropython
-from .responder import Responder
+from ecoin.testing.responder import Responder
 
 ROOT = Path(__file__).resolve().parents[2]
 

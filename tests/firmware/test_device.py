@@ -11,7 +11,7 @@ from ecoin.sim import SimDevice
 from ecoin.testing.servers import Mosquitto
 
 from .conftest import MakeDevice
-from .responder import Responder
+from ecoin.testing.responder import Responder
 
 
 def run_to_end(dev: SimDevice, timeout: float = 60) -> str:

@@ -18,7 +18,7 @@ from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
 from ecoin.tools import pki as pki_tool
 
 from .conftest import MakeDevice, micropython, nodelay_broker
-from .responder import Responder
+from ecoin.testing.responder import Responder
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,7 +12,7 @@ from ecoin.tools.provisioning.flash import read_coins
 from ecoin.testing.servers import Mosquitto
 
 from .conftest import MakeDevice, faithful
-from .responder import Responder
+from ecoin.testing.responder import Responder
 
 KILLS = 200
 R_RESTART = 13

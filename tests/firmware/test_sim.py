@@ -20,7 +20,7 @@ from ecoin.tools.provisioning.deploy import DeployError
 from ecoin.testing.servers import Mosquitto, free_port
 
 from .conftest import FAST, MakeDevice
-from .responder import Responder
+from ecoin.testing.responder import Responder
 
 SIM = [sys.executable, "-m", "ecoin.sim.cli"]
 

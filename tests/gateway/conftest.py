@@ -11,8 +11,8 @@ import pytest
 from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
+from ecoin.testing.gateway import EchoAnalyst, config, wait_until
 from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
-from tests.gateway.helpers import EchoAnalyst, config, wait_until
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from tests.gateway.helpers import (
+from ecoin.testing.gateway import (
     Client,
     Device,
     EchoAnalyst,

@@ -20,8 +20,7 @@ from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
-from ecoin.testing.servers import free_port, stop
-from tests.gateway.helpers import (
+from ecoin.testing.gateway import (
     Client,
     Device,
     EchoAnalyst,
@@ -31,6 +30,7 @@ from tests.gateway.helpers import (
     service_tls,
     wait_until,
 )
+from ecoin.testing.servers import free_port, stop
 
 
 def _table(conf: gwconfig.BrokerConf, pki: Path, tmp_path: Path, health: int = 0) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ecoin.gateway import config as gwconfig
+from ecoin.testing.gateway import Device, EchoAnalyst, operation, wait_until
 from ecoin.testing.servers import Mosquitto, free_port
-from tests.gateway.helpers import Device, EchoAnalyst, operation, wait_until
 
 CLI = [sys.executable, "-m", "ecoin.gateway.cli"]
 

@@ -23,8 +23,8 @@ import tomli_w
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
+from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, query, result_for, wait_until
 from ecoin.testing.servers import Mosquitto, free_port, stop
-from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, result_for, wait_until
 
 
 class GatewayProcess:

@@ -26,9 +26,17 @@ from ecoin.gateway.queue import OpQueue
 from ecoin.gateway.router import Router
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
+from ecoin.testing.gateway import (
+    Device,
+    EchoAnalyst,
+    PtyDevice,
+    config,
+    operation,
+    query,
+    result_for,
+    wait_until,
+)
 from ecoin.testing.servers import Mosquitto
-from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, result_for, wait_until
-from tests.gateway.test_serial import PtyDevice
 
 DIRECT = 90_000
 BROKER = 6_000

@@ -19,8 +19,8 @@ import pytest
 from ecoin.common import tls
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
+from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, query, wait_until
 from ecoin.testing.servers import Mosquitto
-from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, wait_until
 
 
 def topup_request(device: str, op_id: bytes | None = None) -> bytes:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
+from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, wait_until
 from ecoin.testing.servers import Mosquitto, free_port
-from tests.gateway.helpers import Device, EchoAnalyst, config, operation, wait_until
 
 OUTAGE_S = 30.0
 SPACING_S = 0.02  # one operation every 20 ms, round robin over the devices

@@ -23,8 +23,8 @@ from paho.mqtt.properties import Properties
 from ecoin.gateway import awaiting
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
+from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, result_for, wait_until
 from ecoin.testing.servers import Mosquitto
-from tests.gateway.helpers import Device, EchoAnalyst, config, operation, result_for, wait_until
 
 OTHER_VERSIONS = sorted({0, 1, wire.VERSION + 1, 255} - {wire.VERSION})  # 1 is "v1" once v2 lands
 

@@ -8,8 +8,8 @@ import pytest
 
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
+from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, query, wait_until
 from ecoin.testing.servers import Mosquitto
-from tests.gateway.helpers import Device, EchoAnalyst, config, operation, query, wait_until
 
 
 def test_operation_round_trip(gateway: Gateway, mosquitto: Mosquitto, analyst: EchoAnalyst) -> None:

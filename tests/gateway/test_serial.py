@@ -4,73 +4,17 @@ so the two implementations of PROTOCOL 7.2 are checked against each other."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import select
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from ecoin.gateway import framing
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
+from ecoin.testing.gateway import EchoAnalyst, PtyDevice, config, operation, query, wait_until
 from ecoin.testing.servers import Mosquitto
-from tests.gateway.helpers import EchoAnalyst, config, operation, query, wait_until
-
-FIRMWARE = Path(__file__).resolve().parents[2] / "firmware" / "serial_link.py"
-
-
-def _firmware_link() -> ModuleType | None:
-    if not FIRMWARE.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("fw_serial_link", FIRMWARE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class PtyDevice:
-    """The device end of a pty pair; the gateway opens the other end through ``link``."""
-
-    def __init__(self, link: Path) -> None:
-        self.master, slave = os.openpty()
-        self.slave_name = os.ttyname(slave)
-        os.close(slave)
-        if link.is_symlink():
-            link.unlink()
-        link.symlink_to(self.slave_name)  # like /dev/serial/by-id/...: a stable name
-        self.decoder = framing.Decoder()
-        self.inbox: dict[bytes, bytes] = {}
-        fw = _firmware_link()
-        self.fw = fw.SerialLink(self) if fw else None
-
-    def write(self, data: bytes | memoryview) -> int:  # the stream the firmware link writes to
-        return os.write(self.master, data)
-
-    def send(self, frame: bytes) -> None:
-        if self.fw is not None:
-            self.fw.publish(None, frame)
-        else:
-            os.write(self.master, framing.encode(frame))
-
-    def ask(self, frame: bytes, timeout: float = 10.0) -> bytes:
-        self.send(frame)
-        op_id = frame[2:18]
-        deadline = time.monotonic() + timeout
-        while op_id not in self.inbox:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no answer on the serial line")
-            if select.select([self.master], [], [], left)[0]:
-                for got in self.decoder.feed(os.read(self.master, 4096)):
-                    self.inbox[got[2:18]] = got
-        return self.inbox[op_id]
-
-    def close(self) -> None:
-        os.close(self.master)
 
 
 @pytest.fixture

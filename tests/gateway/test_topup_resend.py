@@ -13,8 +13,8 @@ from ecoin.common import crypto
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import session, wire
 from ecoin.testing.bank import BankProcess
+from ecoin.testing.gateway import Device, config, wait_until
 from ecoin.testing.servers import Mosquitto
-from tests.gateway.helpers import Device, config, wait_until
 
 DEVICE_KEY = bytes(range(7, 39))
 FUNDS = 100

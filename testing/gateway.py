@@ -6,14 +6,17 @@ RESULT-shaped frame (right op_id, random body) and counts what it received, per 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import select
 import ssl
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,7 +26,11 @@ from paho.mqtt.properties import Properties
 
 from ecoin.common import tls
 from ecoin.gateway import config as gwconfig
+from ecoin.gateway import framing
 from ecoin.protocol import wire
+from ecoin.testing.servers import wait_until
+
+__all__ = ["wait_until"]  # tests take it from here with the gateway's other helpers
 
 
 def operation(service: str = "echo", op_id: bytes | None = None, size: int = 64) -> bytes:
@@ -64,14 +71,6 @@ def config(tmp: Path, port: int, upstream_port: int | None = None, **over: Any) 
     return gwconfig.from_table(table)
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 class EchoAnalyst:
     """Announces ``services`` (retained, cleared by its will) and echoes every operation."""
 
@@ -104,9 +103,12 @@ class EchoAnalyst:
         frame = bytes(msg.payload)
         with self.lock:
             self.received[frame[2:18]] += 1
+        asked = msg.properties
+        if asked is None:  # not an operation the gateway sent: nothing to answer
+            return
         props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = msg.properties.CorrelationData
-        client.publish(msg.properties.ResponseTopic, result_for(frame), 1, properties=props)
+        props.CorrelationData = asked.CorrelationData  # type: ignore[attr-defined]  # set by the broker
+        client.publish(asked.ResponseTopic, result_for(frame), 1, properties=props)  # type: ignore[attr-defined]
 
     def start(self, host: str = "127.0.0.1") -> EchoAnalyst:
         self.client.connect(host, self.port)
@@ -241,3 +243,56 @@ def gateway_side(port: int, pki: Path) -> dict[str, Any]:
         "cert": str(pki / "gateway" / "gw1.crt"),
         "key": str(pki / "gateway" / "gw1.key"),
     }
+
+
+def _firmware_link() -> ModuleType | None:
+    """The firmware's own serial framing (firmware/serial_link.py), run on CPython."""
+    path = Path(str(resources.files("ecoin.firmware").joinpath("serial_link.py")))
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("fw_serial_link", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class PtyDevice:
+    """The device end of a pty pair; the gateway opens the other end through ``link``."""
+
+    def __init__(self, link: Path) -> None:
+        self.master, slave = os.openpty()
+        self.slave_name = os.ttyname(slave)
+        os.close(slave)
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(self.slave_name)  # like /dev/serial/by-id/...: a stable name
+        self.decoder = framing.Decoder()
+        self.inbox: dict[bytes, bytes] = {}
+        fw = _firmware_link()
+        self.fw = fw.SerialLink(self) if fw else None
+
+    def write(self, data: bytes | memoryview) -> int:  # the stream the firmware link writes to
+        return os.write(self.master, data)
+
+    def send(self, frame: bytes) -> None:
+        if self.fw is not None:
+            self.fw.publish(None, frame)
+        else:
+            os.write(self.master, framing.encode(frame))
+
+    def ask(self, frame: bytes, timeout: float = 10.0) -> bytes:
+        self.send(frame)
+        op_id = frame[2:18]
+        deadline = time.monotonic() + timeout
+        while op_id not in self.inbox:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no answer on the serial line")
+            if select.select([self.master], [], [], left)[0]:
+                for got in self.decoder.feed(os.read(self.master, 4096)):
+                    self.inbox[got[2:18]] = got
+        return self.inbox[op_id]
+
+    def close(self) -> None:
+        os.close(self.master)

@@ -57,7 +57,7 @@ class Responder:
         )
         self.client.on_connect = lambda c, *a: c.subscribe("ecoin/dev/+/up", qos=0)
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
+        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # type: ignore[arg-type]  # paho takes floats
         self.connected = self.client.is_connected
 
     def start(self) -> Responder:
@@ -89,7 +89,7 @@ class Responder:
         down = f"ecoin/dev/{device}/down"
         try:
             kind, op_id = wire.frame_type(msg.payload)
-            answer = self._answer(device, kind, op_id, msg.payload)
+            answer = self._answer(device, kind, op_id, bytes(msg.payload))
         except Exception as exc:  # a test helper: record, do not die in paho's thread
             self.errors.append(f"{type(exc).__name__}: {exc}")
             return

@@ -155,7 +155,7 @@ def provision_sim(
         "average",
         coins=coins,
         out_dir=workdir / "bundles",
-        broker=Broker(port=port, password="unused-on-an-anonymous-broker"),
+        broker=Broker(port=port, password="unused-on-an-anonymous-broker"),  # noqa: S106
         config=config,
     )
     flash = workdir / "flash" / device
