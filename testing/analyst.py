@@ -35,6 +35,7 @@ from paho.mqtt.properties import Properties
 from ecoin.common import crypto, sockets, tls
 from ecoin.common.bank_client import BankError, Withdrawal
 from ecoin.protocol import session
+from ecoin.testing import metrics
 from ecoin.testing.servers import Mosquitto, free_port, stop
 
 READINGS = json.dumps(
@@ -256,16 +257,8 @@ class AnalystProcess:
 
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, keyed ``name{label="value",...}`` (labels sorted)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-        return out
+            return metrics.parse(r.read().decode())
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far."""

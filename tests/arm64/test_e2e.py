@@ -174,7 +174,7 @@ class PiDemo(Demo):
 
 def test_devices_over_mqtt_and_serial_through_the_arm64_gateway(pi: Arm64Root) -> None:
     demo = PiDemo(
-        pi, workdir=pi.workdir / "e2e", devices=2, ops=10, heap="64K", runtime="micropython", quiet=True
+        pi, workdir=pi.workdir / "e2e", devices=2, ops=10, heap="72K", runtime="micropython", quiet=True
     )
     result = demo.run()
     metrics = demo.final_metrics

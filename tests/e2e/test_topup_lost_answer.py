@@ -25,7 +25,7 @@ def test_a_lost_top_up_answer_is_repeated_not_paid_twice(tmp_path: Path, pki: Pa
         flash = provision_sim(owner, tmp_path, "dev-t1", mosquitto.port, 5, config)
         with bank.client("gateway", "gw1") as gateway_bank:
             director = HostileDirector(mosquitto.port, {}, bank=gateway_bank, drop_topup_answers=2).start()
-            device = SimDevice(flash, heap="64K", runtime="micropython").start()
+            device = SimDevice(flash, runtime="micropython").start()
             try:
                 assert device.wait_for("topup: 20 coins added", timeout=60), device.output()
             finally:

@@ -25,6 +25,7 @@ from ecoin.testing.gateway import (
     service_tls,
     wait_until,
 )
+from ecoin.testing.metrics import metric
 
 
 def test_regeneration_keeps_passwords(tmp_path: Path) -> None:
@@ -79,7 +80,7 @@ def test_devices_are_confined_to_their_own_topics(broker, pki: Path, tmp_path: P
         assert all(wire.frame_type(a[0])[0] != wire.T_OPERATION for a in dev_b.answers.values())
         # The spy saw only what belongs to dev-c: its own answers at most.
         assert all(topic == "ecoin/dev/dev-c/down" for topic, _ in spy.got), spy.got
-        assert gw.metrics.frames_in["query"]._value.get() == 1
+        assert metric(gw, 'ecoin_gateway_ops_in_total{kind="query"}') == 1
     finally:
         spy.stop()
         dev_a.stop()

@@ -30,6 +30,7 @@ from ecoin.testing.gateway import (
     service_tls,
     wait_until,
 )
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import free_port, stop
 
 
@@ -166,7 +167,10 @@ def test_a_retained_reply_is_cleared_and_never_relayed(broker, pki: Path, tmp_pa
     alice.stop()
     gw = Gateway(gwconfig.from_table(_table(conf, pki, tmp_path))).start()
     try:
-        wait_until(lambda: gw.metrics.malformed["reply"]._value.get() == 1, what="the stale reply dropped")
+        wait_until(
+            lambda: metric(gw, 'ecoin_gateway_malformed_total{source="reply"}') == 1,
+            what="the stale reply dropped",
+        )
         probe = Client(conf.service_port, service_tls(pki, "gateway", "gw1"), v5=True)
         try:
             assert probe.connected.wait(5)
@@ -176,6 +180,6 @@ def test_a_retained_reply_is_cleared_and_never_relayed(broker, pki: Path, tmp_pa
             assert ("ecoin/gw/gw1/reply", result_like) not in probe.got
         finally:
             probe.stop()
-        assert gw.metrics.late_replies._value.get() == 0
+        assert metric(gw, "ecoin_gateway_late_replies_total") == 0
     finally:
         gw.stop()

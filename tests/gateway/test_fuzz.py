@@ -36,6 +36,7 @@ from ecoin.testing.gateway import (
     result_for,
     wait_until,
 )
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto
 
 DIRECT = 90_000
@@ -187,10 +188,10 @@ def test_fuzz_router_and_serial_decoder(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
         router.stop()
-    assert metrics.callback_errors._value.get() == 0
+    assert metric(metrics, "ecoin_gateway_callback_errors_total") == 0
     assert upstream.sent > 1000  # valid operations did pass
     assert answers[0] > DIRECT // 2
-    assert metrics.malformed["mqtt"]._value.get() > DIRECT // 3
+    assert metric(metrics, 'ecoin_gateway_malformed_total{source="mqtt"}') > DIRECT // 3
     assert grown < 2 * 1024 * 1024, f"memory grew by {grown} bytes in the second two thirds"
 
 
@@ -229,11 +230,11 @@ def test_fuzz_through_real_broker_and_pty(tmp_path: Path, mosquitto: Mosquitto, 
             dev.stop()
         op = operation()
         assert wire.frame_type(pty.ask(op, timeout=60)) == (wire.T_RESULT, op[2:18])
-        assert gw.metrics.callback_errors._value.get() == 0
+        assert metric(gw, "ecoin_gateway_callback_errors_total") == 0
         assert gw.edge.link.connects == 1 and gw.upstream.link.connects == 1
         assert gw.serial[0].opens == 1
-        assert gw.metrics.malformed["mqtt"]._value.get() > BROKER // 4
-        assert gw.metrics.malformed["serial"]._value.get() > SERIAL // 10
+        assert metric(gw, 'ecoin_gateway_malformed_total{source="mqtt"}') > BROKER // 4
+        assert metric(gw, 'ecoin_gateway_malformed_total{source="serial"}') > SERIAL // 10
     finally:
         raw.disconnect()
         raw.loop_stop()

@@ -20,6 +20,7 @@ from ecoin.common import tls
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, query, wait_until
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto
 
 
@@ -104,7 +105,7 @@ def test_rate_limit_per_device(limited: Gateway, mosquitto: Mosquitto) -> None:
         assert [wire.frame_type(x)[0] for x in answers[:5]] == [wire.T_STATUS] * 5
         assert [wire.decode_error(x)[1] for x in answers[5:]] == [wire.E_REJECTED] * 3
         assert wire.frame_type(b.ask(query("echo")))[0] == wire.T_STATUS  # b has its own bucket
-        assert limited.metrics.errors["rejected"]._value.get() == 3
+        assert metric(limited, 'ecoin_gateway_errors_total{kind="rejected"}') == 3
     finally:
         a.stop()
         b.stop()
@@ -125,10 +126,10 @@ def test_oversized_malformed_and_repeated_frames(
         dev.send(op)
         dev.send(op)  # a repeat (as a QoS 1 redelivery would be) goes nowhere
         assert wire.frame_type(dev.wait(op[2:18]))[0] == wire.T_RESULT
-        wait_until(lambda: limited.metrics.duplicates._value.get() == 1, what="repeat counted")
+        wait_until(lambda: metric(limited, "ecoin_gateway_duplicates_total") == 1, what="repeat counted")
         assert analyst.received[op[2:18]] == 1
         assert len(dev.answers[op[2:18]]) == 1
-        assert limited.metrics.malformed["mqtt"]._value.get() == 3
+        assert metric(limited, 'ecoin_gateway_malformed_total{source="mqtt"}') == 3
     finally:
         dev.stop()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, wait_until
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto, free_port
 
 OUTAGE_S = 30.0
@@ -64,7 +65,7 @@ def test_upstream_outage(tmp_path: Path) -> None:
         down_at = time.monotonic()
         wait_until(lambda: not gw.upstream.ready, what="upstream seen down")
         time.sleep(OUTAGE_S)
-        assert gw.metrics.link_up["upstream"]._value.get() == 0
+        assert metric(gw, 'ecoin_gateway_link_up{link="upstream"}') == 0
         assert gw.status()["upstream"] is False and gw.status()["queue_depth"] > 0
         up_at = time.monotonic()
         upstream = Mosquitto.plain(tmp_path / "up2", up_port).start()
@@ -95,11 +96,13 @@ def test_upstream_outage(tmp_path: Path) -> None:
         for dev in devices:  # per device: one connection keeps its order, so this is exact
             mine = [kinds[op_id] for at, op_id, d in sent if d is dev and down_at + 0.5 < at < up_at]
             assert "dropped" not in mine[mine.index("result") :]
-        assert gw.metrics.reconnects["upstream"]._value.get() == 2
-        assert gw.metrics.link_up["upstream"]._value.get() == 1
+        assert metric(gw, 'ecoin_gateway_reconnects_total{link="upstream"}') == 2
+        assert metric(gw, 'ecoin_gateway_link_up{link="upstream"}') == 1
         # Only the few operations in flight when the broker died can have timed out.
         assert list(kinds.values()).count("timeout") <= cfg.limits.window
-        assert gw.metrics.errors["dropped"]._value.get() == list(kinds.values()).count("dropped")
+        assert metric(gw, 'ecoin_gateway_errors_total{kind="dropped"}') == list(kinds.values()).count(
+            "dropped"
+        )
     finally:
         stop_sending.set()
         for t in threads:

@@ -24,6 +24,7 @@ from ecoin.gateway import awaiting
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, result_for, wait_until
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto
 
 OTHER_VERSIONS = sorted({0, 1, wire.VERSION + 1, 255} - {wire.VERSION})  # 1 is "v1" once v2 lands
@@ -50,8 +51,8 @@ def test_unknown_version_or_type_is_rejected(gateway: Gateway, mosquitto: Mosqui
         answer = dev.ask(frame)
         assert answer[0] == wire.VERSION  # the answer speaks the gateway's version
         assert wire.decode_error(answer) == (frame[2:18], wire.E_REJECTED)
-        assert gateway.metrics.malformed["mqtt"]._value.get() == 1
-        assert gateway.metrics.forwarded._value.get() == 0
+        assert metric(gateway, 'ecoin_gateway_malformed_total{source="mqtt"}') == 1
+        assert metric(gateway, "ecoin_gateway_forwarded_total") == 0
     finally:
         dev.stop()
 
@@ -89,7 +90,7 @@ def scripted(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[Gateway, Sc
 
 
 def _expired(gw: Gateway) -> Callable[[], bool]:
-    return lambda: gw.metrics.pending._value.get() == 0 and not len(gw.router.awaiting)
+    return lambda: metric(gw, "ecoin_gateway_pending") == 0 and not len(gw.router.awaiting)
 
 
 def test_a_forged_first_reply_does_not_end_the_operation(scripted) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +118,8 @@ def test_replies_per_operation_are_bounded(scripted) -> None:  # type: ignore[no
     op = operation("scripted")
     dev.send(op)
     wait_until(
-        lambda: gw.metrics.late_replies._value.get() == 2 * awaiting.REPLIES_MAX, what="the extra replies"
+        lambda: metric(gw, "ecoin_gateway_late_replies_total") == 2 * awaiting.REPLIES_MAX,
+        what="the extra replies",
     )
     wait_until(lambda: len(dev.answers[op[2:18]]) >= awaiting.REPLIES_MAX, what="the relayed replies")
     probe = operation("scripted")  # answered after every earlier frame reached the device
@@ -138,7 +140,9 @@ def test_malformed_or_foreign_replies_are_not_relayed(scripted) -> None:  # type
     op = operation("scripted")
     answer = dev.ask(op)
     assert wire.decode_result(answer)[0] == op[2:18]
-    wait_until(lambda: gw.metrics.malformed["reply"]._value.get() == 3, what="three junk replies")
+    wait_until(
+        lambda: metric(gw, 'ecoin_gateway_malformed_total{source="reply"}') == 3, what="three junk replies"
+    )
     assert len(dev.answers[op[2:18]]) == 1
 
 

@@ -9,6 +9,7 @@ import pytest
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, query, wait_until
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto
 
 
@@ -22,7 +23,7 @@ def test_operation_round_trip(gateway: Gateway, mosquitto: Mosquitto, analyst: E
             assert analyst.received[op[2:18]] == 1
     finally:
         dev.stop()
-    assert gateway.metrics.forwarded._value.get() == 20
+    assert metric(gateway, "ecoin_gateway_forwarded_total") == 20
 
 
 def test_query_live_and_unavailable(gateway: Gateway, mosquitto: Mosquitto) -> None:
@@ -41,7 +42,7 @@ def test_unavailable_service_is_not_forwarded(
     try:
         op = operation("nobody")
         assert wire.decode_error(dev.ask(op)) == (op[2:18], wire.E_UNAVAILABLE)
-        assert gateway.metrics.forwarded._value.get() == 0
+        assert metric(gateway, "ecoin_gateway_forwarded_total") == 0
     finally:
         dev.stop()
 
@@ -78,7 +79,7 @@ def test_timeout_answers_generic_error(tmp_path: Path, mosquitto: Mosquitto) -> 
         wait_until(lambda: gw.directory.is_live("mute"))
         op = operation("mute")
         assert wire.decode_error(dev.ask(op)) == (op[2:18], wire.E_TIMEOUT)
-        assert gw.metrics.errors["timeout"]._value.get() == 1
+        assert metric(gw, 'ecoin_gateway_errors_total{kind="timeout"}') == 1
     finally:
         dev.stop()
         gw.stop()

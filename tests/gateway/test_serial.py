@@ -14,6 +14,7 @@ from ecoin.gateway import framing
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.gateway import EchoAnalyst, PtyDevice, config, operation, query, wait_until
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto
 
 
@@ -58,7 +59,9 @@ def test_corrupt_serial_frames_are_dropped_and_counted(serial_gateway) -> None: 
         data = data[os.write(dev.master, data[:512]) :]
         time.sleep(0.001)
     assert wire.decode_status(dev.ask(query("echo")))[1] == wire.S_LIVE
-    wait_until(lambda: gw.metrics.malformed["serial"]._value.get() == 2, what="two drops counted")
+    wait_until(
+        lambda: metric(gw, 'ecoin_gateway_malformed_total{source="serial"}') == 2, what="two drops counted"
+    )
 
 
 def test_port_that_vanishes_and_returns_recovers(serial_gateway) -> None:  # type: ignore[no-untyped-def]

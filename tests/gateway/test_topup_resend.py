@@ -14,6 +14,7 @@ from ecoin.gateway.service import Gateway
 from ecoin.protocol import session, wire
 from ecoin.testing.bank import BankProcess
 from ecoin.testing.gateway import Device, config, wait_until
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto
 
 DEVICE_KEY = bytes(range(7, 39))
@@ -65,7 +66,7 @@ def test_the_resend_of_a_lost_answer_gets_the_same_coins(
     assert coins == session.open_topup_response(crypto, DEVICE_KEY, first, op_id, 1)[1]
     assert len(coins) == 4 * wire.COIN_LEN
     assert _balance(bank) == FUNDS - 4  # charged once
-    assert relay.metrics.frames_out["topup"]._value.get() == 2
+    assert metric(relay, 'ecoin_gateway_ops_out_total{kind="topup"}') == 2
 
 
 def test_the_resend_after_a_failed_relay_gets_the_coins(
