@@ -188,7 +188,10 @@ class _Acceptor(asyncio.Protocol):
 
 class _TLS(sslproto.SSLProtocol):
     """asyncio's TLS protocol, except after a refused handshake: asyncio would drop the
-    connection with the alert unsent; this sends it and closes gently instead."""
+    connection with the alert unsent; this sends it and closes gently instead. Its read
+    buffer is two TLS records, not asyncio's 256 KiB: that is per connection."""
+
+    max_size = 32 * 1024
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         raw = cast(asyncio.Transport | None, self._transport)

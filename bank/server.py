@@ -40,10 +40,11 @@ from .vault import Vault
 log = logging.getLogger("ecoin.bank")
 
 # aiohttp's parser limits: our clients send a short request line and a handful of short
-# headers, so a connection's unfinished header block stays under ~64 KiB.
-MAX_LINE = 4096
-MAX_FIELD = 4096
-MAX_HEADERS = 32
+# headers, so a connection's unfinished header block stays under 32 KiB; past any of these
+# the request is answered 400 and the connection closed.
+MAX_LINE = 2048
+MAX_FIELD = 2048
+MAX_HEADERS = 16
 
 
 class Bank:
@@ -142,6 +143,8 @@ class Bank:
         who = accept.identity(request.transport) if request.transport else ("", "")
         try:
             raw = await self._body(request)
+        except errors.TooSlow as exc:  # answered, then closed: no lingering for a trickle
+            return await self._answer_and_close(request, exc)
         except errors.BankError as exc:
             name, status, body, close = "unknown", exc.status, error_body(exc), True
         else:
@@ -161,9 +164,22 @@ class Bank:
             _count_redemptions(body["results"])
         return response
 
+    @staticmethod
+    async def _answer_and_close(request: web.BaseRequest, exc: errors.BankError) -> web.StreamResponse:
+        data = json.dumps(error_body(exc)).encode()
+        response = web.Response(body=data, status=exc.status, content_type="application/json")
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        metrics.REQUESTS.labels("unknown", str(exc.status)).inc()
+        return response
+
     async def _body(self, request: web.BaseRequest) -> bytes:
         """The body, within the size and time limits (aiohttp already refused a body whose
         framing is ambiguous or malformed)."""
+        if request.version < (1, 0):  # a bare "GET /path" line: HTTP/0.9 is not spoken here
+            raise errors.Malformed("bad request line: HTTP/1.1 only")
         if request.headers.get("Transfer-Encoding"):
             raise errors.Malformed("send the body with a Content-Length, not chunked")
         if len(request.headers.getall("Content-Length", ())) > 1:
