@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ecoin.common import bank_errors as errors
+from ecoin.common.cli import dispatch
 from ecoin.common.config import ConfigError
 from ecoin.common.keyfiles import PKIError
 
@@ -183,19 +184,14 @@ def config_path(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0, 1 for a runtime failure (the bank refused, the database or a port is
     unavailable), 2 for a configuration error (the file, a key, a key file, an argument)."""
-    args = parser().parse_args(argv)
-    try:
-        settings = load(config_path(args))
-        return int(args.fn(settings, args))
-    except errors.BankError as exc:
-        print(f"ecoin-bank: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except (ConfigError, VaultError, PKIError, ValueError) as exc:
-        print(f"ecoin-bank: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"ecoin-bank: {exc}", file=sys.stderr)
-        return 1
+    return dispatch(
+        "ecoin-bank",
+        parser(),
+        argv,
+        usage=(ConfigError, VaultError, PKIError, ValueError),
+        runtime=(errors.BankError, OSError),
+        call=lambda args: args.fn(load(config_path(args)), args),
+    )
 
 
 if __name__ == "__main__":

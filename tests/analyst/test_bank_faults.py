@@ -4,25 +4,16 @@ spent), /healthz says 503 while the bank cannot redeem, and the analyst keeps an
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from ecoin.protocol import wire
 from ecoin.testing.analyst import seal, withdraw
+from ecoin.testing.servers import wait_until
 
 from .faulty_bank import FaultyBank
 from .helpers import ANALYSTS, analyst, errors, results
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 @pytest.fixture
@@ -47,10 +38,10 @@ def test_every_bank_failure_is_answered_and_the_analyst_goes_on(
         for i, mode in enumerate(("handshake", "404", "500", "502"), start=1):
             faulty.mode = mode
             gw.send("average", ops[i].frame, b"%d" % i)
-            assert wait_until(lambda: not a.healthy()), f"{mode}: /healthz still 200"
+            wait_until(lambda: not a.healthy(), 20, f"{mode}: /healthz 503")
             assert gw.wait(i + 1), f"{mode}: the operation was never answered"
         faulty.mode = "relay"
-        assert wait_until(a.healthy), "healthy again once the bank answers"
+        wait_until(a.healthy, 20, "healthy again once the bank answers")
         gw.send("average", ops[5].frame, b"5")
         assert gw.wait(6)
         events = a.events()
@@ -76,11 +67,11 @@ def test_healthz_is_unhealthy_while_the_bank_is_unreachable(tmp_path, pki, broke
     with analyst(tmp_path, pki, broker.port, bank_server, ["average"], bank={"wait_max_s": 1.0}) as a:
         bank_server.kill()
         gw.send("average", ops[0].frame, b"0")
-        assert wait_until(lambda: not a.healthy())
+        wait_until(lambda: not a.healthy(), 20, "/healthz 503")
         assert gw.wait(1)  # answered FAILED at its deadline
         assert not a.healthy()  # idle, still unreachable: the probe keeps it unhealthy
         bank_server.start()
-        assert wait_until(a.healthy)  # the probe saw the bank back, with no operation needed
+        wait_until(a.healthy, 20, "the probe seeing the bank back, with no operation needed")
         gw.send("average", ops[1].frame, b"1")
         assert gw.wait(2)
     assert errors(gw, [b"0"]) == [(ops[0].op_id, wire.E_FAILED)]

@@ -12,6 +12,7 @@ import pytest
 from ecoin.analyst.redeemer import Backoff, Outcome, Redeemer, RedeemItem
 from ecoin.common.bank_client import RedeemResult
 from ecoin.common.bank_errors import BankError, NotFound, Unauthenticated, Unavailable
+from ecoin.testing.servers import wait_until
 
 Step = Callable[[list[RedeemItem]], list[RedeemResult]]
 
@@ -73,15 +74,6 @@ def submit(r: Redeemer, out: Outcomes, n: int, start: int = 0) -> None:
         r.submit(item(i), out.callback(i))
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_waiting_headers_leave_in_batches_of_at_most_batch_max() -> None:
     bank, out = ScriptedBank(), Outcomes()
     r = Redeemer([bank], batch_max=4, linger_s=0.05)
@@ -119,10 +111,10 @@ def test_an_operation_fails_at_its_deadline_and_the_probe_restores_health() -> N
         submit(r, out, 1)
         assert out.wait(1)[0].reason == "bank_unreachable"
         assert not r.healthy()
-        assert wait_until(lambda: bank.probes >= 2)  # idle, it probes the bank
+        wait_until(lambda: bank.probes >= 2, 10, "probes")  # idle, it probes the bank
         assert not r.healthy()
         bank.down = False
-        assert wait_until(r.healthy)
+        wait_until(r.healthy, 10, "healthy")
     finally:
         r.close()
 
@@ -167,7 +159,7 @@ def test_a_dead_thread_answers_its_batch_and_the_supervisor_restarts_it() -> Non
     try:
         submit(r, out, 1)
         assert out.wait(1)[0].reason == "bank_error:internal"
-        assert wait_until(lambda: not r.healthy())  # the thread is gone
+        wait_until(lambda: not r.healthy(), 10, "the thread gone")
         assert r.ensure_running() == 1 and r.restarts == 1
         submit(r, out, 1, start=1)
         assert out.wait(2)[1].ok and r.healthy()
@@ -180,7 +172,7 @@ def test_queued_headers_end_as_shutdown_on_close() -> None:
     bank, out = ScriptedBank(*[Unavailable("down")] * 1000), Outcomes()
     r = Redeemer([bank], backoff_min_s=0.05).start()
     submit(r, out, 2)
-    assert wait_until(lambda: len(bank.calls) >= 1)
+    wait_until(lambda: len(bank.calls) >= 1, 10, "a call")
     r.close()
     assert {o.reason for o in out.wait(2).values()} == {"shutdown"}
 

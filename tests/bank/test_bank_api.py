@@ -117,9 +117,16 @@ def test_a_certificate_from_another_ca_is_refused(bank, tmp_path):
     # It trusts the real CA (so it reaches the bank) but shows a certificate of another CA.
     with (
         BankClient(bank.url, cert, key, bank.pki / "ca.crt") as impostor,
-        pytest.raises(errors.Unauthenticated),
+        pytest.raises(errors.Unauthenticated, match="the bank refused our certificate"),
     ):
         impostor.healthz()
+    # The other way round: a client that does not trust the bank's CA says so.
+    alice = bank.pki / "analyst" / "alice"
+    with (
+        BankClient(bank.url, f"{alice}.crt", f"{alice}.key", other / "ca.crt") as doubter,
+        pytest.raises(errors.Unauthenticated, match="we refused the bank's certificate"),
+    ):
+        doubter.healthz()
     metrics = (
         urllib.request.urlopen(f"http://127.0.0.1:{bank.metrics_port}/metrics", timeout=10).read().decode()
     )
