@@ -59,4 +59,3 @@ def load(cls: type[T], path: str | Path | None, section: str | None = None) -> T
     if section:
         table = table.get(section, {})
     return build(cls, table, section or str(path))
-
