@@ -120,7 +120,10 @@ def _flood(args: dict[str, Any], ready: Any, stop: Any) -> None:
     """Another analyst's junk: batches of random headers under a real kid, as fast as the
     bank answers them, on several connections."""
     clients = [BankClient(args["url"], *args["tls"], timeout=120) for _ in range(FLOOD_CONNECTIONS)]
-    junk = [RedeemItem(args["kid"], os.urandom(256), os.urandom(16), "average") for _ in range(BATCH)]
+    junk = [
+        RedeemItem(args["kid"], os.urandom(256), os.urandom(16), "average", os.urandom(32), os.urandom(32))
+        for _ in range(BATCH)
+    ]
 
     def work(client: BankClient) -> None:
         client.healthz()

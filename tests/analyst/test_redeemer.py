@@ -66,7 +66,7 @@ class Outcomes:
 
 
 def item(i: int) -> RedeemItem:
-    return RedeemItem(bytes(8), bytes(256), i.to_bytes(16, "big"), "average")
+    return RedeemItem(bytes(8), bytes(256), i.to_bytes(16, "big"), "average", bytes(32), bytes(32))
 
 
 def submit(r: Redeemer, out: Outcomes, n: int, start: int = 0) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ecoin.common.bank_client import RedeemItem
-from ecoin.testing.bank import BankProcess, seal_header
+from ecoin.testing.bank import BankProcess, operation_item
 
 from .helpers import populate, tls_connect
 
@@ -40,7 +40,7 @@ def redeem_one(bank: BankProcess) -> float:
     """One valid redemption from a fresh client; returns its time."""
     with bank.client("owner", "olive") as olive:
         w = olive.withdraw("dev1", 1)
-    item = RedeemItem(*seal_header(w.public_key, w.kid, w.coins[0], "average"), "average")
+    item = RedeemItem(*operation_item(w.public_key, w.kid, w.coins[0], "average"))
     started = time.monotonic()
     with bank.client("analyst", "alice") as alice:
         assert alice.redeem([item])[0].ok
