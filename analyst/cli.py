@@ -96,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = metrics.serve(s.metrics_listen, s.metrics_port, analyst.healthy) if s.metrics_port else None
+    server = metrics.serve(s.metrics_listen, s.metrics_port, analyst.status) if s.metrics_port else None
     analyst.start()
     try:
         stop.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -88,6 +89,9 @@ WORKERS_REPLACED = Counter(
 )
 
 
-def serve(host: str, port: int, healthy: Callable[[], bool] = lambda: True) -> ThreadingHTTPServer:
-    """Starts /metrics and /healthz in a daemon thread; returns the server (``shutdown()``)."""
-    return health.serve(host, port, REGISTRY, lambda: {"ok": healthy()})
+def serve(
+    host: str, port: int, status: Callable[[], dict[str, Any]] = lambda: {"ok": True}
+) -> ThreadingHTTPServer:
+    """Starts /metrics and /healthz (``status()``, 503 unless its "ok") in a daemon thread;
+    returns the server (``shutdown()``)."""
+    return health.serve(host, port, REGISTRY, status)

@@ -6,12 +6,23 @@ waiting header, then whatever else is waiting (up to ``batch_max``, lingering at
 persistent mTLS connection. Under load the batches grow by themselves: everything that
 arrived during one round trip goes in the next.
 
-When the bank cannot be reached (or answers 503), the batch is retried with a growing
-pause until each header's own deadline (``wait_max_s`` after it arrived); only then does
-its operation fail, as ``bank_unreachable``. Nothing is ever treated as spent unless the
-bank answered ``ok`` for it: a refusal, an error or an outage leaves the coin unspent and
-the device's claim can refund it. Redemption is idempotent on the bank's side (same
-analyst, same operation digest: same keys), so retrying is always safe.
+The redeemer survives every bank failure, and every operation it took is answered once:
+
+- a failure that may pass (no connection, a refused handshake, 503, any 5xx, a proxy's
+  non-JSON 502) retries the batch with a growing pause until each header's own deadline
+  (``wait_max_s`` after it arrived); only then does its operation fail, as
+  ``bank_unreachable``. Retrying is always safe: redemption is idempotent on the bank's
+  side (same analyst, same operation digest: same keys);
+- a refusal of the whole call (4xx: forbidden, not_found, malformed...) will not pass by
+  retrying: the batch fails at once as ``bank_error:<code>``;
+- a bug (anything else) fails the batch as ``bank_error:internal`` and the thread goes on.
+
+Nothing is ever treated as spent unless the bank answered ``ok`` for it: a refusal, an
+error or an outage leaves the coin unspent and the device's claim can refund it. From the
+first failed call to the next call that works, ``healthy()`` is False; while it is, an
+idle redeemer probes the bank (``balance``, an analyst call through the bank's database)
+with the same growing pause. ``ensure_running`` (the service's supervisor) restarts a
+redeemer thread that died anyway. The log never carries a coin, a key or a header.
 """
 
 from __future__ import annotations
@@ -21,10 +32,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ecoin.common.bank_client import BankError, RedeemItem, RedeemResult, Unavailable
+from ecoin.common.bank_errors import Unauthenticated
 
 from . import metrics
 
@@ -37,6 +49,8 @@ class Bank(Protocol):
     """What the redeemer needs of ``ecoin.common.bank_client.BankClient``."""
 
     def redeem(self, items: list[RedeemItem]) -> list[RedeemResult]: ...
+
+    def balance(self) -> int: ...
 
     def close(self) -> None: ...
 
@@ -61,6 +75,38 @@ class _Pending:
     item: RedeemItem
     done: Done
     deadline: float
+    answered: bool = field(default=False)
+
+    def answer(self, outcome: Outcome) -> None:
+        """Calls ``done`` once, whatever happens around it (a crash of the caller's code
+        must not reach the redeemer thread)."""
+        if self.answered:
+            return
+        self.answered = True
+        try:
+            self.done(outcome)
+        except Exception:
+            log.exception("redemption_callback_failed")
+
+
+def retryable(exc: BankError) -> bool:
+    """True for failures that may pass: the transport, a refused handshake, any 5xx."""
+    return isinstance(exc, (Unavailable, Unauthenticated)) or exc.status >= 500
+
+
+class Backoff:
+    """A pause that doubles from ``low`` up to ``high`` and starts over after a success."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, max(low, high)
+        self.pause = low
+
+    def next(self) -> float:
+        pause, self.pause = self.pause, min(self.pause * 2, self.high)
+        return pause
+
+    def reset(self) -> None:
+        self.pause = self.low
 
 
 class Redeemer:
@@ -71,6 +117,7 @@ class Redeemer:
         linger_s: float = 0.001,
         wait_max_s: float = 30.0,
         backoff_max_s: float = 2.0,
+        backoff_min_s: float = 0.05,
     ) -> None:
         if not banks:
             raise ValueError("the redeemer needs at least one bank connection")
@@ -80,19 +127,45 @@ class Redeemer:
         self.batch_max = batch_max
         self.linger_s = linger_s
         self.wait_max_s = wait_max_s
+        self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
+        self.restarts = 0
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread | None] = [None] * len(self.banks)
         self._stop = threading.Event()
-        self._outage_since: float | None = None
+        self._failing_since: float | None = None  # first failed call of the current outage
+        self._probe = Backoff(backoff_min_s, backoff_max_s)
+        self._next_probe = 0.0
         self._lock = threading.Lock()
 
     def start(self) -> Redeemer:
-        for i, bank in enumerate(self.banks):
-            t = threading.Thread(target=self._run, args=(bank,), name=f"redeemer-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for i in range(len(self.banks)):
+            self._start(i)
         return self
+
+    def _start(self, i: int) -> None:
+        t = threading.Thread(target=self._run, args=(i,), name=f"redeemer-{i}", daemon=True)
+        self._threads[i] = t
+        t.start()
+
+    def ensure_running(self) -> int:
+        """The supervisor's check: restarts every redeemer thread that died; returns how many."""
+        restarted = 0
+        with self._lock:
+            if self._stop.is_set():
+                return 0
+            for i, t in enumerate(self._threads):
+                if t is not None and not t.is_alive():
+                    log.error("redeemer_restarted", extra={"redeemer": t.name})
+                    self._start(i)
+                    restarted += 1
+            self.restarts += restarted
+        return restarted
+
+    def healthy(self) -> bool:
+        """False while the bank cannot redeem for us, or a redeemer thread is dead."""
+        alive = all(t is not None and t.is_alive() for t in self._threads)
+        return alive and self._failing_since is None and not self._stop.is_set()
 
     def submit(self, item: RedeemItem, done: Done) -> None:
         """Queues one header; ``done(outcome)`` is called once, from a redeemer thread."""
@@ -104,9 +177,10 @@ class Redeemer:
     def close(self, timeout: float = 5.0) -> None:
         """Stops taking work; headers still queued end as ``shutdown`` (not redeemed)."""
         self._stop.set()
-        for _ in self._threads:
+        threads = [t for t in self._threads if t is not None]
+        for _ in threads:
             self._queue.put(None)
-        for t in self._threads:
+        for t in threads:
             t.join(timeout)
         while True:
             try:
@@ -114,20 +188,36 @@ class Redeemer:
             except queue.Empty:
                 break
             if p is not None:
-                p.done(Outcome(None, "shutdown"))
+                p.answer(Outcome(None, "shutdown"))
         for bank in self.banks:
             bank.close()
 
     # The redeemer thread.
 
-    def _run(self, bank: Bank) -> None:
+    def _run(self, i: int) -> None:
+        bank = self.banks[i]
         while not self._stop.is_set():
-            batch = self._collect()
-            if batch:
-                self._redeem(bank, batch)
+            batch: list[_Pending] = []
+            try:
+                batch = self._collect()
+                if batch:
+                    self._redeem(bank, batch)
+                elif self._failing_since is not None:
+                    self._probe_bank(bank)
+            except Exception:  # a bug of ours: answer what we hold, then go on
+                log.exception("redeemer_error", extra={"items": len(batch)})
+                self._finish(batch, Outcome(None, "bank_error:internal"))
+                self._stop.wait(self.backoff_min_s)
+            except BaseException:  # the thread ends: answer first; the supervisor restarts it
+                self._finish(batch, Outcome(None, "bank_error:internal"))
+                raise
 
     def _collect(self) -> list[_Pending]:
-        first = self._queue.get()
+        """The next batch; empty when stopping, or when it is time to probe a failing bank."""
+        try:
+            first = self._queue.get(timeout=self._idle_wait())
+        except queue.Empty:
+            return []
         if first is None:
             return []
         batch = [first]
@@ -144,49 +234,69 @@ class Redeemer:
             batch.append(p)
         return batch
 
+    def _idle_wait(self) -> float | None:
+        if self._failing_since is None:
+            return None
+        return max(0.0, self._next_probe - time.monotonic())
+
+    def _probe_bank(self, bank: Bank) -> None:
+        with self._lock:  # several idle threads: one probe per pause
+            if time.monotonic() < self._next_probe or self._failing_since is None:
+                return
+            self._next_probe = time.monotonic() + self._probe.next()
+        try:
+            bank.balance()
+        except BankError as exc:
+            log.info("bank_probe_failed", extra={"code": exc.code, "reason": exc.message[:200]})
+            return
+        self._recovered()
+
     def _redeem(self, bank: Bank, batch: list[_Pending]) -> None:
-        pause = 0.05
+        backoff = Backoff(self.backoff_min_s, self.backoff_max_s)
         while batch:
             started = time.monotonic()
             try:
                 results = bank.redeem([p.item for p in batch])
-            except Unavailable as exc:
-                batch = self._outage(batch, str(exc))
-                if batch and self._stop.wait(pause):
+            except BankError as exc:
+                self._failed(exc, len(batch))
+                if not retryable(exc):  # forbidden, not_found, malformed...: retrying will not help
+                    self._finish(batch, Outcome(None, f"bank_error:{exc.code}"))
+                    return
+                batch = self._expire(batch)
+                if batch and self._stop.wait(backoff.next()):
                     self._finish(batch, Outcome(None, "shutdown"))
                     return
-                pause = min(pause * 2, self.backoff_max_s)
                 continue
-            except BankError as exc:  # forbidden, malformed, unauthenticated...: retrying will not help
-                log.error("bank_error", extra={"code": exc.code, "message": exc.message, "items": len(batch)})
-                self._finish(batch, Outcome(None, f"bank_error:{exc.code}"))
-                return
-            except Exception:
-                log.exception("bank_client_failed", extra={"items": len(batch)})
-                self._finish(batch, Outcome(None, "bank_error:internal"))
-                return
             metrics.BANK_SECONDS.observe(time.monotonic() - started)
             metrics.BATCH_SIZE.observe(len(batch))
-            self._recovered()
             if len(results) != len(batch):
-                log.error("bank_answer_mismatch", extra={"items": len(batch), "results": len(results)})
+                self._failed(BankError("the bank answered a different number of results"), len(batch))
                 self._finish(batch, Outcome(None, "bank_error:mismatch"))
                 return
+            self._recovered()
             for p, r in zip(batch, results, strict=True):
                 outcome = Outcome((r.k_enc, r.k_mac, r.iv)) if r.ok else Outcome(None, f"refused:{r.code}")
                 metrics.REDEMPTIONS.labels("ok" if r.ok else r.code).inc()
-                p.done(outcome)
+                p.answer(outcome)
             return
 
-    def _outage(self, batch: list[_Pending], why: str) -> list[_Pending]:
-        """Logs the outage once, fails the headers past their deadline, keeps the others."""
-        metrics.BANK_RETRIES.inc()
+    def _failed(self, exc: BankError, items: int) -> None:
+        """Marks the bank failing and logs the failure: once per outage at warning level,
+        then every retry at debug (the reason, never the request)."""
+        if retryable(exc):
+            metrics.BANK_RETRIES.inc()
         with self._lock:
-            first = self._outage_since is None
+            first = self._failing_since is None
             if first:
-                self._outage_since = time.monotonic()
-        if first:
-            log.warning("bank_unreachable", extra={"error": why[:200], "waiting": len(batch)})
+                self._failing_since = time.monotonic()
+                self._probe.reset()
+                self._next_probe = time.monotonic() + self._probe.next()
+        event = "bank_unreachable" if retryable(exc) else "bank_error"
+        fields = {"code": exc.code, "status": exc.status, "reason": exc.message[:200], "items": items}
+        log.log(logging.WARNING if first or not retryable(exc) else logging.DEBUG, event, extra=fields)
+
+    def _expire(self, batch: list[_Pending]) -> list[_Pending]:
+        """Fails the headers past their deadline, keeps the others."""
         now = time.monotonic()
         late = [p for p in batch if now >= p.deadline]
         if late:
@@ -196,13 +306,14 @@ class Redeemer:
 
     def _recovered(self) -> None:
         with self._lock:
-            since, self._outage_since = self._outage_since, None
+            since, self._failing_since = self._failing_since, None
         if since is not None:
             log.info("bank_reachable", extra={"outage_s": round(time.monotonic() - since, 3)})
 
     @staticmethod
     def _finish(batch: list[_Pending], outcome: Outcome) -> None:
-        if outcome.reason != "shutdown":
-            metrics.REDEMPTIONS.labels(outcome.reason.split(":")[0]).inc(len(batch))
-        for p in batch:
-            p.done(outcome)
+        todo = [p for p in batch if not p.answered]
+        if outcome.reason != "shutdown" and todo:
+            metrics.REDEMPTIONS.labels(outcome.reason.split(":")[0]).inc(len(todo))
+        for p in todo:
+            p.answer(outcome)

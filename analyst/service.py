@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -42,6 +43,7 @@ from .workers import AnalysisFailed, AnalysisTimeout, WorkerPool
 log = logging.getLogger("ecoin.analyst")
 
 _NO_OP_ID = bytes(wire.OP_ID_LEN)
+SUPERVISE_S = 1.0  # how often the supervisor checks the redeemer threads
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Analyst:
         self.redeemer.start()
         for link in self.links:
             link.start()
-        threading.Thread(target=self._announcer, name="announcer", daemon=True).start()
+        threading.Thread(target=self._supervise, name="supervisor", daemon=True).start()
         log.info(
             "analyst_started",
             extra={
@@ -121,7 +123,14 @@ class Analyst:
         return all(link.subscribed.wait(max(0.0, deadline - time.monotonic())) for link in self.links)
 
     def healthy(self) -> bool:
-        return not self._stop.is_set() and all(link.subscribed.is_set() for link in self.links)
+        return bool(self.status()["ok"])
+
+    def status(self) -> dict[str, Any]:
+        """What /healthz answers: unhealthy while a broker link is down, or while we cannot
+        redeem (the bank fails, or a redeemer thread is dead and not yet restarted)."""
+        broker = all(link.subscribed.is_set() for link in self.links)
+        bank = self.redeemer.healthy()
+        return {"ok": broker and bank and not self._stop.is_set(), "broker": broker, "bank": bank}
 
     def stop(self) -> None:
         """Clears the announcements, stops taking operations, lets those in flight finish
@@ -141,13 +150,21 @@ class Analyst:
             link.stop()
         log.info("analyst_stopped", extra={"drained": drained, "left_with_broker": self._in_flight})
 
-    def _announcer(self) -> None:
-        # Several processes of one analyst share the announcement topic; when one dies its
-        # will clears it, so the live ones put it back regularly.
-        while not self._stop.wait(self.settings.announce_every_s):
-            for link in self.links:
-                if link.connected.is_set():
-                    link.announce()
+    def _supervise(self) -> None:
+        """Restarts a dead redeemer thread (as the gateway's link does for its network
+        thread) and repeats the announcements: several processes of one analyst share the
+        announcement topic, and when one dies its will clears it."""
+        next_announce = time.monotonic() + self.settings.announce_every_s
+        while not self._stop.wait(min(SUPERVISE_S, self.settings.announce_every_s)):
+            try:
+                self.redeemer.ensure_running()
+                if time.monotonic() >= next_announce:
+                    next_announce = time.monotonic() + self.settings.announce_every_s
+                    for link in self.links:
+                        if link.connected.is_set():
+                            link.announce()
+            except Exception:  # the supervisor must outlive any bug it meets
+                log.exception("supervisor_error")
 
     # Step 1, paho's thread: take the message in.
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ecoin.common import bank_errors as errors
+from ecoin.common.cli import dispatch
 from ecoin.common.config import ConfigError
 from ecoin.common.keyfiles import PKIError
 
@@ -171,18 +172,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_path(args: argparse.Namespace) -> str:
+    """-c/--config, else $ECOIN_BANK_CONFIG, else /etc/ecoin/bank.toml (which must exist)."""
+    path = getattr(args, "config", None) or DEFAULT_CONFIG
+    if not Path(path).is_file():
+        how = "pass -c/--config or set ECOIN_BANK_CONFIG"
+        raise ConfigError(f"{path}: no such configuration file ({how})")
+    return str(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    path = getattr(args, "config", None) or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
-    try:
-        settings = load(path)
-        return int(args.fn(settings, args))
-    except (ConfigError, VaultError, PKIError, OSError, ValueError) as exc:
-        print(f"ecoin-bank: {exc}", file=sys.stderr)
-        return 2
-    except errors.BankError as exc:
-        print(f"ecoin-bank: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+    """Exit 0, 1 for a runtime failure (the bank refused, the database or a port is
+    unavailable), 2 for a configuration error (the file, a key, a key file, an argument)."""
+    return dispatch(
+        "ecoin-bank",
+        parser(),
+        argv,
+        usage=(ConfigError, VaultError, PKIError, ValueError),
+        runtime=(errors.BankError, OSError),
+        call=lambda args: args.fn(load(config_path(args)), args),
+    )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ usable, so coins issued under an older key remain redeemable after a rotation; n
 are issued under ``DIR/coin/current``.
 
 RSA decryption holds the GIL, so ``Opener`` spreads a batch over a pool of worker
-processes (each loads the keys once, when it starts). A coin never leaves the worker that
-decrypted it: the worker sends back its hash and the session keys only.
+processes (each loads the keys once, when it starts), in chunks of ``CHUNK`` headers
+through a fair queue (``fair.py``): callers are served in turn, named by the server with
+``on_behalf_of``. A coin never leaves the worker that decrypted it: the worker sends back
+its hash and the session keys only.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +31,10 @@ from ecoin.common import crypto
 from ecoin.common import keyfiles as pki
 from ecoin.protocol import session
 
+from .fair import FairQueue
 from .vault import coin_hash
+
+CHUNK = 4  # headers per task of a worker: a few milliseconds, so no caller holds a worker long
 
 
 @dataclass(frozen=True)
@@ -112,9 +119,16 @@ class CoinKeys:
 _worker_keys: CoinKeys | None = None
 
 
+WORKER_NICE = 10  # RSA is bulk work: the process that speaks HTTP and SQL runs first
+
+
 def _init_worker(pki_dir: str) -> None:
     global _worker_keys
     _worker_keys = CoinKeys.load(pki_dir)
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:
+        pass
     parent = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
 
@@ -137,6 +151,20 @@ def _ready() -> bool:
     return _worker_keys is not None
 
 
+_caller = threading.local()
+
+
+@contextmanager
+def on_behalf_of(caller: str) -> Iterator[None]:
+    """The headers this thread opens meanwhile are queued as ``caller``'s."""
+    before = getattr(_caller, "name", "")
+    _caller.name = caller
+    try:
+        yield
+    finally:
+        _caller.name = before
+
+
 class Opener:
     """Opens headers, in ``workers`` processes (0: in the calling thread)."""
 
@@ -146,8 +174,10 @@ class Opener:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._restart = threading.Lock()
+        self._fair: FairQueue[list[Item], list[Opened | Refused]] | None = None
         if workers > 0:
             self._pool = self._start()
+            self._fair = FairQueue(self._submit, workers + 1)  # one queued: no worker waits for work
 
     def _start(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(
@@ -162,25 +192,58 @@ class Opener:
         return pool
 
     def open(self, items: list[Item]) -> list[Opened | Refused]:
-        if self._pool is None:
+        if self._pool is None or self._fair is None:
             return [self.keys.open(item) for item in items]
-        n = max(1, min(self.workers, len(items)))
-        size = -(-len(items) // n)
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        pool = self._pool
-        try:
-            parts = list(pool.map(_open_chunk, chunks))
-        except BrokenProcessPool:
-            # A worker died (killed by the OOM killer, say): start a new pool and retry once.
-            with self._restart:
-                if self._pool is pool:  # not already replaced by another thread
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = self._start()
-                pool = self._pool
-            parts = list(pool.map(_open_chunk, chunks))
+        chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+        parts = self._fair.run(getattr(_caller, "name", ""), chunks)
         return [r for part in parts for r in part]
+
+    def _submit(self, chunk: list[Item]) -> Future[list[Opened | Refused]]:
+        """One chunk to the pool; a pool broken by a dead worker (the OOM killer, say) is
+        replaced and the chunk tried once more."""
+        out: Future[list[Opened | Refused]] = Future()
+        pool = self._pool
+        if pool is None:
+            raise BrokenProcessPool("the opener is closed")
+
+        def retry(first: Future[list[Opened | Refused]]) -> None:
+            exc = first.exception()
+            if not isinstance(exc, BrokenProcessPool):
+                _copy(first, out)
+                return
+            try:
+                _copy_when_done(self._replace(pool).submit(_open_chunk, chunk), out)
+            except BaseException as again:
+                out.set_exception(again)
+
+        try:
+            pool.submit(_open_chunk, chunk).add_done_callback(retry)
+        except BrokenProcessPool:
+            _copy_when_done(self._replace(pool).submit(_open_chunk, chunk), out)
+        return out
+
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        with self._restart:
+            if self._pool is broken:  # not already replaced by another thread
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start()
+            if self._pool is None:
+                raise BrokenProcessPool("the opener is closed")
+            return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _copy(src: Future[list[Opened | Refused]], dst: Future[list[Opened | Refused]]) -> None:
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
+
+
+def _copy_when_done(src: Future[list[Opened | Refused]], dst: Future[list[Opened | Refused]]) -> None:
+    src.add_done_callback(lambda f: _copy(f, dst))

@@ -32,6 +32,19 @@ TLS_REFUSED = Counter(
     "ecoin_bank_tls_refused", "TLS handshakes refused (no or bad client certificate)", registry=REGISTRY
 )
 
+CONNECTIONS_REFUSED = Counter(
+    "ecoin_bank_connections_refused",
+    "Connections closed at once, by limit (max_connections, per_client)",
+    ["limit"],
+    registry=REGISTRY,
+)
+DEADLINES = Counter(
+    "ecoin_bank_deadlines",
+    "Requests ended by a deadline or a size limit, by which (body_timeout, too_large)",
+    ["limit"],
+    registry=REGISTRY,
+)
+
 
 def serve(host: str, port: int) -> ThreadingHTTPServer:
     """Starts /metrics and /healthz in a daemon thread; returns the server."""

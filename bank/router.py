@@ -129,8 +129,13 @@ def redeem(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str
 
 
 def topup(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    """A gateway relays frames it cannot check: an unknown device gets the same answer as
+    a frame that does not authenticate, so a gateway cannot probe which device ids exist."""
     frame = _b64(body.get("frame"), "frame")
-    return {"frame": b64(ledger.topup(frame))}
+    try:
+        return {"frame": b64(ledger.topup(frame))}
+    except errors.UnknownDevice:
+        raise errors.Malformed("the top-up request does not authenticate") from None
 
 
 def create_account(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:

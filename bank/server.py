@@ -1,165 +1,50 @@
-"""The bank's HTTPS server: mutual TLS, HTTP/1.1 keep-alive, JSON bodies.
+"""The bank's HTTPS server: aiohttp behind our own TLS acceptor (``accept.py``).
 
-One thread per connection (``ThreadingHTTPServer``); the TLS handshake runs in that thread,
-so a slow or hostile client never stalls the accept loop. The client certificate must come
-from the project CA (``ecoin.common.tls.server_context``); its CN and OU are the caller's identity
-and role for every request on the connection. RSA decryption runs in the ``Opener``'s
-worker processes, so a batch uses every core while this process speaks HTTP and SQL.
+Why aiohttp, and which limit does what, is in docs/BANK_API.md ("Limits"). In short: one
+event loop holds every connection (a slow or idle one costs a few kilobytes, not a
+thread); aiohttp's parser (llhttp) is strict and bounds request lines, header fields and
+their number; its keep-alive timer closes a connection that has not sent a complete header
+block within ``idle_timeout_s`` of connecting or of its last answer (slowloris); a body
+must come within ``body_timeout_s`` and be at most 1 MiB.
+
+A request's work (the ledger's SQL, the RSA of a redemption) runs in a thread of a
+bounded pool, at most ``requests_per_client`` at a time per caller (the others wait in
+the event loop, at no cost to anyone else), and the RSA itself in the ``Opener``'s worker
+processes, where a fair queue serves callers in turn (``fair.py``). The ledger and the
+router are the same synchronous code as before; their answers are the API's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
-import socket
-import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from aiohttp import web
 
 from ecoin.common import bank_errors as errors
 from ecoin.common import logs, tls
 
-from . import metrics
+from . import accept, keys, metrics
 from .keys import Opener
 from .ledger import Ledger
-from .router import BODY_MAX, Router, error_body
+from .router import BODY_MAX, Identity, Router, error_body
 from .settings import BankSettings, open_store
 from .vault import Vault
 
 log = logging.getLogger("ecoin.bank")
 
-HANDSHAKE_TIMEOUT = 10.0
-IDLE_TIMEOUT = 120.0  # a keep-alive connection idle this long is closed
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "ecoin-bank/1"
-    sys_version = ""
-    timeout = IDLE_TIMEOUT
-    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
-    server: BankServer
-
-    def setup(self) -> None:
-        super().setup()
-        try:
-            self.who = tls.peer_identity(self.connection)
-        except tls.PeerIdentityError:
-            self.who = ("", "")  # no role: every call answers 403
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def _serve(self, method: str) -> None:
-        started = time.perf_counter()
-        try:
-            raw = self._body()
-        except errors.BankError as exc:
-            self.close_connection = True
-            name, status, body = "unknown", exc.status, error_body(exc)
-        else:
-            name, status, body = self.server.router.handle(method, self.path, self.who, raw)
-        self._send(status, body)
-        metrics.REQUESTS.labels(name, str(status)).inc()
-        metrics.LATENCY.labels(name).observe(time.perf_counter() - started)
-        if name == "redeem" and status == 200:
-            _count_redemptions(body["results"])
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding"):
-            raise errors.Malformed("send the body with a Content-Length, not chunked")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise errors.Malformed("bad Content-Length") from None
-        if length < 0:
-            raise errors.Malformed("bad Content-Length")
-        if length > BODY_MAX:
-            raise errors.TooLarge(f"the body is {length} bytes; at most {BODY_MAX}")
-        return self.rfile.read(length) if length else b""
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Unparseable HTTP: answered in the API's JSON error shape, then closed."""
-        self.close_connection = True
-        self._send(code, {"error": {"code": "malformed", "message": message or "bad HTTP request"}})
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def _count_redemptions(results: list[dict[str, Any]]) -> None:
-    tally: dict[str, int] = {}
-    for r in results:
-        key = r.get("code", "ok")
-        tally[key] = tally.get(key, 0) + 1
-    for key, n in tally.items():
-        metrics.REDEMPTIONS.labels(key).inc(n)
-
-
-class BankServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], router: Router, context: ssl.SSLContext) -> None:
-        self.router = router
-        self.context = context
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Runs in the connection's thread: the handshake first, then the HTTP exchanges."""
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            conn = self.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
-        except OSError:
-            return
-        try:
-            conn.do_handshake()
-        except (ssl.SSLError, OSError) as exc:
-            metrics.TLS_REFUSED.inc()
-            reason = getattr(exc, "reason", None) or str(exc)
-            log.info("tls_refused", extra={"peer": client_address[0], "reason": reason})
-            _linger(conn)
-            return
-        try:
-            _Handler(conn, client_address, self)
-        except OSError:
-            pass  # the client went away mid-exchange: nothing to answer
-        finally:
-            _linger(conn)
-
-
-def _linger(conn: ssl.SSLSocket) -> None:
-    """Closes a connection gently ("lingering close"). A client may still be sending when we
-    close: its request after a TLS 1.3 handshake we refused, or the rest of a body we refused
-    as too large. Closing with that data unread would reset the connection, and the client
-    would see "connection reset" instead of our alert or our 413. So: end our side, read
-    (and drop) whatever it still sends, for a second at most, then close."""
-    try:
-        conn.settimeout(1.0)
-        socket.socket.shutdown(conn, socket.SHUT_WR)
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and socket.socket.recv(conn, 65536):
-            pass
-    except OSError:
-        pass
-    finally:
-        conn.close()
+# aiohttp's parser limits: our clients send a short request line and a handful of short
+# headers, so a connection's unfinished header block stays under 32 KiB; past any of these
+# the request is answered 400 and the connection closed.
+MAX_LINE = 2048
+MAX_FIELD = 2048
+MAX_HEADERS = 16
 
 
 class Bank:
@@ -172,47 +57,155 @@ class Bank:
         vault = Vault.load(settings.master_key)
         self.opener = Opener(settings.pki, settings.worker_count())
         self.ledger = Ledger(self.store, vault, self.opener, settings.coin_expiry_days)
+        self.router = Router(self.ledger)
         cert, key, ca = settings.tls_paths()
-        self.server = BankServer(
-            (settings.listen, settings.port), Router(self.ledger), tls.server_context(cert, key, ca)
-        )
+        self.context = tls.server_context(cert, key, ca)
+        self.threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="request")
         self.metrics = (
             metrics.serve(settings.metrics_listen, settings.metrics_port) if settings.metrics_port else None
         )
+        self.port = settings.port
         self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._slots: dict[Identity, asyncio.Semaphore] = {}
+
+    # Life cycle.
 
     def serve(self) -> None:
         expiry = threading.Thread(target=self._expire_loop, name="expiry", daemon=True)
         expiry.start()
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self.close()
+
+    async def _serve(self) -> None:
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stopping.set)
+        limits = accept.ConnectionLimits(
+            s.max_connections, s.max_connections_per_client, s.handshake_timeout_s
+        )
+        server = accept.BankServer(
+            self._handle,
+            limits,
+            keepalive_timeout=s.idle_timeout_s,
+            max_line_size=MAX_LINE,
+            max_field_size=MAX_FIELD,
+            max_headers=MAX_HEADERS,
+            auto_decompress=False,  # no compressed bodies: nothing to inflate past the size check
+            access_log=None,
+            lingering_time=2.0,  # reads (and drops) the rest of a refused body: no reset
+        )
+        listener = await accept.listen(server, self.context, s.listen, s.port)
+        self.port = int(listener.sockets[0].getsockname()[1])
+        self._started()
+        await self._stopping.wait()
+        listener.close()
+        await server.shutdown(timeout=5.0)
+
+    def _started(self) -> None:
         s = self.settings
         log.info(
             "bank_started",
             extra={
                 "listen": s.listen,
-                "port": self.server.server_address[1],
+                "port": self.port,
                 "metrics_port": s.metrics_port,
                 "db": "postgresql" if s.postgres else "sqlite",
                 "workers": s.worker_count(),
                 "coin_kids": sorted(k.hex() for k in self.opener.keys.keys),
             },
         )
-        try:
-            self.server.serve_forever(poll_interval=0.2)
-        finally:
-            self.close()
 
     def stop(self) -> None:
+        """From any thread."""
         self._stop.set()
-        threading.Thread(target=self.server.shutdown, daemon=True).start()
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
 
     def close(self) -> None:
         self._stop.set()
-        self.server.server_close()
+        self.threads.shutdown(wait=True, cancel_futures=True)
         if self.metrics:
             self.metrics.shutdown()
         self.opener.close()
         self.store.close()
         log.info("bank_stopped")
+
+    # One request.
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        who = accept.identity(request.transport) if request.transport else ("", "")
+        try:
+            raw = await self._body(request)
+        except errors.TooSlow as exc:  # answered, then closed: no lingering for a trickle
+            return await self._answer_and_close(request, exc)
+        except errors.BankError as exc:
+            name, status, body, close = "unknown", exc.status, error_body(exc), True
+        else:
+            async with self._slot(who):  # per caller: the others' requests do not wait for these
+                loop = asyncio.get_running_loop()
+                call = (request.method, request.raw_path, who, raw)
+                name, status, body = await loop.run_in_executor(self.threads, self._call, *call)
+            close = False
+        data = json.dumps(body, separators=(",", ":")).encode()
+        response = web.Response(body=data, status=status, content_type="application/json")
+        response.headers["Server"] = "ecoin-bank/1"
+        if close:
+            response.force_close()
+        metrics.REQUESTS.labels(name, str(status)).inc()
+        metrics.LATENCY.labels(name).observe(time.perf_counter() - started)
+        if name == "redeem" and status == 200:
+            _count_redemptions(body["results"])
+        return response
+
+    @staticmethod
+    async def _answer_and_close(request: web.BaseRequest, exc: errors.BankError) -> web.StreamResponse:
+        data = json.dumps(error_body(exc)).encode()
+        response = web.Response(body=data, status=exc.status, content_type="application/json")
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        metrics.REQUESTS.labels("unknown", str(exc.status)).inc()
+        return response
+
+    async def _body(self, request: web.BaseRequest) -> bytes:
+        """The body, within the size and time limits (aiohttp already refused a body whose
+        framing is ambiguous or malformed)."""
+        if request.version < (1, 0):  # a bare "GET /path" line: HTTP/0.9 is not spoken here
+            raise errors.Malformed("bad request line: HTTP/1.1 only")
+        if request.headers.get("Transfer-Encoding"):
+            raise errors.Malformed("send the body with a Content-Length, not chunked")
+        if len(request.headers.getall("Content-Length", ())) > 1:
+            raise errors.Malformed("more than one Content-Length")
+        length = request.content_length or 0
+        if length > BODY_MAX:
+            metrics.DEADLINES.labels("too_large").inc()
+            raise errors.TooLarge(f"the body is {length} bytes; at most {BODY_MAX}")
+        if not length:
+            return b""
+        try:
+            return await asyncio.wait_for(request.read(), self.settings.body_timeout_s)
+        except TimeoutError:
+            metrics.DEADLINES.labels("body_timeout").inc()
+            raise errors.TooSlow(f"the body did not arrive within {self.settings.body_timeout_s} s") from None
+
+    def _slot(self, who: Identity) -> asyncio.Semaphore:
+        slot = self._slots.get(who)
+        if slot is None:
+            slot = self._slots[who] = asyncio.Semaphore(self.settings.requests_per_client)
+        return slot
+
+    def _call(self, method: str, path: str, who: Identity, raw: bytes) -> tuple[str, int, dict[str, Any]]:
+        """In a request thread: the router and ledger, with RSA queued fairly for ``who``."""
+        with keys.on_behalf_of(f"{who[1]}:{who[0]}"):
+            return self.router.handle(method, path, who, raw)
 
     def _expire_loop(self) -> None:
         every = self.settings.expire_every_s
@@ -225,10 +218,17 @@ class Bank:
                 log.warning("expiry_failed", extra={"code": exc.code, "reason": exc.message})
 
 
+def _count_redemptions(results: list[dict[str, Any]]) -> None:
+    tally: dict[str, int] = {}
+    for r in results:
+        key = r.get("code", "ok")
+        tally[key] = tally.get(key, 0) + 1
+    for key, n in tally.items():
+        metrics.REDEMPTIONS.labels(key).inc(n)
+
+
 def run(settings: BankSettings) -> int:
     logs.setup(settings.log_level)
-    bank = Bank(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: bank.stop())
-    bank.serve()
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)  # its per-request debug chatter
+    Bank(settings).serve()
     return 0

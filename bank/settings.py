@@ -8,8 +8,17 @@
     pki = "/etc/ecoin/pki"      # ca.crt, bank/<name>.crt|.key, coin/*.key
     master_key = "/var/lib/ecoin/master.key"
     coin_expiry_days = 730
+    # Limits of the API (docs/BANK_API.md, "Limits"); the defaults suit a production bank.
+    max_connections = 512       # open connections, handshaking ones included
+    max_connections_per_client = 32
+    requests_per_client = 4     # requests of one caller worked on at once; the rest wait
+    handshake_timeout_s = 10.0
+    idle_timeout_s = 15.0       # connect or last answer -> a complete header block
+    body_timeout_s = 10.0
 
-Relative paths are taken from the configuration file's directory.
+Relative paths are taken from the configuration file's directory. ``load`` refuses a file
+without a ``[bank]`` table, unknown keys, wrong types and values out of range
+(``ConfigError``: ``ecoin-bank`` exits 2).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ecoin.common import config
+from ecoin.common.config import ConfigError
 
 from .postgres import PostgresStore
 from .sqlite import SqliteStore
@@ -46,6 +56,13 @@ class BankSettings:
     db_pool: int = 8  # PostgreSQL connections per bank process
     busy_timeout_ms: int = 5000  # SQLite: how long a writer waits for another process
     log_level: str = "info"
+    max_connections: int = 512
+    max_connections_per_client: int = 32
+    requests_per_client: int = 4
+    threads: int = 16  # request threads: the ledger's SQL and the wait for the RSA workers
+    handshake_timeout_s: float = 10.0
+    idle_timeout_s: float = 15.0
+    body_timeout_s: float = 10.0
 
     @property
     def postgres(self) -> bool:
@@ -63,10 +80,40 @@ class BankSettings:
         return (os.cpu_count() or 1) if self.workers < 0 else self.workers
 
 
-def load(path: str | Path | None) -> BankSettings:
+_POSITIVE = (
+    "max_connections",
+    "max_connections_per_client",
+    "requests_per_client",
+    "threads",
+    "db_pool",
+    "handshake_timeout_s",
+    "idle_timeout_s",
+    "body_timeout_s",
+)
+
+
+def check(s: BankSettings) -> BankSettings:
+    """Refuses values the bank cannot run with, naming the key."""
+    for name in ("port", "metrics_port"):
+        if not 0 <= getattr(s, name) <= 65535:
+            raise ConfigError(f"bank.{name}: must be 0 to 65535")
+    for name in _POSITIVE:
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"bank.{name}: must be > 0")
+    if s.workers < -1:
+        raise ConfigError("bank.workers: -1 (one per CPU), 0 (none) or a number of processes")
+    if s.coin_expiry_days < 0 or s.expire_every_s < 0:
+        raise ConfigError("bank.coin_expiry_days and bank.expire_every_s: must be >= 0")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("bank.log_level: debug, info, warning or error")
+    return s
+
+
+def load(path: str | Path) -> BankSettings:
+    """The settings of the ``[bank]`` table of ``path``, relative paths resolved."""
+    if "bank" not in config.read(path):
+        raise ConfigError(f"{path}: no [bank] table")
     settings = config.load(BankSettings, path, "bank")
-    if path is None:
-        return settings
     base = Path(path).resolve().parent
     fixed: dict[str, Any] = {}
     for name in ("pki", "cert", "key", "ca", "master_key", "db"):
@@ -75,7 +122,7 @@ def load(path: str | Path | None) -> BankSettings:
             continue
         if value and not Path(value).is_absolute():
             fixed[name] = str(base / value)
-    return dataclasses.replace(settings, **fixed)
+    return check(dataclasses.replace(settings, **fixed))
 
 
 def open_store(settings: BankSettings) -> Store:

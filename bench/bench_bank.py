@@ -10,6 +10,10 @@ Figures:
 - bank_redeem_vs_rsa: bank_redeem_per_s / rsa2048_private_per_s (target >= 0.5).
 - bank_bytes_per_coin: SQLite file bytes per outstanding coin with 1,000,000 coins
   outstanding, minted through the ledger's own bulk path (target <= 40).
+- bank_fairness_ratio: a well-behaved analyst's p99 time to redeem one header while another
+  analyst floods the bank with 256-header batches of junk on FLOOD_CONNECTIONS connections,
+  divided by its p99 alone (target <= 3). Junk costs a private-key operation per header.
+- bank_fair_p99_alone_ms, bank_fair_p99_flood_ms: the two p99s.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ UNBATCHED_COINS = 3_000
 ROUNDS = 3
 CONNECTIONS = 4
 MILLION = 1_000_000
+FAIR_SAMPLES = 200
+FLOOD_CONNECTIONS = 4
 DEVICE_KEY = bytes(32)
 
 
@@ -110,6 +116,63 @@ def redeem_rate(bank: BankProcess, coins: list[bytes], w: Any, batch: int, conne
     return ok / elapsed
 
 
+def _flood(args: dict[str, Any], ready: Any, stop: Any) -> None:
+    """Another analyst's junk: batches of random headers under a real kid, as fast as the
+    bank answers them, on several connections."""
+    clients = [BankClient(args["url"], *args["tls"], timeout=120) for _ in range(FLOOD_CONNECTIONS)]
+    junk = [
+        RedeemItem(args["kid"], os.urandom(256), os.urandom(16), "average", os.urandom(32), os.urandom(32))
+        for _ in range(BATCH)
+    ]
+
+    def work(client: BankClient) -> None:
+        client.healthz()
+        while not stop.is_set():
+            client.redeem(junk)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    ready.set()
+    for t in threads:
+        t.join()
+
+
+def _p99(bank: BankProcess, items: list[RedeemItem]) -> float:
+    times = []
+    with bank.client("analyst", "alice") as alice:
+        alice.healthz()
+        for item in items:
+            started = time.perf_counter()
+            if not alice.redeem([item])[0].ok:
+                raise RuntimeError("a valid header was refused")
+            times.append(time.perf_counter() - started)
+    times.sort()
+    return times[int(len(times) * 0.99) - 1]
+
+
+def fairness(bank: BankProcess) -> tuple[float, float]:
+    """(p99 alone, p99 during the flood), in seconds."""
+    coins, w = withdraw(bank, 2 * FAIR_SAMPLES)
+    items = _headers(w.public_key, w.kid, coins)
+    alone = _p99(bank, items[:FAIR_SAMPLES])
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    base = bank.pki / "analyst" / "bob"
+    tls = (f"{base}.crt", f"{base}.key", str(bank.pki / "ca.crt"))
+    proc = ctx.Process(target=_flood, args=({"url": bank.url, "tls": tls, "kid": w.kid}, ready, stop))
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the flood did not start")
+        time.sleep(1.0)  # let the flood fill the bank's queues first
+        flooded = _p99(bank, items[FAIR_SAMPLES:])
+    finally:
+        stop.set()
+        proc.join(120)
+    return alone, flooded
+
+
 def withdraw(bank: BankProcess, n: int) -> tuple[list[bytes], Any]:
     coins: list[bytes] = []
     with bank.client("owner", "olive") as olive:
@@ -141,13 +204,15 @@ def run(workdir: Path) -> dict[str, float | int | str]:
     pki_dir = workdir / "pki"
     pki_tool.init(pki_dir)
     pki_tool.issue(pki_dir, "analyst", "alice")
+    pki_tool.issue(pki_dir, "analyst", "bob")
     pki_tool.issue(pki_dir, "owner", "olive")
     rsa_rate = rsa_private_per_s()
     figures: dict[str, float | int | str] = {"rsa2048_private_per_s": round(rsa_rate, 1)}
     with BankProcess(workdir / "bank", pki_dir, workers=-1, metrics_port=0, expire_every_s=0) as bank:
         bank.admin.create_account("olive", "owner")
         bank.admin.create_account("alice", "analyst", ["average"])
-        bank.admin.fund("olive", ROUNDS * BATCHED_COINS + UNBATCHED_COINS)
+        bank.admin.create_account("bob", "analyst", ["average"])
+        bank.admin.fund("olive", ROUNDS * BATCHED_COINS + UNBATCHED_COINS + 2 * FAIR_SAMPLES)
         with bank.client("owner", "olive") as olive:
             olive.register_device("dev1", DEVICE_KEY)
         best = 0.0
@@ -156,11 +221,15 @@ def run(workdir: Path) -> dict[str, float | int | str]:
             best = max(best, redeem_rate(bank, coins, w, BATCH, CONNECTIONS))
         coins, w = withdraw(bank, UNBATCHED_COINS)
         single = redeem_rate(bank, coins, w, 1, 2 * CONNECTIONS)
+        alone, flooded = fairness(bank)
         if bank.cli("audit", check=False).returncode != 0:
             raise RuntimeError("the bank's audit failed after the load")
     figures["bank_redeem_per_s"] = round(best, 1)
     figures["bank_redeem_unbatched_per_s"] = round(single, 1)
     figures["bank_redeem_vs_rsa"] = round(best / rsa_rate, 3)
+    figures["bank_fairness_ratio"] = round(flooded / alone, 2)
+    figures["bank_fair_p99_alone_ms"] = round(alone * 1000, 2)
+    figures["bank_fair_p99_flood_ms"] = round(flooded * 1000, 2)
     figures["bank_bytes_per_coin"] = round(bytes_per_coin(workdir, pki_dir), 2)
     return figures
 

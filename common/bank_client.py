@@ -134,13 +134,16 @@ class BankClient:
                     break
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()
-                    if _refused_handshake(exc):
-                        raise Unauthenticated(f"the bank refused our certificate: {exc}") from exc
+                    refused = _refused_handshake(exc)
+                    if refused:
+                        raise Unauthenticated(f"{refused}: {exc}") from exc
                     if attempt == 2:
                         raise Unavailable(f"cannot reach the bank at {self.host}:{self.port}: {exc}") from exc
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError as exc:
+            if status >= 500:  # a proxy's error page, say: the bank itself is not answering
+                raise Unavailable(f"the bank answered {status} with a body that is not JSON") from exc
             raise Malformed(f"the bank answered {status} with a body that is not JSON") from exc
         if status != 200:
             error = answer.get("error", {}) if isinstance(answer, dict) else {}
@@ -246,11 +249,14 @@ class BankClient:
         return bool(self.call("GET", "/healthz").get("ok"))
 
 
-def _refused_handshake(exc: BaseException) -> bool:
-    """True when TLS says the bank rejected our certificate (or we rejected the bank's)."""
+def _refused_handshake(exc: BaseException) -> str:
+    """Who refused the handshake, when TLS says one side rejected the other's certificate:
+    we refused the bank's (verification failed here), or the bank refused ours (its alert);
+    "" for any other failure."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return True
+        return "we refused the bank's certificate"
     if isinstance(exc, ssl.SSLError):
         reason = (getattr(exc, "reason", "") or "").upper()
-        return any(w in reason for w in ("CERTIFICATE", "UNKNOWN_CA", "ALERT"))
-    return False
+        if any(w in reason for w in ("CERTIFICATE", "UNKNOWN_CA", "ALERT")):
+            return "the bank refused our certificate"
+    return ""

@@ -20,18 +20,13 @@ from ecoin.protocol import session
 from ecoin.testing.bank import BankProcess, operation_item
 from ecoin.tools import pki as pki_tool
 
-from .helpers import DEVICE_KEY
+from .helpers import DEVICE_KEY, exchange, populate
 
 
 @pytest.fixture(scope="module")
 def bank(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BankProcess]:
     b = BankProcess(tmp_path_factory.mktemp("bank"), pki, workers=1).start()
-    b.admin.create_account("olive", "owner")
-    b.admin.create_account("alice", "analyst", ["average"])
-    b.admin.create_account("bob", "analyst", ["average"])
-    b.admin.fund("olive", 5_000)
-    with b.client("owner", "olive") as olive:
-        olive.register_device("dev1", DEVICE_KEY)
+    populate(b, 5_000)
     yield b
     b.stop()
 
@@ -122,9 +117,16 @@ def test_a_certificate_from_another_ca_is_refused(bank, tmp_path):
     # It trusts the real CA (so it reaches the bank) but shows a certificate of another CA.
     with (
         BankClient(bank.url, cert, key, bank.pki / "ca.crt") as impostor,
-        pytest.raises(errors.Unauthenticated),
+        pytest.raises(errors.Unauthenticated, match="the bank refused our certificate"),
     ):
         impostor.healthz()
+    # The other way round: a client that does not trust the bank's CA says so.
+    alice = bank.pki / "analyst" / "alice"
+    with (
+        BankClient(bank.url, f"{alice}.crt", f"{alice}.key", other / "ca.crt") as doubter,
+        pytest.raises(errors.Unauthenticated, match="we refused the bank's certificate"),
+    ):
+        doubter.healthz()
     metrics = (
         urllib.request.urlopen(f"http://127.0.0.1:{bank.metrics_port}/metrics", timeout=10).read().decode()
     )
@@ -217,3 +219,46 @@ def test_metrics_port(bank):
     text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
     assert 'ecoin_bank_requests_total{route="balance",status="200"}' in text
     assert "ecoin_bank_request_seconds_bucket" in text
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /v1/redeem HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /v1/redeem HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}",
+        b"GARBAGE\r\n\r\n",
+        b"GET /healthz HTTP/1.1 trailing\r\n\r\n",
+        b"GET /healthz\r\n\r\n",
+        b"POST /v1/redeem HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    ],
+)
+def test_ambiguous_or_bad_http_gets_400_with_a_status_line(bank, request_bytes):
+    answer = exchange(bank, request_bytes)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1:2] == [b"400"], answer[:200]
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "malformed"
+    with bank.client("analyst", "alice") as alice:
+        assert alice.healthz()
+
+
+def test_a_non_owner_cannot_tell_whether_a_device_exists(bank):
+    # The gateway relays a top-up for olive's dev1 (wrong key) and for a device that does not exist.
+    known = bytes(session.seal_topup_request(crypto, bytes(32), "dev1", 99, 1)[1])
+    unknown = bytes(session.seal_topup_request(crypto, bytes(32), "no-such-dev", 99, 1)[1])
+    answers = []
+    with bank.client("gateway", "gw1") as gw:
+        for frame in (known, unknown):
+            with pytest.raises(errors.BankError) as err:
+                gw.topup(frame)
+            answers.append((err.value.status, err.value.code, err.value.message))
+    assert answers[0] == answers[1]
+    # Another owner: withdrawing from and claiming for olive's device, and a missing one.
+    with bank.client("owner", "oscar") as oscar:
+        found = []
+        for device in ("dev1", "no-such-dev"):
+            for call in (lambda d: oscar.withdraw(d, 1), lambda d: oscar.claim(d, [bytes(32)])):
+                with pytest.raises(errors.BankError) as err:
+                    call(device)
+                found.append((err.value.status, err.value.code, err.value.message.replace(device, "D")))
+    assert found[0] == found[2] and found[1] == found[3]
