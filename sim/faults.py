@@ -70,14 +70,16 @@ class FaultRun(demo.Demo):
 
     # The parts, as the demo started them.
 
-    def part(self, kind: type) -> Any:
+    def parts(self, kind: type) -> list[Any]:
         assert isinstance(self.stack, RecordingStack)
-        return next(p for p in self.stack.parts if isinstance(p, kind))
+        return [p for p in self.stack.parts if isinstance(p, kind)]
+
+    def part(self, kind: type) -> Any:
+        return self.parts(kind)[0]
 
     @property
     def gateway(self) -> subprocess.Popen[bytes]:
-        assert isinstance(self.stack, RecordingStack)
-        return [p for p in self.stack.parts if isinstance(p, subprocess.Popen)][-1]
+        return self.parts(subprocess.Popen)[-1]  # the latest one started
 
     def gateway_health(self) -> int:
         conf = tomllib.loads((self.workdir / "gateway" / "gateway.toml").read_text())
@@ -102,7 +104,8 @@ class FaultRun(demo.Demo):
         parts_up = self.parts_up()
         self.quiesce()
         with bank.client("owner", demo.OWNER) as owner:
-            rec = faults.reconcile(owner, {d.name: d.sim.flash_dir for d in self.fleet}, sum(self.credits(bank).values()))
+            flashes = {d.name: d.sim.flash_dir for d in self.fleet}
+            rec = faults.reconcile(owner, flashes, sum(self.credits(bank).values()))
         outside = faults.attribute(done, rec)
         self.results = {
             "faults": [faults.fault_dict(f) for f in done],
@@ -129,7 +132,8 @@ class FaultRun(demo.Demo):
         # What the fault cut surfaces by the device's op_timeout at the latest.
         time.sleep(max(0.0, started + OP_TIMEOUT + 3.0 - time.monotonic()))
         fault.doubts = self.doubts() - before
-        self.say(f"{kind}: recovered={fault.recovered} in {fault.recovery_s or 0:.1f}s, {len(fault.doubts)} ops lost")
+        took = f"{fault.recovery_s:.1f}s" if fault.recovery_s is not None else "-"
+        self.say(f"{kind}: recovered={fault.recovered} in {took}, {len(fault.doubts)} ops lost")
         return fault
 
     def in_flight(self, kind: str, victim: int) -> set[int]:
@@ -164,7 +168,7 @@ class FaultRun(demo.Demo):
             self.restart_gateway()
         elif kind == "analyst":
             name = next(a for a, s in demo.ANALYSTS.items() if self.fleet[victim].service in s)
-            proc = next(p for p in self.stack.parts if isinstance(p, AnalystProcess) and p.workdir.name == name)
+            proc = next(p for p in self.parts(AnalystProcess) if p.workdir.name == name)
             proc.kill()
             proc.start()
         elif kind == "device":
@@ -205,7 +209,7 @@ class FaultRun(demo.Demo):
     def parts_up(self) -> bool:
         """Every part alive and answering, as the faults left them."""
         bank_ok = self.bank.proc is not None and self.bank.proc.poll() is None and self.bank.admin.healthz()
-        analysts = [p for p in self.stack.parts if isinstance(p, AnalystProcess)]
+        analysts = self.parts(AnalystProcess)
         try:
             url = f"http://127.0.0.1:{self.gateway_health()}/healthz"
             with urllib.request.urlopen(url, timeout=2) as r:
@@ -229,7 +233,9 @@ class FaultRun(demo.Demo):
                 time.sleep(0.002)
             dev.sim.stop()
 
-    def summary(self, elapsed: float, credits: dict[str, int], audit_ok: bool, audit_text: str) -> dict[str, Any]:
+    def summary(
+        self, elapsed: float, credits: dict[str, int], audit_ok: bool, audit_text: str
+    ) -> dict[str, Any]:
         self.count()
         return {
             **self.results,
@@ -243,7 +249,9 @@ class FaultRun(demo.Demo):
 SHORT = ("bank", "gateway", "device", "gateway-stop")
 
 
-def run_all(workdir: Path, runs: int, devices: int, kinds: tuple[str, ...], stop_s: float, seed: int) -> list[dict[str, Any]]:
+def run_all(
+    workdir: Path, runs: int, devices: int, kinds: tuple[str, ...], stop_s: float, seed: int
+) -> list[dict[str, Any]]:
     out = []
     for n in range(runs):
         wd = workdir / f"run-{n + 1}"

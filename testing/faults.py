@@ -139,7 +139,8 @@ def write(out_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
     report = {"checks": checks, "table": rows, "runs": runs}
     (out_dir / "faults.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        "| fault | injections | recovered | recovery s (max / mean) | ops lost | coins paid without a result |",
+        "| fault | injections | recovered | recovery s (max / mean) | ops lost"
+        " | coins paid without a result |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
