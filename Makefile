@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 DEB_PKGS := mosquitto mosquitto-clients postgresql openssl
 
-.PHONY: setup test test-fast test-arm64 lint typecheck unit bench demo flash wheel clean
+.PHONY: setup test test-fast test-arm64 lint typecheck unit bench demo faults flash wheel clean
 
 # The Python rooms (docs/ARCHITECTURE.md); firmware/ and boards/ are MicroPython, not linted here.
 ROOMS := protocol common bank analyst gateway tools sim testing
@@ -57,6 +57,12 @@ bench: setup
 
 demo: setup
 	$(BIN)/python -m ecoin.sim.demo
+
+# The demo's system under kill -9 and SIGSTOP of each part (docs/FAULTS.md): two runs of every
+# fault, ~6 min; the table goes to build/faults/faults.md and faults.json. `make test` runs
+# the short version (tests/e2e/test_faults_run.py).
+faults: setup
+	$(BIN)/python -m ecoin.sim.faults --runs 2 --workdir build/faults
 
 BOARD ?= esp32
 PORT  ?= /dev/ttyUSB0

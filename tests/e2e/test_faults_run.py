@@ -1,0 +1,36 @@
+"""The short fault run of `make test` (`make faults` is the full one): the whole system under
+kill -9 of the bank, the gateway and a device mid-operation, and a 5 s SIGSTOP of the
+gateway. Every part must come back, no coin may be created or lost, the ledger must audit,
+and no analyst may be paid for an answer its device never got, except for the operation
+cut by killing the device itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_the_short_fault_run_recovers_and_conserves_coins(tmp_path: Path):
+    out = tmp_path / "faults"
+    done = subprocess.run(
+        [sys.executable, "-m", "ecoin.sim.faults", "--short", "--runs", "1", "--devices", "3"]
+        + ["--workdir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        stdin=subprocess.DEVNULL,
+    )
+    assert (out / "faults.md").exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "faults.json").read_text())
+    checks, rows = report["checks"], {r["fault"]: r for r in report["table"]}
+    assert set(rows) == {"bank", "gateway", "device", "gateway-stop"}
+    assert checks["all_recovered"], report
+    assert checks["coins_conserved"], report["runs"][0]["problems"]
+    assert checks["audit_ok"], report["runs"][0]["audit"]
+    assert checks["paid_without_result_outside_faults"] == 0, report
+    paid = {kind: r["paid_without_result"] for kind, r in rows.items() if kind != "device"}
+    assert paid == dict.fromkeys(paid, 0), report
+    assert rows["device"]["paid_without_result"] <= rows["device"]["injections"]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
