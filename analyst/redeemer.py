@@ -76,6 +76,7 @@ class _Pending:
     done: Done
     deadline: float
     answered: bool = field(default=False)
+    late: str = "bank_unreachable"  # the reason when the deadline passes
 
     def answer(self, outcome: Outcome) -> None:
         """Calls ``done`` once, whatever happens around it (a crash of the caller's code
@@ -167,12 +168,18 @@ class Redeemer:
         alive = all(t is not None and t.is_alive() for t in self._threads)
         return alive and self._failing_since is None and not self._stop.is_set()
 
-    def submit(self, item: RedeemItem, done: Done) -> None:
-        """Queues one header; ``done(outcome)`` is called once, from a redeemer thread."""
+    def submit(self, item: RedeemItem, done: Done, deadline: float | None = None) -> None:
+        """Queues one header; ``done(outcome)`` is called once, from a redeemer thread.
+        ``deadline`` (monotonic) is when its device stops waiting: never redeemed after it,
+        so a coin whose device gave up stays unspent and refundable (``deadline_passed``)."""
         if self._stop.is_set():
             done(Outcome(None, "shutdown"))
             return
-        self._queue.put(_Pending(item, done, time.monotonic() + self.wait_max_s))
+        limit = time.monotonic() + self.wait_max_s
+        if deadline is not None and deadline < limit:
+            self._queue.put(_Pending(item, done, deadline, late="deadline_passed"))
+        else:
+            self._queue.put(_Pending(item, done, limit))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stops taking work; headers still queued end as ``shutdown`` (not redeemed)."""
@@ -253,7 +260,9 @@ class Redeemer:
 
     def _redeem(self, bank: Bank, batch: list[_Pending]) -> None:
         backoff = Backoff(self.backoff_min_s, self.backoff_max_s)
-        while batch:
+        # Expired first, every round: past its deadline (its device gone, or wait_max_s spent
+        # on an outage) a header is answered, never sent to the bank.
+        while batch := self._expire(batch):
             started = time.monotonic()
             try:
                 results = bank.redeem([p.item for p in batch])
@@ -262,8 +271,7 @@ class Redeemer:
                 if not retryable(exc):  # forbidden, not_found, malformed...: retrying will not help
                     self._finish(batch, Outcome(None, f"bank_error:{exc.code}"))
                     return
-                batch = self._expire(batch)
-                if batch and self._stop.wait(backoff.next()):
+                if self._stop.wait(backoff.next()):
                     self._finish(batch, Outcome(None, "shutdown"))
                     return
                 continue
@@ -301,7 +309,8 @@ class Redeemer:
         late = [p for p in batch if now >= p.deadline]
         if late:
             log.warning("bank_wait_expired", extra={"operations": len(late), "wait_max_s": self.wait_max_s})
-            self._finish(late, Outcome(None, "bank_unreachable"))
+            for p in late:
+                p.answer(Outcome(None, p.late))
         return [p for p in batch if now < p.deadline]
 
     def _recovered(self) -> None:

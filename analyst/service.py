@@ -191,8 +191,11 @@ class Analyst:
         if self._duplicate(op):
             return None
         # The bank checks the tag over this digest before it pays, and binds its spend to it.
+        deadline = _device_deadline(props)
+        if deadline is not None and deadline <= time.monotonic():
+            return self._refuse(op, "deadline_passed", "its device no longer waits: not redeemed")
         item = RedeemItem(kid, header, op.op_id, service, session.operation_digest(crypto, frame), tag)
-        self.redeemer.submit(item, lambda outcome: self._redeemed(op, outcome))
+        self.redeemer.submit(item, lambda outcome: self._redeemed(op, outcome), deadline)
         return None
 
     def _duplicate(self, op: _Op) -> bool:
@@ -328,3 +331,18 @@ def _frame_problem(message: str) -> str:
     if "truncated" in message:
         return "truncated"
     return "malformed"
+
+
+# Time an answer needs after the bank's: decryption, analysis, the reply's way to the device.
+_ANSWER_S = 1.0
+
+
+def _device_deadline(props: object) -> float | None:
+    """When the device stops waiting (monotonic), from the MQTT 5 message expiry the gateway
+    sets to the device's remaining patience (the broker counts it down while the operation
+    waits); None if the operation carries none. Redeeming later would pay for an answer the
+    device never takes, so the analyst stops ``_ANSWER_S`` before it."""
+    expiry = getattr(props, "MessageExpiryInterval", None)
+    if not isinstance(expiry, int):
+        return None
+    return time.monotonic() + expiry - _ANSWER_S

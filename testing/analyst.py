@@ -163,9 +163,18 @@ class Requester:
             self._cond.notify_all()
 
     def send(
-        self, service: str, frame: bytes, correlation: bytes, reply_topic: str | None = ""
+        self,
+        service: str,
+        frame: bytes,
+        correlation: bytes,
+        reply_topic: str | None = "",
+        expiry_s: int | None = None,
     ) -> mqtt.MQTTMessageInfo:
+        """Publishes as the gateway does; ``expiry_s`` is the MQTT 5 message expiry the
+        gateway sets to the device's remaining patience."""
         props = Properties(PacketTypes.PUBLISH)
+        if expiry_s is not None:
+            props.MessageExpiryInterval = expiry_s
         if reply_topic is not None:
             props.ResponseTopic = reply_topic or self.reply_topic
         props.CorrelationData = correlation

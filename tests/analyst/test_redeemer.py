@@ -182,3 +182,27 @@ def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
     assert [b.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
     b.reset()
     assert b.next() == 0.1
+
+
+def test_an_operation_whose_device_gave_up_is_never_redeemed() -> None:
+    bank, out = ScriptedBank(), Outcomes()
+    r = Redeemer([bank], linger_s=0.01)
+    r.submit(item(0), out.callback(0), deadline=time.monotonic() - 0.1)  # waited in the queue too long
+    r.start()
+    try:
+        assert out.wait(1)[0].reason == "deadline_passed"
+    finally:
+        r.close()
+    assert bank.calls == []  # the coin was never sent to the bank: it stays refundable
+
+
+def test_a_bank_outage_is_waited_out_only_until_the_device_gives_up() -> None:
+    bank, out = ScriptedBank(*[Unavailable("down")] * 1000), Outcomes()
+    r = Redeemer([bank], wait_max_s=30.0, backoff_min_s=0.02, backoff_max_s=0.05).start()
+    try:
+        given_up = time.monotonic() + 0.3
+        r.submit(item(0), out.callback(0), deadline=given_up)
+        assert out.wait(1)[0].reason == "deadline_passed"  # not the 30 s of wait_max_s
+    finally:
+        r.close()
+    assert bank.calls and all(t < given_up for t, _ in bank.calls)  # no call after the device gave up

@@ -332,3 +332,19 @@ def test_a_killed_analyst_is_unannounced_by_its_last_will(tmp_path, pki, broker,
     finally:
         a.stop()
         watch.close()
+
+
+def test_an_operation_its_device_no_longer_waits_for_is_not_redeemed(  # type: ignore[no-untyped-def]
+    tmp_path, pki, broker, gw, bank_server
+) -> None:
+    late, timely = seal(withdraw(bank_server, 2, ANALYSTS), "average")
+    with analyst(tmp_path, pki, broker.port, bank_server, ["average"]) as a:
+        gw.send("average", late.frame, b"late", expiry_s=1)  # less than the answer needs
+        gw.send("average", timely.frame, b"timely", expiry_s=20)
+        assert gw.wait(2)
+        events = a.events()
+    assert set(dict(errors(gw, [b"late"])).values()) == {wire.E_FAILED}
+    assert timely.open(gw.reply(b"timely") or b"")["result"] == 21.625
+    assert {e.get("reason") for e in events if e["event"] == "operation_failed"} == {"deadline_passed"}
+    with bank_server.client("analyst", "alice") as alice:
+        assert alice.balance() == 1  # only the timely coin was spent: the late one stays refundable
