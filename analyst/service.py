@@ -191,10 +191,15 @@ class Analyst:
         if self._duplicate(op):
             return None
         # The bank checks the tag over this digest before it pays, and binds its spend to it.
-        deadline = _device_deadline(props)
-        if deadline is not None and deadline <= time.monotonic():
+        left = _patience(props)
+        if left is not None and left <= 0:
             return self._refuse(op, "deadline_passed", "its device no longer waits: not redeemed")
-        item = RedeemItem(kid, header, op.op_id, service, session.operation_digest(crypto, frame), tag)
+        digest = session.operation_digest(crypto, frame)
+        if left is None:
+            item, deadline = RedeemItem(kid, header, op.op_id, service, digest, tag), None
+        else:  # the bank refuses it too past the deadline: a call stuck on the way pays nothing
+            item = RedeemItem(kid, header, op.op_id, service, digest, tag, time.time() + left)
+            deadline = time.monotonic() + left
         self.redeemer.submit(item, lambda outcome: self._redeemed(op, outcome), deadline)
         return None
 
@@ -337,12 +342,12 @@ def _frame_problem(message: str) -> str:
 _ANSWER_S = 1.0
 
 
-def _device_deadline(props: object) -> float | None:
-    """When the device stops waiting (monotonic), from the MQTT 5 message expiry the gateway
+def _patience(props: object) -> float | None:
+    """Seconds until the device stops waiting, from the MQTT 5 message expiry the gateway
     sets to the device's remaining patience (the broker counts it down while the operation
     waits); None if the operation carries none. Redeeming later would pay for an answer the
     device never takes, so the analyst stops ``_ANSWER_S`` before it."""
     expiry = getattr(props, "MessageExpiryInterval", None)
     if not isinstance(expiry, int):
         return None
-    return time.monotonic() + expiry - _ANSWER_S
+    return expiry - _ANSWER_S

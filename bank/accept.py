@@ -195,7 +195,8 @@ class _TLS(sslproto.SSLProtocol):
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         raw = cast(asyncio.Transport | None, self._transport)
-        if handshake_exc is not None and raw is not None and not raw.is_closing():
+        gone = handshake_exc is ConnectionResetError or isinstance(handshake_exc, ConnectionResetError)
+        if handshake_exc is not None and not gone and raw is not None and not raw.is_closing():
             self._transport = None  # asyncio's own error path would abort it
             _linger(raw, cast(ssl.MemoryBIO, getattr(self, "_outgoing")).read())  # noqa: B009
         super()._on_handshake_complete(handshake_exc)
@@ -251,10 +252,13 @@ class _Drain(asyncio.Protocol):
 
 def _linger(raw: asyncio.Transport, alert: bytes) -> None:
     raw.set_protocol(_Drain(raw))
-    if alert:
-        raw.write(alert)
-    if raw.can_write_eof():
-        raw.write_eof()
+    try:
+        if alert:
+            raw.write(alert)
+        if raw.can_write_eof():
+            raw.write_eof()
+    except OSError:  # the client is gone already: there is no one left to tell
+        raw.abort()
 
 
 async def listen(

@@ -48,6 +48,7 @@ class Item:
     service: str
     digest: bytes  # SHA-256 of the OPERATION's bytes before its tag
     tag: bytes  # the OPERATION's tag: HMAC(k_mac, OPERATION_LABEL | digest)
+    not_after: float | None = None  # unix seconds after which the analyst's device gave up
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Opened:
     k_enc: bytes
     k_mac: bytes
     iv: bytes
+    not_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class CoinKeys:
             session.check_operation_tag(crypto, k_mac, item.digest, item.tag)
         except session.InvalidTag:
             return Refused("bad_tag", "the operation's tag does not verify: it was modified on the way")
-        return Opened(coin_hash(coin), op_id, item.service, item.digest, k_enc, k_mac, iv)
+        return Opened(coin_hash(coin), op_id, item.service, item.digest, k_enc, k_mac, iv, item.not_after)
 
 
 # Worker processes: each holds its own CoinKeys, loaded once by the pool's initializer.

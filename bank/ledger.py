@@ -252,9 +252,10 @@ class Ledger:
 
     def redeem(self, analyst: str, items: list[Item]) -> list[dict[str, Any]]:
         """One result per item, in order. Every check (key, header, service, the operation's
-        tag) comes before the spend, and a refused coin stays unspent. The spend is bound to
-        the operation's digest: the same analyst retrying the same operation gets the same
-        keys again; anything else for a spent coin is "already spent"."""
+        tag, the analyst's ``not_after``) comes before the spend, and a refused coin stays
+        unspent. The spend is bound to the operation's digest: the same analyst retrying the
+        same operation gets the same keys again; anything else for a spent coin is "already
+        spent"."""
         account = self._analysts.get(analyst)
         if account is None:  # an analyst's id and services never change: looked up once
             account = self.store.run(lambda tx: self._account(tx, analyst, "analyst"), write=False)
@@ -262,9 +263,12 @@ class Ledger:
         opened = self.opener.open(items)
         results: list[dict[str, Any] | None] = [None] * len(items)
         todo: list[tuple[int, Opened]] = []
+        now = self.clock()  # after the opening, which is where a busy bank makes items wait
         for i, o in enumerate(opened):
             if isinstance(o, Refused):
                 results[i] = _refused(o.code, o.message)
+            elif o.not_after is not None and now > o.not_after:
+                results[i] = _refused("deadline_passed", "the analyst's device no longer waits: not spent")
             elif o.service not in account.services:
                 results[i] = _refused("not_authorised", f"{analyst} does not offer {o.service}")
             else:

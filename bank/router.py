@@ -113,9 +113,18 @@ def _item(raw: Any, i: int) -> Item:
         service = _str(raw, "service", wire.NAME_MAX)
         digest = _hex(raw.get("digest"), "digest", 32)
         tag = _hex(raw.get("tag"), "tag", wire.TAG_LEN)
+        not_after = _not_after(raw.get("not_after"))
     except errors.Malformed as exc:
         raise errors.Malformed(f"items[{i}]: {exc.message}") from exc
-    return Item(kid, header, op_id, service, digest, tag)
+    return Item(kid, header, op_id, service, digest, tag, not_after)
+
+
+def _not_after(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 2**40:
+        raise errors.Malformed("not_after must be unix seconds")
+    return float(v)
 
 
 def redeem(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class RedeemItem:
     service: str
     digest: bytes  # 32 bytes: session.operation_digest(frame), SHA-256 of the frame before its tag
     tag: bytes  # 32 bytes: the frame's tag
+    not_after: float | None = None  # unix seconds: past it the bank refuses, spending nothing
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class BankClient:
                     "service": i.service,
                     "digest": i.digest.hex(),
                     "tag": i.tag.hex(),
+                    **({} if i.not_after is None else {"not_after": round(i.not_after, 3)}),
                 }
                 for i in items
             ]

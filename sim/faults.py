@@ -4,7 +4,8 @@ Each run starts the demo's stack (PKI, Mosquitto with the generated configuratio
 on SQLite, two analysts, the gateway, devices running the real firmware on MicroPython),
 then injects faults one after another, each at a random moment and while an operation is
 in flight: kill -9 of the bank, Mosquitto, the gateway, an analyst or a device (restarted
-at once, as systemd's Restart=always would), and SIGSTOP/SIGCONT of the gateway. Faults are
+at once, as systemd's Restart=always would), SIGSTOP/SIGCONT of the gateway, and a bank
+outage longer than a device waits (down, or frozen, for 25 s). Faults are
 spaced by the operation timeout so what one costs is not counted against the next. At the
 end the devices are stopped between operations, every coin is reconciled with the bank
 (``ecoin.testing.faults``), the bank is audited, and the table goes to ``build/faults/``.
@@ -32,7 +33,7 @@ from ecoin.testing.analyst import AnalystProcess
 from ecoin.testing.bank import BankProcess
 from ecoin.testing.servers import Mosquitto, stop, wait_for_port
 
-KINDS = ("bank", "mosquitto", "gateway", "analyst", "device", "gateway-stop")
+KINDS = ("bank", "mosquitto", "gateway", "analyst", "device", "gateway-stop", "bank-outage", "bank-stop")
 OP_TIMEOUT = 20.0  # the demo's op_timeout: after it, an operation a fault cut is in doubt
 
 
@@ -57,6 +58,7 @@ class RecordingStack(contextlib.ExitStack):
 class FaultRun(demo.Demo):
     kinds: tuple[str, ...] = KINDS
     stop_s: float = 20.0  # how long the gateway stays stopped
+    outage_s: float = 25.0  # how long the bank stays down (killed) or frozen (stopped)
     seed: int = 1
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -174,6 +176,15 @@ class FaultRun(demo.Demo):
         elif kind == "device":
             self.fleet[victim].sim.kill()
             self.fleet[victim].sim.start()
+        elif kind == "bank-outage":  # longer than a device waits: none of its coins may be paid
+            self.bank.kill()
+            time.sleep(self.outage_s)  # the fault itself: the bank down this long
+            self.bank.start()
+        elif kind == "bank-stop":  # the same, frozen: calls already sent sit in its sockets
+            assert self.bank.proc is not None
+            os.kill(self.bank.proc.pid, signal.SIGSTOP)
+            time.sleep(self.outage_s)
+            os.kill(self.bank.proc.pid, signal.SIGCONT)
         elif kind == "gateway-stop":
             os.kill(self.gateway.pid, signal.SIGSTOP)
             time.sleep(self.stop_s)  # the fault itself: the process frozen this long
@@ -250,7 +261,13 @@ SHORT = ("bank", "gateway", "device", "gateway-stop")
 
 
 def run_all(
-    workdir: Path, runs: int, devices: int, kinds: tuple[str, ...], stop_s: float, seed: int
+    workdir: Path,
+    runs: int,
+    devices: int,
+    kinds: tuple[str, ...],
+    stop_s: float,
+    seed: int,
+    outage_s: float = 25.0,
 ) -> list[dict[str, Any]]:
     out = []
     for n in range(runs):
@@ -259,7 +276,7 @@ def run_all(
         wd.mkdir(parents=True)
         fr = FaultRun(
             wd, devices, ops=100_000, heap="72K", runtime="auto", quiet=True, batch_seconds=1.0,
-            kinds=kinds, stop_s=stop_s, seed=seed + n,
+            kinds=kinds, stop_s=stop_s, outage_s=outage_s, seed=seed + n,
         )  # fmt: skip
         out.append(fr.run())
     return out
@@ -272,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short", action="store_true", help="the short campaign of `make test`")
     p.add_argument("--faults", help=f"comma-separated faults (default all: {','.join(KINDS)})")
     p.add_argument("--stop-seconds", type=float, default=None, help="gateway SIGSTOP length (20; 5 short)")
+    p.add_argument("--outage-seconds", type=float, default=25.0, help="bank-outage/bank-stop length (25)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", default="build/faults", help="where runs and the table go")
     args = p.parse_args(argv)
@@ -282,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve()
     signal.signal(signal.SIGTERM, demo._interrupt)
     try:
-        runs = run_all(workdir, args.runs, args.devices, kinds, stop_s, args.seed)
+        runs = run_all(workdir, args.runs, args.devices, kinds, stop_s, args.seed, args.outage_seconds)
     except KeyboardInterrupt:
         print("faults: interrupted; everything started has been stopped")
         return 130

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +286,9 @@ def test_two_analysts_share_a_service_and_a_killed_one_loses_nothing(
 def test_operations_wait_for_an_unreachable_bank(tmp_path, pki, broker, gw, bank_server) -> None:  # type: ignore[no-untyped-def]
     coins = withdraw(bank_server, 8, ANALYSTS)
     ops = seal(coins, "average")
-    with analyst(tmp_path, pki, broker.port, bank_server, ["average"], bank={"wait_max_s": 6.0}) as a:
+    with analyst(
+        tmp_path, pki, broker.port, bank_server, ["average"], bank={"wait_max_s": 12.0}
+    ) as a:  # a loaded machine restarts a bank slowly
         bank_server.kill()
         gw.send_all("average", ops[:4])
         time.sleep(1.0)
@@ -348,3 +352,43 @@ def test_an_operation_its_device_no_longer_waits_for_is_not_redeemed(  # type: i
     assert {e.get("reason") for e in events if e["event"] == "operation_failed"} == {"deadline_passed"}
     with bank_server.client("analyst", "alice") as alice:
         assert alice.balance() == 1  # only the timely coin was spent: the late one stays refundable
+
+
+def test_a_redemption_stuck_in_a_stopped_bank_pays_nothing(  # type: ignore[no-untyped-def]
+    tmp_path, pki, broker, gw, bank_server
+) -> None:
+    """The bank stalls (SIGSTOP) with the analyst's call in its socket, and resumes after the
+    device's deadline but before the call times out: it refuses the item as past its
+    ``not_after`` instead of spending a coin whose device no longer waits."""
+    coins = withdraw(bank_server, 2, ANALYSTS)
+    first, op = seal(coins, "average")
+    assert bank_server.proc is not None
+    with analyst(tmp_path, pki, broker.port, bank_server, ["average"]) as a:
+        gw.send("average", first.frame, b"first")  # the analyst's connection to the bank is up
+        assert gw.wait(1)
+        os.kill(bank_server.proc.pid, signal.SIGSTOP)
+        try:
+            gw.send("average", op.frame, b"0", expiry_s=3)  # not_after: 2 s from now
+            time.sleep(4.0)  # the fault itself: the bank frozen past that, within the 10 s call timeout
+        finally:
+            os.kill(bank_server.proc.pid, signal.SIGCONT)
+        assert gw.wait(2, timeout=30)
+        events = a.events()
+    assert refused(bank_server, "deadline_passed") == 1
+    assert set(dict(errors(gw, [b"0"])).values()) == {wire.E_FAILED}
+    assert [e.get("reason") for e in events if e["event"] == "operation_failed"] == [
+        "refused:deadline_passed"
+    ]
+    with bank_server.client("owner", "olive") as olive:
+        states = [r["state"] for r in olive.claim("dev-a", coins.coins, refund=False)]
+    assert states == ["redeemed", "outstanding"]
+
+
+def refused(bank: Any, code: str) -> float:
+    url = f"http://127.0.0.1:{bank.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    rows = [
+        ln for ln in text.splitlines() if ln.startswith(f'ecoin_bank_redemptions_total{{result="{code}"}}')
+    ]
+    return float(rows[0].split()[-1]) if rows else 0.0

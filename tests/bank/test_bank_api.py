@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -149,6 +150,25 @@ def test_a_certificate_from_another_ca_is_refused(bank, tmp_path):
         (b'{"items": []}', 400, "malformed"),
         (b"{}", 400, "malformed"),
         (b'{"items": [1e999]}', 400, "malformed"),
+        (
+            json.dumps(
+                {
+                    "items": [
+                        {
+                            "kid": "00" * 8,
+                            "header": base64.b64encode(bytes(256)).decode(),
+                            "op_id": "00" * 16,
+                            "service": "x",
+                            "digest": "00" * 32,
+                            "tag": "00" * 32,
+                            "not_after": "soon",
+                        }
+                    ]
+                }
+            ).encode(),
+            400,
+            "malformed",
+        ),
         (json.dumps({"items": [{}] * 257}).encode(), 400, "batch_too_large"),
         (b" " * (1 << 20) + b"{}", 413, "too_large"),
     ],

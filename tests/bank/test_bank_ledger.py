@@ -74,6 +74,22 @@ def test_a_modified_operation_spends_nothing_and_is_refunded(ledger, make_item):
     assert_audit_ok(ledger)
 
 
+def test_an_item_past_its_not_after_spends_nothing_and_is_refunded(ledger, make_item):
+    """A call that reached the bank after the analyst's device gave up (a stalled bank, a
+    slow path) pays nothing; one still in time is paid as usual."""
+    late, timely = ledger.withdraw("olive", "dev1", 2, "w1").coins
+    now = ledger.clock()
+    items = [
+        dataclasses.replace(make_item(late), not_after=now - 0.5),
+        dataclasses.replace(make_item(timely), not_after=now + 60),
+    ]
+    assert [r.get("code") for r in ledger.redeem("alice", items)] == ["deadline_passed", None]
+    assert ledger.balance("alice").balance == 1
+    [claimed] = ledger.claim("olive", "dev1", [late])
+    assert claimed["state"] == "refunded"
+    assert_audit_ok(ledger)
+
+
 def test_duplicates_inside_one_batch(ledger, make_item):
     coin = ledger.withdraw("olive", "dev1", 1, "w1").coins[0]
     a, b = make_item(coin), make_item(coin)

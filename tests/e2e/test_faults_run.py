@@ -34,3 +34,29 @@ def test_the_short_fault_run_recovers_and_conserves_coins(tmp_path: Path):
     assert paid == dict.fromkeys(paid, 0), report
     assert rows["device"]["paid_without_result"] <= rows["device"]["injections"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_a_bank_outage_longer_than_a_device_waits_pays_for_no_lost_answer(tmp_path: Path):
+    """25 s with the bank down, then 25 s with it frozen (calls already sent sit in its
+    sockets), each longer than a device's 20 s: the operations cut fail and their coins stay
+    refundable; none is redeemed after its device gave up; everything recovers."""
+    out = tmp_path / "faults"
+    done = subprocess.run(
+        [sys.executable, "-m", "ecoin.sim.faults", "--faults", "bank-outage,bank-stop", "--runs", "1"]
+        + ["--devices", "2", "--workdir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert (out / "faults.md").exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "faults.json").read_text())
+    checks, rows = report["checks"], {r["fault"]: r for r in report["table"]}
+    assert set(rows) == {"bank-outage", "bank-stop"}
+    assert checks["all_recovered"] and checks["coins_conserved"] and checks["audit_ok"], report
+    assert {kind: r["paid_without_result"] for kind, r in rows.items()} == {
+        "bank-outage": 0,
+        "bank-stop": 0,
+    }, report
+    assert checks["paid_without_result_outside_faults"] == 0, report
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
