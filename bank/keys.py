@@ -182,6 +182,12 @@ class Opener:
             self._fair = FairQueue(self._submit, workers + 1)  # one queued: no worker waits for work
 
     def _start(self) -> ProcessPoolExecutor:
+        # After a kill -9, multiprocessing's resource tracker (a process that outlives us, on
+        # our stderr) frees the pool's semaphores and warns about them in a non-JSON line:
+        # that cleanup is the expected outcome, so it is told to stay quiet about it.
+        quiet = "ignore:resource_tracker:UserWarning"
+        if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
         pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),  # never fork a threaded server

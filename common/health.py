@@ -4,6 +4,8 @@ default): Prometheus ``/metrics`` and a JSON ``/healthz`` (200 when ``ok``, else
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +14,20 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 Status = Callable[[], dict[str, Any]]
+
+log = logging.getLogger("ecoin.health")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A prober that gave up (a health check's timeout) is no error; anything else is
+        one structured line, not http.server's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        log.warning("health_request_failed", extra={"error": repr(exc)})
 
 
 def _always_ok() -> dict[str, Any]:
@@ -45,7 +61,6 @@ def serve(
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # scrapes are not events
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server
