@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtime", default="auto", choices=["auto", "micropython", "cpython"])
     p.add_argument("--workdir", default="build/demo", help="where everything is written (wiped first)")
     args = p.parse_args(argv)
+    os.umask(0o077)  # the ledger, the keys and the logs are the owner's alone
     workdir = Path(args.workdir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

@@ -30,6 +30,11 @@ def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
         "audit_ok": True,
     }
     assert "bank audit: passed" in done.stdout
+    # The ledger, the private keys and the logs are not readable by other users.
+    secret = [p for p in (tmp_path / "demo").rglob("*") if p.suffix in {".sqlite3", ".key", ".log"}]
+    assert any(p.name == "bank.sqlite3" for p in secret) and any(p.suffix == ".log" for p in secret)
+    shared = [str(p) for p in secret if p.stat().st_mode & 0o077]
+    assert shared == [], shared[:10]
 
 
 def _processes_under(path: Path) -> list[str]:
