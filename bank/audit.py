@@ -8,7 +8,9 @@ It reports every problem it finds, in words that say exactly what is wrong:
 - no coin both redeemed and refunded (a spend record for every redeemed coin, and only for them);
 - balances: every account's balance equals the sum of its journal entries, coins in
   circulation equal the ``@coins`` account, analysts hold exactly what was redeemed, and no
-  owner or analyst is below zero.
+  owner or analyst is below zero;
+- devices: claims used and devices decommissioned agree with the chain, and no
+  decommissioned device has an outstanding coin (``claims.audit_problems``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from . import claims
 from .store import COINS, EXPIRED, GENESIS, OUTSTANDING, REDEEMED, REFUNDED, TREASURY, Store, Tx, audit_hash
 
 PAGE = 10_000
+DEVICE_EVENTS = ("claim", "transfer", "decommission")  # counted, checked by claims.audit_problems
 
 
 @dataclass
@@ -43,15 +47,18 @@ def verify(store: Store) -> Report:
                 report.problems.append(
                     f"audit log records {logged[what]} coins {what} but the ledger holds {coins[what]}"
                 )
+        report.problems.extend(claims.audit_problems(tx, logged))
         report.figures.update(coins)
         report.figures["funded"] = logged["funded"]
+        for event in DEVICE_EVENTS:
+            report.figures[event + "s"] = logged[event]
         return report
 
     return store.run(check, write=False)
 
 
 def _chain(tx: Tx, report: Report) -> dict[str, int]:
-    tally = dict.fromkeys(("minted", "redeemed", "refunded", "expired", "funded"), 0)
+    tally = dict.fromkeys(("minted", "redeemed", "refunded", "expired", "funded", *DEVICE_EVENTS), 0)
     prev, last = GENESIS, 0
     while True:
         entries = tx.audit_entries(last, PAGE)
@@ -84,6 +91,8 @@ def _tally(tally: dict[str, int], event: str, body: str, seq: int, report: Repor
             tally["expired"] += int(data["coins"])
         elif event == "fund":
             tally["funded"] += int(data["amount"])
+        elif event in DEVICE_EVENTS:
+            tally[event] += 1 if data["device"] else 0
     except (ValueError, KeyError, TypeError):
         report.problems.append(f"audit chain: entry {seq} ({event}) has an unreadable body")
 

@@ -103,6 +103,19 @@ MIGRATIONS = (
         # NULL for spends made before: a repeat of those gets "already spent".
         ("ALTER TABLE spends ADD COLUMN digest {blob}",),
     ),
+    Migration(
+        5,
+        "claims by QR code: one-time claim secrets (their hash only), decommissioned devices",
+        (
+            # Claims offered and used (kept: a used secret stays refused); at most one open
+            # per device. The secret itself is never stored, only its hash (bank/claims.py).
+            "CREATE TABLE IF NOT EXISTS device_claims (secret_hash {blob} PRIMARY KEY, device TEXT NOT NULL,"
+            " armed_by {big} NOT NULL, armed {big} NOT NULL, claimed_by {big}, claimed {big})",
+            "CREATE INDEX IF NOT EXISTS device_claims_device ON device_claims (device)",
+            # When a device was decommissioned (NULL: in service); its key is then erased.
+            "ALTER TABLE devices ADD COLUMN retired {big}",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -30,7 +30,7 @@ from aiohttp import web
 from ecoin.common import bank_errors as errors
 from ecoin.common import logs, tls
 
-from . import accept, keys, metrics
+from . import accept, claims_api, keys, metrics
 from .keys import Opener
 from .ledger import Ledger
 from .router import BODY_MAX, Identity, Router, error_body
@@ -57,7 +57,7 @@ class Bank:
         vault = Vault.load(settings.master_key)
         self.opener = Opener(settings.pki, settings.worker_count())
         self.ledger = Ledger(self.store, vault, self.opener, settings.coin_expiry_days)
-        self.router = Router(self.ledger)
+        self.router = Router(self.ledger, claims_api.ROUTES)
         cert, key, ca = settings.tls_paths()
         self.context = tls.server_context(cert, key, ca)
         self.threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="request")

@@ -223,13 +223,16 @@ class Tx:
             raise Conflict(f"device {device_id} exists")
 
     def device(self, device_id: str) -> Device | None:
-        row = self.q("SELECT id, owner, key_enc, counter FROM devices WHERE id = ?", (device_id,)).fetchone()
+        """A device in service (a decommissioned one is unknown: its key is erased)."""
+        row = self.q(
+            "SELECT id, owner, key_enc, counter FROM devices WHERE id = ? AND retired IS NULL", (device_id,)
+        ).fetchone()
         return Device(row[0], int(row[1]), bytes(row[2]), int(row[3])) if row else None
 
     def devices(self, owner: int | None = None) -> list[Device]:
-        sql, params = "SELECT id, owner, key_enc, counter FROM devices", []
+        sql, params = "SELECT id, owner, key_enc, counter FROM devices WHERE retired IS NULL", []
         if owner is not None:
-            sql, params = sql + " WHERE owner = ?", [owner]
+            sql, params = sql + " AND owner = ?", [owner]
         rows = self.q(sql + " ORDER BY id", params).fetchall()
         return [Device(r[0], int(r[1]), bytes(r[2]), int(r[3])) for r in rows]
 

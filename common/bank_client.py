@@ -247,6 +247,29 @@ class BankClient:
         body = {"device_id": device_id, "coins": [_b64(c) for c in coins], "refund": refund}
         return list(self.call("POST", "/v1/claims", body)["results"])
 
+    # Claims by QR code (docs/BANK_API.md): ``owner`` is for the dashboard's certificate,
+    # which acts for the owner it logged in; an owner's own certificate leaves it out.
+
+    def offer_claim(self, device_id: str, secret_hash: bytes) -> dict[str, Any]:
+        return self.call("POST", f"/v1/devices/{device_id}/claimable", {"secret_hash": secret_hash.hex()})
+
+    def claim_device(self, device_id: str, secret: str, owner: str | None = None) -> dict[str, Any]:
+        path = f"/v1/overview/owners/{owner}/claim" if owner else "/v1/devices/claim"
+        return self.call("POST", path, {"device_id": device_id, "secret": secret})
+
+    def transfer_device(self, device_id: str, to: str, owner: str | None = None) -> dict[str, Any]:
+        base = f"/v1/overview/owners/{owner}" if owner else "/v1"
+        return self.call("POST", f"{base}/devices/{device_id}/transfer", {"to": to})
+
+    def decommission(self, device_id: str) -> dict[str, Any]:
+        return self.call("POST", f"/v1/devices/{device_id}/decommission", {})
+
+    def overview(self, owner: str | None = None) -> dict[str, Any]:
+        return self.call("GET", f"/v1/overview/owners/{owner}" if owner else "/v1/overview")
+
+    def operator_overview(self) -> dict[str, Any]:
+        return self.call("GET", "/v1/overview/operator")
+
     def healthz(self) -> bool:
         return bool(self.call("GET", "/healthz").get("ok"))
 

@@ -11,6 +11,7 @@
     ├── InsufficientFunds      insufficient_funds 409
     ├── ReplayedCounter        replayed_counter   409
     ├── Exists                 exists          409
+    ├── AlreadyClaimed         already_claimed 409   a claim secret used before
     ├── TooSlow                too_slow        408   the body did not arrive in time
     ├── TooLarge               too_large       413   body over 1 MiB
     └── Unavailable            unavailable     503   database down: nothing was changed
@@ -72,6 +73,10 @@ class Exists(BankError):
     code, status = "exists", 409
 
 
+class AlreadyClaimed(BankError):
+    code, status = "already_claimed", 409
+
+
 class TooSlow(BankError):
     code, status = "too_slow", 408
 
@@ -97,6 +102,7 @@ CLASSES: dict[str, type[BankError]] = {
         InsufficientFunds,
         ReplayedCounter,
         Exists,
+        AlreadyClaimed,
         TooSlow,
         TooLarge,
         Unavailable,

@@ -35,7 +35,7 @@ from ecoin.common.keyfiles import (
 from ecoin.protocol import session
 
 SERVER_ROLES = ("bank", "broker")
-CLIENT_ROLES = ("analyst", "gateway", "owner", "admin", "auditor")
+CLIENT_ROLES = ("analyst", "gateway", "owner", "admin", "auditor", "dashboard")
 ROLES = SERVER_ROLES + CLIENT_ROLES
 COIN_KEY_BITS = (2048, 3072)
 CA_DAYS = 3650
