@@ -3,12 +3,13 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
-DEB_PKGS := mosquitto mosquitto-clients postgresql openssl
+# chromium and its driver: the dashboard's tests drive a real headless browser.
+DEB_PKGS := mosquitto mosquitto-clients postgresql openssl chromium chromium-driver
 
 .PHONY: setup test test-fast test-arm64 lint typecheck unit bench demo faults flash wheel clean
 
 # The Python rooms (docs/ARCHITECTURE.md); firmware/ and boards/ are MicroPython, not linted here.
-ROOMS := protocol common bank analyst gateway tools sim testing
+ROOMS := protocol common bank analyst gateway dashboard tools sim testing
 
 setup: $(STAMP)
 

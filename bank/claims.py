@@ -28,8 +28,6 @@ from .store import COINS, Account, Tx
 
 log = logging.getLogger("ecoin.bank")
 
-SECRET_MIN, SECRET_MAX = 22, 128  # characters of the URI's secret (22 = 128 bits in base64url)
-
 
 def secret_hash(secret: str) -> bytes:
     """What the bank stores and compares: SHA-256 of the secret's text, as in the URI. The

@@ -12,21 +12,19 @@ import re
 from typing import Any
 
 from ecoin.common import bank_errors as errors
-from ecoin.common import names
+from ecoin.common import claim_uri, names
 from ecoin.protocol import wire
 
 from . import overview
-from .claims import SECRET_MAX, SECRET_MIN, Claimed, Claims
+from .claims import Claimed, Claims
 from .ledger import Ledger
 from .router import Identity, Route, _hex, _str
 
-SECRET = re.compile(r"[A-Za-z0-9_-]+\Z")
-
 
 def _secret(body: dict[str, Any]) -> str:
-    secret = _str(body, "secret", SECRET_MAX)
-    if len(secret) < SECRET_MIN or not SECRET.match(secret):
-        raise errors.Malformed(f"'secret' must be {SECRET_MIN} to {SECRET_MAX} characters of base64url")
+    secret = _str(body, "secret", 128)
+    if not claim_uri.SECRET.match(secret):
+        raise errors.Malformed("'secret' must be 22 to 128 characters of base64url")
     return secret
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from ecoin.common import cli
 from ecoin.common import config as ecoin_config
 from ecoin.common.bank_errors import BankError
+from ecoin.common.claim_uri import ClaimUri, ClaimUriError
 from ecoin.tools.provisioning import (
     BankParams,
     BoardTarget,
@@ -31,10 +32,11 @@ from ecoin.tools.provisioning import (
     find_bundle,
     install_bundle,
     provision_device,
+    sticker,
 )
 from ecoin.tools.provisioning.args import parser
 from ecoin.tools.provisioning.bundle import load_meta
-from ecoin.tools.provisioning.common import tty_confirm
+from ecoin.tools.provisioning.common import bank_client, require, tty_confirm
 from ecoin.tools.provisioning.flash import FlashError
 
 BOARDS = tuple(deploy.boards())
@@ -67,8 +69,8 @@ def _pick(args: argparse.Namespace, cfg: Settings, name: str) -> Any:
     return getattr(cfg, name) if value is None else value
 
 
-def _bank(args: argparse.Namespace, cfg: Settings) -> BankParams:
-    url = _pick(args, cfg, "bank")
+def _bank(args: argparse.Namespace, cfg: Settings, default_url: str = "") -> BankParams:
+    url = _pick(args, cfg, "bank") or default_url
     if not url:
         raise ProvisionError("give the bank's URL: --bank https://HOST:PORT")
     cert, key, ca = (_pick(args, cfg, n) for n in ("owner_cert", "owner_key", "ca"))
@@ -138,6 +140,50 @@ def cmd_new(args: argparse.Namespace, cfg: Settings) -> int:
         f"{meta['device_id']}: bundle {bundle} (generation {meta['generation']}, {meta['coins']} coins, "
         f"board {meta['board']}, service {meta['service']})"
     )
+    fresh = not (before and before.get("state") == "complete")
+    if (fresh or args.new_claim) and not args.no_claim:
+        _sticker(args, cfg, meta["device_id"], bundle)
+    return 0
+
+
+def _sticker(args: argparse.Namespace, cfg: Settings, device_id: str, bundle: Path) -> None:
+    """Opens the device's claim at the bank and prints and writes its QR code."""
+    params = _bank(args, cfg)
+    with bank_client(params) as client:
+        uri = sticker.offer(client, device_id, params.url)
+    paths = sticker.write(uri, bundle / sticker.STICKER)
+    sticker.show(uri, sys.stdout)
+    print(f"{device_id}: claim URI (one use; keep it secret until the sticker is on the device):")
+    print(f"  {uri}")
+    print(f"  sticker: {paths['png']} and {paths['svg']}")
+
+
+def cmd_claim(args: argparse.Namespace, cfg: Settings) -> int:
+    uri = ClaimUri.parse(args.uri)
+    params = _bank(args, cfg, default_url=uri.bank)
+    with bank_client(params) as client:
+        done = client.claim_device(uri.device_id, uri.secret)
+    print(f"{done['device_id']}: claimed; it is {done['owner']}'s now (was {done['previous']}'s)")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace, cfg: Settings) -> int:
+    with bank_client(_bank(args, cfg)) as client:
+        done = client.transfer_device(args.device_id, args.to)
+    print(f"{done['device_id']}: transferred to {done['owner']} with the coins it holds")
+    return 0
+
+
+def cmd_decommission(args: argparse.Namespace, cfg: Settings) -> int:
+    require(
+        f"Decommission {args.device_id}: its outstanding coins are refunded to you and its key is revoked "
+        "for good (the device can never top up or be claimed again).",
+        args.yes,
+        tty_confirm,
+    )
+    with bank_client(_bank(args, cfg)) as client:
+        done = client.decommission(args.device_id)
+    print(f"{done['device_id']}: decommissioned; {done['refunded']} coins refunded, its key revoked")
     return 0
 
 
@@ -238,6 +284,9 @@ COMMANDS = {
     "deploy-sim": cmd_deploy_sim,
     "refund": cmd_refund,
     "status": cmd_status,
+    "claim": cmd_claim,
+    "transfer": cmd_transfer,
+    "decommission": cmd_decommission,
 }
 
 
@@ -252,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ecoin-provision",
         parser(BOARDS, COMMANDS),
         argv,
-        usage=(ecoin_config.ConfigError,),
+        usage=(ecoin_config.ConfigError, ClaimUriError),
         runtime=(ProvisionError, BankError, FlashError, OSError),
         call=_run,
         interrupted="interrupted; run the same command again to finish",

@@ -82,6 +82,12 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
     )
     s.add_argument("--yes", action="store_true", help="confirm --renew without asking")
     s.add_argument("--out", help="where bundles are written (default build/devices)")
+    s.add_argument(
+        "--no-claim", action="store_true", help="no claim URI and QR sticker (else made for a new bundle)"
+    )
+    s.add_argument(
+        "--new-claim", action="store_true", help="a new claim URI for a finished bundle (voids the old one)"
+    )
     _bank_flags(s)
     _common(s)
 
@@ -150,6 +156,35 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
     _where(s, "read its coin store")
     s.add_argument("--json", action="store_true", help="print as JSON")
     _common(s)
+    _claims(sub)
     for name, command in sub.choices.items():
         command.set_defaults(fn=commands[name])
     return p
+
+
+def _claims(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """claim, transfer, decommission (docs/PROVISIONING.md "Claim by QR code")."""
+    s = sub.add_parser(
+        "claim",
+        help="claim a device by its sticker's URI (ecoin:claim?...)",
+        description="Pair the device of a claim URI with your owner account at the bank, once. The URI "
+        "names the bank; --bank overrides it.",
+    )
+    s.add_argument("uri", metavar="URI", help="the claim URI from the sticker's QR code")
+    _bank_flags(s)
+    _common(s)
+    s = sub.add_parser("transfer", help="hand one of your devices, with its coins, to another owner")
+    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("--to", required=True, help="the new owner's account id")
+    _bank_flags(s)
+    _common(s)
+    s = sub.add_parser(
+        "decommission",
+        help="retire a device: refund its outstanding coins, revoke its key",
+        description="Refund every outstanding coin of the device to you and revoke its key at the bank, "
+        "for good. Asks first (--yes to confirm without a terminal).",
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("--yes", action="store_true", help="decommission without asking")
+    _bank_flags(s)
+    _common(s)

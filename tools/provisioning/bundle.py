@@ -48,7 +48,7 @@ from .common import (
 
 META = "provision.json"
 ARCHIVE = "archive"  # coin stores of earlier generations, kept for refund claims
-HOST_ONLY = {META, ARCHIVE}  # what stays on the host when a bundle is flashed
+HOST_ONLY = {META, ARCHIVE, "sticker"}  # what stays on the host when a bundle is flashed (sticker.py)
 MAX_COINS = 10_000  # one withdrawal (docs/BANK_API.md)
 
 

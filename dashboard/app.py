@@ -1,0 +1,286 @@
+"""The dashboard's web application (aiohttp, Jinja2 templates): pages, logins, the two
+actions (claim, transfer), and the live fragments a page's script refreshes.
+
+    GET  /login, POST /login, POST /logout
+    GET  /owner            an owner's devices, charts, refunds, claims   (role owner)
+    GET  /owner/live       the same figures as an HTML fragment (live refresh)
+    GET  /owner/devices/ID one device of theirs; another's is 404
+    POST /owner/claim      claim a device by its URI
+    POST /owner/devices/ID/transfer
+    GET  /operator, /operator/live                                       (role operator)
+    GET  /healthz
+
+Every page is complete HTML with its tables and SVG charts, so nothing needs JavaScript;
+``static/live.js`` only swaps in fresh fragments. An owner sees only what the bank's owner
+overview returns for their own name; the bank refuses the rest (404), and so does this.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from ecoin.common import bank_errors as errors
+from ecoin.common import names
+from ecoin.common.claim_uri import ClaimUri, ClaimUriError
+
+from . import charts, users
+from .sessions import COOKIE, Session, Signer
+from .settings import DashboardSettings
+from .source import Source
+
+log = logging.getLogger("ecoin.dashboard")
+
+SETTINGS = web.AppKey("settings", DashboardSettings)
+SOURCE = web.AppKey("source", Source)
+SIGNER = web.AppKey("signer", Signer)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+
+def _when(at: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if at else "never"
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("ecoin.dashboard", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["when"] = _when
+    return env
+
+
+def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
+    app = request.app
+    cookie = request.cookies.get(COOKIE)
+    context.setdefault("session", None)
+    context.setdefault("message", request.query.get("message", ""))
+    context["csrf"] = app[SIGNER].csrf(cookie) if cookie else ""
+    context["refresh_ms"] = int(app[SETTINGS].refresh_s * 1000)
+    html = app[TEMPLATES].get_template(name).render(**context)
+    response = web.Response(text=html, content_type="text/html", status=status)
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def session_of(request: web.Request, role: str) -> Session:
+    """The logged-in session of ``role``; else to the login page (403 for the other role)."""
+    session = request.app[SIGNER].read(request.cookies.get(COOKIE))
+    if session is None:
+        raise web.HTTPSeeOther("/login")
+    if session.role != role:
+        raise web.HTTPForbidden(text=f"{session.user} is not an {role}")
+    return session
+
+
+async def _form(request: web.Request, session: Session) -> dict[str, str]:
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    if not request.app[SIGNER].csrf_ok(request.cookies.get(COOKIE), form.get("csrf")):
+        raise web.HTTPForbidden(text="the form's token does not match this session: reload the page")
+    return form
+
+
+# Login.
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return render(request, "login.html")
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    name, password = str(form.get("user", "")), str(form.get("password", ""))
+    known = users.load(request.app[SETTINGS].users)
+    user = known.get(name)
+    # A missing user costs the same scrypt as a wrong password: no probing of names.
+    record = user.password if user else users.hash_password("x", b"0" * 16)
+    if not users.check_password(record, password) or user is None:
+        log.warning("login_refused", extra={"user": name[:32]})
+        return render(request, "login.html", status=401, message="wrong user name or password")
+    log.info("login", extra={"user": user.name, "role": user.role})
+    response = web.HTTPSeeOther(f"/{user.role}")
+    response.set_cookie(
+        COOKIE,
+        request.app[SIGNER].issue(user.name, user.role),
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SETTINGS].secure_cookies,
+        max_age=request.app[SIGNER].lifetime,
+        path="/",
+    )
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+async def index(request: web.Request) -> web.Response:
+    session = request.app[SIGNER].read(request.cookies.get(COOKIE))
+    raise web.HTTPSeeOther(f"/{session.role}" if session else "/login")
+
+
+# Owner.
+
+
+async def _owner_view(request: web.Request, session: Session) -> dict[str, Any]:
+    data = await request.app[SOURCE].owner(session.user)
+    series = {d["id"]: d["timeline"] for d in data["devices"] if any(d["timeline"])}
+    spend = {f"{s['analyst']} ({', '.join(s['services'])})": s["coins"] for s in data["spend"]}
+    return {
+        "session": session,
+        "data": data,
+        "ops_chart": charts.timeline("Operations per minute, last hour (UTC)", data, series),
+        "spend_chart": charts.bars("Spend by service (coins)", spend, "coins"),
+    }
+
+
+async def owner_page(request: web.Request) -> web.Response:
+    session = session_of(request, "owner")
+    return render(request, "owner.html", **await _owner_view(request, session))
+
+
+async def owner_live(request: web.Request) -> web.Response:
+    session = session_of(request, "owner")
+    return render(request, "owner_live.html", **await _owner_view(request, session))
+
+
+async def device_page(request: web.Request) -> web.Response:
+    session = session_of(request, "owner")
+    device_id = request.match_info["id"]
+    data = await request.app[SOURCE].owner(session.user)
+    device = next((d for d in data["devices"] if d["id"] == device_id), None)
+    if device is None or not names.is_id(device_id):  # another owner's device is not found
+        raise web.HTTPNotFound(text=f"{session.user} has no device {device_id[:32]}")
+    chart = charts.timeline(
+        f"{device_id}: operations per minute",
+        data,
+        {device_id: device["timeline"]},
+    )
+    return render(request, "device.html", session=session, device=device, chart=chart)
+
+
+async def _act(request: web.Request, session: Session, what: str, call: Any) -> web.Response:
+    """Runs a claim or transfer; the bank's refusal is shown with its own status."""
+    try:
+        done = await call
+    except errors.BankError as exc:
+        log.info("action_refused", extra={"user": session.user, "action": what, "code": exc.code})
+        view = await _owner_view(request, session)
+        status = exc.status if 400 <= exc.status < 500 else 502
+        return render(request, "owner.html", status=status, message=f"{what} refused: {exc.message}", **view)
+    raise web.HTTPSeeOther(f"/owner?message={what}+done:+{done['device_id']}")
+
+
+async def claim(request: web.Request) -> web.Response:
+    session = session_of(request, "owner")
+    form = await _form(request, session)
+    try:
+        uri = ClaimUri.parse(form.get("uri", ""))
+    except ClaimUriError as exc:
+        view = await _owner_view(request, session)
+        return render(request, "owner.html", status=400, message=f"claim refused: {exc}", **view)
+    return await _act(
+        request, session, "claim", request.app[SOURCE].claim(session.user, uri.device_id, uri.secret)
+    )
+
+
+async def transfer(request: web.Request) -> web.Response:
+    session = session_of(request, "owner")
+    form = await _form(request, session)
+    device_id, to = request.match_info["id"], form.get("to", "")
+    if not (names.is_id(device_id) and names.is_id(to)):
+        raise web.HTTPNotFound(text="no such device or owner")
+    return await _act(request, session, "transfer", request.app[SOURCE].transfer(session.user, device_id, to))
+
+
+# Operator.
+
+
+async def _operator_view(request: web.Request, session: Session) -> dict[str, Any]:
+    data = await request.app[SOURCE].operator()
+    health = await request.app[SOURCE].health(request.app[HTTP])
+    throughput = {"redeemed": data["redeemed_per_min"], "minted": data["minted_per_min"]}
+    earned = {a["id"]: a["earned"] for a in data["analysts"]}
+    return {
+        "session": session,
+        "data": data,
+        "health": health,
+        "throughput_chart": charts.timeline("Bank throughput: coins per minute (UTC)", data, throughput),
+        "earnings_chart": charts.bars("Analysts' earnings (coins)", earned, "coins"),
+    }
+
+
+async def operator_page(request: web.Request) -> web.Response:
+    session = session_of(request, "operator")
+    return render(request, "operator.html", **await _operator_view(request, session))
+
+
+async def operator_live(request: web.Request) -> web.Response:
+    session = session_of(request, "operator")
+    return render(request, "operator_live.html", **await _operator_view(request, session))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+@web.middleware
+async def bank_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A bank that cannot be reached is a 502 page naming it, not a traceback."""
+    try:
+        return await handler(request)
+    except errors.BankError as exc:
+        log.warning("bank_failed", extra={"path": request.path, "code": exc.code})
+        status = exc.status if exc.status in (403, 404) else 502
+        return web.Response(status=status, text=f"the bank answered: {exc.message}")
+
+
+async def _http(app: web.Application) -> Any:
+    app[HTTP] = aiohttp.ClientSession()
+    yield
+    await app[HTTP].close()
+    app[SOURCE].close()
+
+
+def make_app(settings: DashboardSettings, signer: Signer, source: Source | None = None) -> web.Application:
+    app = web.Application(middlewares=[bank_errors], client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[SOURCE] = source or Source(settings)
+    app[SIGNER] = signer
+    app[TEMPLATES] = templates()
+    app.cleanup_ctx.append(_http)
+    static = Path(str(importlib.resources.files("ecoin.dashboard") / "static"))
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.get("/login", login_page),
+            web.post("/login", login),
+            web.post("/logout", logout),
+            web.get("/owner", owner_page),
+            web.get("/owner/live", owner_live),
+            web.get("/owner/devices/{id}", device_page),
+            web.post("/owner/claim", claim),
+            web.post("/owner/devices/{id}/transfer", transfer),
+            web.get("/operator", operator_page),
+            web.get("/operator/live", operator_live),
+            web.get("/healthz", healthz),
+            web.static("/static", static),
+        ]
+    )
+    return app
