@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.setup-stamp
 # chromium and its driver: the dashboard's tests drive a real headless browser.
 DEB_PKGS := mosquitto mosquitto-clients postgresql openssl chromium chromium-driver
 
-.PHONY: setup test test-fast test-arm64 lint typecheck unit bench demo faults flash wheel clean
+.PHONY: setup test test-fast test-arm64 lint typecheck unit bench demo screenshot faults flash wheel clean
 
 # The Python rooms (docs/ARCHITECTURE.md); firmware/ and boards/ are MicroPython, not linted here.
 ROOMS := protocol common bank analyst gateway dashboard tools sim testing
@@ -56,8 +56,13 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m bench.run
 
+# The demo also runs the dashboard and prints its address; DEMO_ARGS=--stay keeps it all up.
 demo: setup
-	$(BIN)/python -m ecoin.sim.demo
+	$(BIN)/python -m ecoin.sim.demo $(DEMO_ARGS)
+
+# docs/dashboard-owner.png and -operator.png from a short demo run, in headless Chromium.
+screenshot: setup
+	$(BIN)/python -m ecoin.sim.screenshot --out docs
 
 # The demo's system under kill -9 and SIGSTOP of each part (docs/FAULTS.md): two runs of every
 # fault, ~6 min; the table goes to build/faults/faults.md and faults.json. `make test` runs

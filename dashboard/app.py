@@ -221,7 +221,9 @@ async def _operator_view(request: web.Request, session: Session) -> dict[str, An
         "session": session,
         "data": data,
         "health": health,
-        "throughput_chart": charts.timeline("Bank throughput: coins per minute (UTC)", data, throughput),
+        "throughput_chart": charts.timeline(
+            "Bank throughput: coins per minute (UTC)", data, throughput, stacked=False
+        ),
         "earnings_chart": charts.bars("Analysts' earnings (coins)", earned, "coins"),
     }
 

@@ -55,12 +55,15 @@ def _render(chart: pygal.graph.graph.Graph) -> str:
     return SCRIPT.sub("", str(chart.render(is_unicode=True)))
 
 
-def timeline(title: str, span: Mapping[str, Any], series: Mapping[str, Sequence[int]]) -> str:
-    """Counts per minute over the last hour, one stacked series each, UTC times. ``span``
-    is the bank's answer: ``start`` (unix seconds) and ``bucket_s``."""
+def timeline(
+    title: str, span: Mapping[str, Any], series: Mapping[str, Sequence[int]], stacked: bool = True
+) -> str:
+    """Counts per minute over the last hour, one series each (stacked: parts of one whole,
+    as devices; else side by side, as coins minted and redeemed), UTC times. ``span`` is the
+    bank's answer: ``start`` (unix seconds) and ``bucket_s``."""
     n = max((len(v) for v in series.values()), default=60)
     config = _config(title, show_minor_x_labels=False, truncate_label=-1, y_title="per minute")
-    chart = pygal.StackedBar(**config)
+    chart = (pygal.StackedBar if stacked else pygal.Bar)(**config)
     labels = _minutes(int(span["start"]), int(span["bucket_s"]), n)
     chart.x_labels = labels
     chart.x_labels_major = labels[::10]

@@ -6,6 +6,11 @@ one password per device, ACLs), the bank (SQLite), two analysts (``average`` and
 the MicroPython unix port under a board-like heap cap; runs them until each has completed
 its operations while showing live progress; audits the bank; prints a summary and, as the
 very last line, one line of JSON. Everything it started is stopped, on Ctrl-C too.
+
+The dashboard (``ecoin-dashboard``) runs beside them from the start: the demo prints its
+address and the owner's and operator's passwords. The last device is provisioned by an
+installer (``ivan``) and claimed by the owner with its sticker's claim URI, as a buyer
+would. ``--stay`` keeps everything running after the summary, for a look, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +37,18 @@ from ecoin.gateway.config import BrokerConf
 from ecoin.sim.device import SimDevice
 from ecoin.testing.analyst import AnalystProcess
 from ecoin.testing.bank import BankProcess
+from ecoin.testing.dashboard import DashboardProcess
 from ecoin.testing.servers import Mosquitto, free_port, stop, wait_for_port
 from ecoin.tools import pki
+from ecoin.tools.provisioning import sticker
 from ecoin.tools.provisioning.bundle import Broker, provision_device
 from ecoin.tools.provisioning.install import install_bundle
 from ecoin.tools.provisioning.targets import SimTarget
 
 ANALYSTS = {"alice": ["average"], "bob": ["stats"]}
 OWNER = "olive"
+INSTALLER = "ivan"  # provisions the last device; the owner claims it by its QR code
+OPERATOR = "ops"
 GATEWAY = "gw1"
 RESULT = re.compile(rb"collector: op \S+ result ")
 FAILED = re.compile(rb"collector: op \S+ failed ")
@@ -64,7 +74,11 @@ class Demo:
     runtime: str
     quiet: bool = False  # no live progress lines (benchmarks)
     batch_seconds: float = 0.1  # how often each device buys an analysis
+    stay: bool = False  # keep everything running after the summary, until Ctrl-C
+    after: Callable[[Demo], None] | None = None  # called with everything still running
     elapsed: float = 0.0
+    dashboard: DashboardProcess | None = None
+    health: dict[str, str] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     fleet: list[Device] = field(default_factory=list)
 
@@ -89,14 +103,44 @@ class Demo:
                 )
                 self.stack.enter_context(proc)
                 self.say(f"analyst {analyst} offers {', '.join(services)}")
+                self.health[f"analyst {analyst}"] = f"http://127.0.0.1:{proc.metrics_port}/healthz"
             self.start_gateway(pki_dir, broker["service_port"], bank.url)
+            self.start_dashboard(pki_dir, bank)
             self.provision(pki_dir, bank, broker)
             started = time.monotonic()
             self.watch(bank)
             self.elapsed = elapsed = time.monotonic() - started
             audit = bank.cli("audit", check=False)
             credits = self.credits(bank)
-        return self.summary(elapsed, credits, audit.returncode == 0, audit.stdout + audit.stderr)
+            if self.after:
+                self.after(self)
+            result = self.summary(elapsed, credits, audit.returncode == 0, audit.stdout + audit.stderr)
+            if self.stay:
+                self.linger()
+        return result
+
+    def start_dashboard(self, pki_dir: Path, bank: BankProcess) -> None:
+        self.health["bank"] = f"http://127.0.0.1:{bank.metrics_port}/healthz"
+        users = {OWNER: "owner", OPERATOR: "operator"}
+        where = self.workdir / "dashboard"
+        dash = DashboardProcess(where, pki_dir, bank.url, users, self.health, refresh_s=2.0)
+        self.dashboard = self.stack.enter_context(dash)
+        for name, password in dash.passwords.items():
+            (dash.workdir / f"{name}.pass").write_text(password + "\n")
+            (dash.workdir / f"{name}.pass").chmod(0o600)
+        self.say(
+            f"dashboard on {dash.url} (log in as {OWNER}, or as operator {OPERATOR}; their passwords are in"
+            f" {where}/{OWNER}.pass and {OPERATOR}.pass)"
+        )
+
+    def linger(self) -> None:
+        url = self.dashboard.url if self.dashboard else "?"
+        self.say(f"everything keeps running (--stay): the dashboard is on {url}; Ctrl-C stops it all")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print()
 
     def make_pki(self) -> Path:
         pki_dir = self.workdir / "pki"
@@ -105,6 +149,7 @@ class Demo:
             pki.issue(pki_dir, "analyst", analyst)
         pki.issue(pki_dir, "gateway", GATEWAY)
         pki.issue(pki_dir, "owner", OWNER)
+        pki.issue(pki_dir, "owner", INSTALLER)
         self.say(f"PKI ready in {pki_dir} (CA, bank, broker, analysts, gateway, owner, coin key)")
         return pki_dir
 
@@ -139,6 +184,8 @@ class Demo:
         admin = bank.admin
         admin.create_account(OWNER, "owner")
         admin.fund(OWNER, self.devices * 1000 + 1000, request_id="demo-funding")
+        admin.create_account(INSTALLER, "owner")
+        admin.fund(INSTALLER, 1000, request_id="demo-installer")
         for analyst, services in ANALYSTS.items():
             admin.create_account(analyst, "analyst", services)
 
@@ -171,6 +218,7 @@ class Demo:
         log.close()
         self.stack.callback(stop, proc)
         wait_for_port(health)
+        self.health[f"gateway {GATEWAY}"] = f"http://127.0.0.1:{health}/healthz"
         self.say(f"gateway {GATEWAY} routing (health on http://127.0.0.1:{health}/healthz)")
 
     @staticmethod
@@ -178,13 +226,14 @@ class Demo:
         return f"dev-{i + 1:02d}"
 
     def provision(self, pki_dir: Path, bank: BankProcess, broker: dict[str, Any]) -> None:
-        owner = bank.client("owner", OWNER)
-        with owner:
+        owner, installer = bank.client("owner", OWNER), bank.client("owner", INSTALLER)
+        with owner, installer:
             for i in range(self.devices):
                 name = self.device_name(i)
                 service = [s for svcs in ANALYSTS.values() for s in svcs][i % 2]
+                last = i == self.devices - 1
                 bundle = provision_device(
-                    owner,
+                    installer if last else owner,
                     name,
                     service,
                     out_dir=self.workdir / "devices",
@@ -198,6 +247,11 @@ class Demo:
                         "seed": i + 1,
                     },
                 )
+                if last:  # the sticker's URI, as the owner scans it
+                    uri = sticker.offer(installer, name, bank.url)
+                    sticker.write(uri, bundle / sticker.STICKER)
+                    owner.claim_device(uri.device_id, uri.secret)
+                    self.say(f"{name} provisioned by {INSTALLER}, claimed by {OWNER} with its QR code's URI")
                 flash = self.workdir / "flash" / name
                 install_bundle(bundle, SimTarget(flash, create=True))
                 sim = SimDevice(flash, heap=self.heap, runtime=self.runtime)
@@ -256,6 +310,9 @@ class Demo:
             print(f"  {d.name}  service {d.service:<8} ok {d.ok:>3}  failed {d.failed}  coins left {d.left}")
         print(f"  analyst earnings: {', '.join(f'{k} {v}' for k, v in credits.items())}")
         print(f"  bank audit: {'passed' if audit_ok else 'FAILED'}")
+        if self.dashboard:
+            kept = "kept running" if self.stay else "stops with the demo; --stay keeps it"
+            print(f"  dashboard: {self.dashboard.url} ({kept})")
         if not audit_ok:
             print(audit_text)
         print(f"  firmware ran on {runtime} with a {self.heap} heap; logs in {self.workdir}")
@@ -282,12 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heap", default="72K", help="MicroPython heap cap per device (default 72K)")
     p.add_argument("--runtime", default="auto", choices=["auto", "micropython", "cpython"])
     p.add_argument("--workdir", default="build/demo", help="where everything is written (wiped first)")
+    p.add_argument("--stay", action="store_true", help="keep everything running after the summary (Ctrl-C)")
     args = p.parse_args(argv)
     os.umask(0o077)  # the ledger, the keys and the logs are the owner's alone
     workdir = Path(args.workdir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    demo = Demo(workdir, args.devices, args.ops, args.heap, args.runtime)
+    demo = Demo(workdir, args.devices, args.ops, args.heap, args.runtime, stay=args.stay)
     # Ctrl-C and SIGTERM both unwind through the exit stack, which stops what was started
     # (also when the caller left SIGINT ignored, as shells do for background jobs).
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -23,6 +23,7 @@ SLOW_MODULES = {
     "tests/bank/test_bank_postgres.py",
     "tests/bank/test_bank_cli.py",
     "tests/bank/test_bank_limits.py",
+    "tests/dashboard/test_dashboard_browser.py",
     "tests/firmware/test_boards.py",
     "tests/firmware/test_device.py",
     "tests/firmware/test_power_loss.py",

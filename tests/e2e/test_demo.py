@@ -35,6 +35,8 @@ def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
     assert any(p.name == "bank.sqlite3" for p in secret) and any(p.suffix == ".log" for p in secret)
     shared = [str(p) for p in secret if p.stat().st_mode & 0o077]
     assert shared == [], shared[:10]
+    assert "demo: dashboard on http://127.0.0.1:" in done.stdout
+    assert "claimed by olive with its QR code's URI" in done.stdout
 
 
 def _processes_under(path: Path) -> list[str]:
