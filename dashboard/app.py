@@ -59,11 +59,20 @@ def templates() -> jinja2.Environment:
     return env
 
 
+def _done(request: web.Request) -> str:
+    """The note after a claim or transfer, from fixed words only (a link cannot make the
+    page say anything else)."""
+    what, device = request.query.get("done", ""), request.query.get("device", "")
+    if what in ("claim", "transfer") and names.is_id(device):
+        return f"{what} done: {device}"
+    return ""
+
+
 def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
     app = request.app
     cookie = request.cookies.get(COOKIE)
     context.setdefault("session", None)
-    context.setdefault("message", request.query.get("message", ""))
+    context.setdefault("message", _done(request))
     context["csrf"] = app[SIGNER].csrf(cookie) if cookie else ""
     context["refresh_ms"] = int(app[SETTINGS].refresh_s * 1000)
     html = app[TEMPLATES].get_template(name).render(**context)
@@ -184,7 +193,7 @@ async def _act(request: web.Request, session: Session, what: str, call: Any) -> 
         view = await _owner_view(request, session)
         status = exc.status if 400 <= exc.status < 500 else 502
         return render(request, "owner.html", status=status, message=f"{what} refused: {exc.message}", **view)
-    raise web.HTTPSeeOther(f"/owner?message={what}+done:+{done['device_id']}")
+    raise web.HTTPSeeOther(f"/owner?done={what}&device={done['device_id']}")
 
 
 async def claim(request: web.Request) -> web.Response:

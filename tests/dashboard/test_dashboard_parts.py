@@ -1,0 +1,88 @@
+"""The dashboard's parts without a browser: signed sessions (an altered or expired cookie is
+no session), CSRF tokens bound to their session, scrypt passwords, the users file and the
+configuration (bad keys exit 2, naming them), the charts (SVG with no script)."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ecoin.common.config import ConfigError
+from ecoin.dashboard import charts, settings, users
+from ecoin.dashboard.sessions import Signer, load_key
+
+
+def test_sessions_are_signed_expire_and_bind_their_forms(tmp_path):
+    key = load_key(tmp_path / "session.key")
+    assert load_key(tmp_path / "session.key") == key and len(key) == 32
+    assert stat.S_IMODE((tmp_path / "session.key").stat().st_mode) == 0o600
+    signer = Signer(key, hours=1)
+    cookie = signer.issue("olive", "owner")
+    assert signer.read(cookie).user == "olive"  # type: ignore[union-attr]
+    payload, mac = cookie.split(".")
+    forged = Signer(key, 1).issue("oscar", "owner").split(".")[0] + "." + mac
+    assert signer.read(forged) is None and signer.read(payload) is None and signer.read(None) is None
+    assert Signer(bytes(32), 1).read(cookie) is None  # another key
+    assert Signer(key, hours=-1).read(Signer(key, hours=-1).issue("olive", "owner")) is None
+    token = signer.csrf(cookie)
+    assert signer.csrf_ok(cookie, token)
+    assert not signer.csrf_ok(Signer(key, 1).issue("olive", "owner") + "x", token)
+    assert not signer.csrf_ok(cookie, None) and not signer.csrf_ok(None, token)
+
+
+def test_passwords_and_the_users_file(tmp_path):
+    record = users.hash_password("correct horse", n=1024)
+    assert users.check_password(record, "correct horse")
+    assert not users.check_password(record, "correct hors")
+    assert not users.check_password("garbage", "x") and not users.check_password("md5$1$2$3$4$5", "x")
+    path = tmp_path / "users.toml"
+    users.add(path, "olive", "owner", "long enough")
+    users.add(path, "ops", "operator", "also long enough")
+    loaded = users.load(path)
+    assert {u.name: u.role for u in loaded.values()} == {"olive": "owner", "ops": "operator"}
+    assert "long enough" not in path.read_text() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    for bad in (("bad name", "owner", "long enough"), ("x", "admin", "long enough"), ("x", "owner", "short")):
+        with pytest.raises(ConfigError):
+            users.add(path, *bad)
+    path.write_text('[users.eve]\nrole = "root"\npassword = "x"\n')
+    with pytest.raises(ConfigError, match="users.eve"):
+        users.load(path)
+
+
+def test_configuration_errors_name_the_key_and_exit_2(tmp_path):
+    cfg = tmp_path / "dashboard.toml"
+    cfg.write_text(
+        '[dashboard]\nport = 8081\nusers = "u.toml"\n[dashboard.health]\n"bank" = "http://x/healthz"\n'
+    )
+    s = settings.load(cfg)
+    assert s.port == 8081 and s.users == str(tmp_path / "u.toml") and s.health == {"bank": "http://x/healthz"}
+    for text, key in (
+        ("[dashboard]\nprot = 1\n", "prot"),
+        ('[dashboard]\nbank = "http://bank"\n', "dashboard.bank"),
+        ("[dashboard]\nrefresh_s = 0\n", "refresh_s"),
+        ('[dashboard]\n[dashboard.health]\nx = "ftp://a"\n', "health.x"),
+        ("[bank]\n", "no [dashboard] table"),
+    ):
+        cfg.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            settings.load(cfg)
+        done = subprocess.run(
+            [sys.executable, "-m", "ecoin.dashboard.cli", "-c", str(cfg), "user", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and key in done.stderr and "Traceback" not in done.stderr
+
+
+def test_charts_are_plain_svg():
+    span = {"start": int(time.time()) - 3540, "bucket_s": 60}
+    svg = charts.timeline("ops", span, {"dev-1": [0] * 59 + [4]})
+    assert svg.startswith("<svg") and "<script" not in svg and "dev-1" in svg
+    assert "<script" not in charts.bars("spend", {"alice (average)": 3}, "coins")
+    assert "<svg" in charts.timeline("empty", span, {})
