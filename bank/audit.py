@@ -8,7 +8,8 @@ It reports every problem it finds, in words that say exactly what is wrong:
 - no coin both redeemed and refunded (a spend record for every redeemed coin, and only for them);
 - balances: every account's balance equals the sum of its journal entries, coins in
   circulation equal the ``@coins`` account, analysts hold exactly what was redeemed, and no
-  owner or analyst is below zero.
+  owner or analyst is below zero;
+- the usage tally (caps and statements) counts exactly the coins redeemed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from . import usage
 from .store import COINS, EXPIRED, GENESIS, OUTSTANDING, REDEEMED, REFUNDED, TREASURY, Store, Tx, audit_hash
 
 PAGE = 10_000
@@ -135,6 +137,11 @@ def _journal(tx: Tx, report: Report, coins: dict[str, int]) -> None:
             report.figures["treasury"] = a.balance
         if a.kind == "analyst":
             analysts += a.balance
+    tallied = usage.total(tx)
+    if tallied != coins["redeemed"]:
+        report.problems.append(
+            f"the usage tally counts {tallied} coins spent but {coins['redeemed']} were redeemed"
+        )
     if analysts != coins["redeemed"]:
         report.problems.append(f"analysts hold {analysts} but {coins['redeemed']} coins were redeemed")
     kinds = tx.journal_kinds()
