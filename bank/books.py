@@ -23,6 +23,7 @@ from .store import Account, Store, Tx
 
 EPOCH = dt.date(1970, 1, 1)
 PERIOD_MAX = 3660  # days in one statement (ten years)
+UNRECORDED = "unrecorded"  # the service (or analyst) of a spend made before schema 3
 
 
 def day_number(text: Any, name: str) -> int:
@@ -102,6 +103,7 @@ class Books:
             by_service: dict[str, int] = {}
             by_analyst: dict[str, int] = {}
             for device, analyst, service, _day, coins in usage.owner_usage(tx, account.id, first, last):
+                service, analyst = service or UNRECORDED, analyst or UNRECORDED
                 for tally, key in ((by_device, device), (by_service, service), (by_analyst, analyst)):
                     tally[key] = tally.get(key, 0) + coins
             moved = usage.journal(tx, account.id, first, last)
@@ -135,6 +137,7 @@ class Books:
             account = self._account(tx, analyst, "analyst")
             rows = usage.analyst_usage(tx, account.id, first, last)
             by_service: dict[str, int] = {}
+            rows = [(s or UNRECORDED, d, n) for s, d, n in rows]
             for service, _day, coins in rows:
                 by_service[service] = by_service.get(service, 0) + coins
             return {

@@ -87,9 +87,10 @@ def add(tx: Tx, analyst: int, rows: Iterable[tuple[int, str, str]], now: int) ->
 
 
 def owner_usage(tx: Tx, owner: int, first: int, last: int) -> list[tuple[str, str, str, int, int]]:
-    """(device, analyst name, service, day, coins) of an owner's devices, days first..last."""
+    """(device, analyst name, service, day, coins) of an owner's devices, days first..last.
+    Spends from before schema 3 have service "" and, for purged batches, analyst "" too."""
     rows = tx.q(
-        "SELECT u.device, COALESCE(a.name, '?'), u.service, u.day, u.coins FROM usage u"
+        "SELECT u.device, COALESCE(a.name, ''), u.service, u.day, u.coins FROM usage u"
         " LEFT JOIN accounts a ON a.id = u.analyst WHERE u.owner = ? AND u.day >= ? AND u.day <= ?"
         " ORDER BY u.day, u.device, u.service",
         (owner, first, last),
