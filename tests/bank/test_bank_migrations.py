@@ -82,7 +82,9 @@ def test_a_new_ledger_is_at_the_latest_version(store: Store):
 def test_a_v1_ledger_is_refused_then_migrated_and_reconciles(kind, tmp_path, pki, request):
     store = v1_store(kind, tmp_path, request)
     assert store.run(migrations.version) == 1
-    with pytest.raises(migrations.SchemaMismatch, match=rf"needs version {migrations.LATEST}.*ecoin-bank.*migrate"):
+    with pytest.raises(
+        migrations.SchemaMismatch, match=rf"needs version {migrations.LATEST}.*ecoin-bank.*migrate"
+    ):
         store.ready()
     assert store.run(migrations.version) == 1  # refusing changed nothing
     assert store.init() == [f"migration {m.version}: {m.name}" for m in migrations.MIGRATIONS[1:]]
