@@ -120,8 +120,8 @@ class Books:
                 "spent_by_analyst": by_analyst,
                 "refunded": moved.get("refund", 0),
                 "expired": moved.get("expire", 0),
-                "in_doubt": sum(doubt.values()),
-                "in_doubt_by_device": doubt,
+                "outstanding": sum(doubt.values()),
+                "outstanding_by_device": doubt,
                 "balance": account.balance,
             }
 

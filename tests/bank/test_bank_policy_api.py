@@ -110,8 +110,8 @@ def test_statements_over_the_api_sum_to_the_balances(bank):
         assert all(r.ok for r in alice.redeem(_items(w, w.coins[:3])))
         olive.claim(dev, w.coins[3:4])
         s = olive.statement()
-        assert (s["spent_by_device"][dev], s["in_doubt_by_device"][dev]) == (3, 1)
-        deltas = [s[k] - before[k] for k in ("bought", "spent", "refunded", "in_doubt")]
+        assert (s["spent_by_device"][dev], s["outstanding_by_device"][dev]) == (3, 1)
+        deltas = [s[k] - before[k] for k in ("bought", "spent", "refunded", "outstanding")]
         assert deltas == [5, 3, 1, 1]
         assert s["balance"] == olive.balance() == s["funded"] - s["bought"] + s["refunded"] + s["expired"]
         a = alice.statement()

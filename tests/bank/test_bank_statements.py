@@ -39,8 +39,8 @@ def test_statements_sum_to_the_ledger_and_the_audit_passes(ledger, make_item, cl
     end = policy.day_of(int(clock.now))
 
     s = ledger.books.owner_statement("olive", start, end)
-    assert (s["bought"], s["spent"], s["refunded"], s["expired"], s["in_doubt"]) == (12, 7, 2, 2, 1)
-    assert s["bought"] == s["spent"] + s["refunded"] + s["expired"] + s["in_doubt"]
+    assert (s["bought"], s["spent"], s["refunded"], s["expired"], s["outstanding"]) == (12, 7, 2, 2, 1)
+    assert s["bought"] == s["spent"] + s["refunded"] + s["expired"] + s["outstanding"]
     assert s["spent_by_device"] == {"dev1": 7}
     assert s["spent_by_service"] == {"average": 6, "stats": 1}
     assert s["spent_by_analyst"] == {"alice": 5, "bob": 2}
@@ -73,7 +73,7 @@ def test_a_statement_as_csv_holds_every_figure(ledger, make_item, clock):
     rows = list(csv.reader(io.StringIO(books.to_csv(s))))
     assert rows[0] == ["section", "key", "coins"]
     assert ["total", "bought", "3"] in rows and ["total", "spent", "2"] in rows
-    assert ["spent_by_analyst", "alice", "2"] in rows and ["in_doubt_by_device", "dev1", "1"] in rows
+    assert ["spent_by_analyst", "alice", "2"] in rows and ["outstanding_by_device", "dev1", "1"] in rows
     a = books.to_csv(ledger.books.analyst_statement("alice"))
     assert f"earned_by_day,{books.date_text(policy.day_of(int(clock.now)))} average,2" in a
 

@@ -177,7 +177,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
         "statement",
         help="the owner's statement for a period",
         description="Coins bought, spent by device, service and analyst, refunded, expired and still "
-        "outstanding (in doubt) for the days --from..--to (UTC), as JSON or CSV, from the bank.",
+        "outstanding (unused or in doubt) for the days --from..--to (UTC), as JSON or CSV, from the bank.",
     )
     policy_cli.add_period_flags(s)
     _bank_flags(s)
