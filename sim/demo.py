@@ -102,7 +102,10 @@ class Demo:
             self.watch(bank)
             self.elapsed = elapsed = time.monotonic() - started
             with bank.client("owner", OWNER) as owner:
-                self.policy_refused = policy_demo.show_refusal(self, owner, self.workdir / "analyst")
+                if self.refused is not None:
+                    self.policy_refused = policy_demo.show_refusal(
+                        self.say, self.refused.sim, owner, self.workdir / "analyst"
+                    )
                 self.statement = owner.statement()
             audit = bank.cli("audit", check=False)
             credits = self.credits(bank)
@@ -195,20 +198,28 @@ class Demo:
                 self.fleet.append(
                     self.make_device(owner, self.device_name(i), service, broker, self.ops, i + 1)
                 )
-            self.refused = self.make_device(owner, policy_demo.DEVICE, policy_demo.SERVICE, broker, 1, 99)
-            policy_demo.set_policy(self, owner)
+            self.refused = self.make_device(owner, policy_demo.DEVICE, policy_demo.SERVICE, broker, 1, 99, 5)
+            policy_demo.set_policy(self.say, owner)
         self.say(f"provisioned {self.devices} devices with 1000 coins each; starting them ({self.heap} heap)")
         for dev in [*self.fleet, self.refused]:
             self.stack.callback(dev.sim.stop)
             dev.sim.start()
 
     def make_device(
-        self, owner: BankClient, name: str, service: str, broker: dict[str, Any], ops: int, seed: int
+        self,
+        owner: BankClient,
+        name: str,
+        service: str,
+        broker: dict[str, Any],
+        ops: int,
+        seed: int,
+        coins: int = 1000,
     ) -> Device:
         bundle = provision_device(
             owner,
             name,
             service,
+            coins=coins,
             out_dir=self.workdir / "devices",
             broker=Broker(port=broker["device_port"], tls=False, credentials=broker["credentials"]),
             config={
@@ -222,7 +233,7 @@ class Demo:
         )
         flash = self.workdir / "flash" / name
         install_bundle(bundle, SimTarget(flash, create=True))
-        return Device(name, service, SimDevice(flash, heap=self.heap, runtime=self.runtime), left=1000)
+        return Device(name, service, SimDevice(flash, heap=self.heap, runtime=self.runtime), left=coins)
 
     def watch(self, bank: BankProcess, timeout: float = 900.0) -> None:
         deadline = time.monotonic() + timeout

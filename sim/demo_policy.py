@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ecoin.common.bank_client import BankClient
+from ecoin.sim.device import SimDevice
 from ecoin.tools.provisioning.refund import claim_refunds
-
-if TYPE_CHECKING:  # the demo imports this module
-    from .demo import Demo
 
 DEVICE = "dev-policy"
 SERVICE = "stats"
@@ -24,25 +23,22 @@ POLICY = {"services": ["average"]}
 CODE = "policy_service"
 
 
-def set_policy(demo: Demo, owner: BankClient) -> None:
+def set_policy(say: Callable[[str], None], owner: BankClient) -> None:
     owner.set_policy(POLICY, DEVICE)
-    demo.say(f"owner policy of {DEVICE}: {POLICY} (the device buys {SERVICE}: the bank will refuse)")
+    say(f"owner policy of {DEVICE}: {POLICY} (the device buys {SERVICE}: the bank will refuse)")
 
 
-def show_refusal(demo: Demo, owner: BankClient, analysts: Path, timeout: float = 60.0) -> bool:
+def show_refusal(say: Callable[[str], None], sim: SimDevice, owner: BankClient, analysts: Path) -> bool:
     """Waits for the device's one operation, then prints what each party saw. True when the
     analyst was told the rule, the device only failed, and the claim refunded the coin."""
-    dev = demo.refused
-    if dev is None:
-        return False
     with contextlib.suppress(subprocess.TimeoutExpired):
-        dev.sim.wait(timeout)
-    dev.sim.stop()
-    device_failed = "failed (" in dev.sim.output()
+        sim.wait(60.0)
+    sim.stop()
+    device_failed = "failed (" in sim.output()
     told = any(CODE in p.read_text(errors="replace") for p in analysts.glob("*/analyst.log"))
-    report = claim_refunds(owner, DEVICE, flash_dir=dev.sim.flash_dir)
+    report = claim_refunds(owner, DEVICE, flash_dir=sim.flash_dir)
     refunded = [c for c in report.claims if c.state == "refunded"]
-    demo.say(
+    say(
         f"policy refusal: the analyst was told {CODE if told else '(nothing)'}; the device {DEVICE} got "
         f"{'the generic ERROR (coin in doubt)' if device_failed else 'no failure'}; the owner's claim "
         f"refunded {len(refunded)} coin(s)"
