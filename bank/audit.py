@@ -11,6 +11,7 @@ It reports every problem it finds, in words that say exactly what is wrong:
   owner or analyst is below zero;
 - devices: claims used and devices decommissioned agree with the chain, and no
   decommissioned device has an outstanding coin (``claims.audit_problems``).
+- the usage tally (caps and statements) counts exactly the coins redeemed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from . import claims
+from . import claims, usage
 from .store import COINS, EXPIRED, GENESIS, OUTSTANDING, REDEEMED, REFUNDED, TREASURY, Store, Tx, audit_hash
 
 PAGE = 10_000
@@ -144,6 +145,11 @@ def _journal(tx: Tx, report: Report, coins: dict[str, int]) -> None:
             report.figures["treasury"] = a.balance
         if a.kind == "analyst":
             analysts += a.balance
+    tallied = usage.total(tx)
+    if tallied != coins["redeemed"]:
+        report.problems.append(
+            f"the usage tally counts {tallied} coins spent but {coins['redeemed']} were redeemed"
+        )
     if analysts != coins["redeemed"]:
         report.problems.append(f"analysts hold {analysts} but {coins['redeemed']} coins were redeemed")
     kinds = tx.journal_kinds()

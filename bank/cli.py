@@ -9,6 +9,10 @@
     ecoin-bank -c bank.toml account list
     ecoin-bank -c bank.toml device add dev1 --owner olive --key-file dev1.key
     ecoin-bank -c bank.toml device list
+    ecoin-bank -c bank.toml policy set olive --device dev1 --service average --daily-cap 50
+    ecoin-bank -c bank.toml policy show olive
+    ecoin-bank -c bank.toml policy clear olive --device dev1
+    ecoin-bank -c bank.toml statement olive --from 2026-12-01 --to 2026-12-31 --format csv
     ecoin-bank -c bank.toml audit                 # exit 1 and say what is wrong
     ecoin-bank -c bank.toml expire                # refund and purge expired coins
 
@@ -19,17 +23,20 @@ parties use the API (``ecoin.common.bank_client``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ecoin.common import bank_errors as errors
+from ecoin.common import policy_cli
 from ecoin.common.cli import dispatch
 from ecoin.common.config import ConfigError
 from ecoin.common.keyfiles import PKIError
 
 from . import audit as audit_mod
+from .books import day_number, to_csv
 from .keys import Opener
 from .ledger import Ledger
 from .migrations import LATEST
@@ -99,6 +106,33 @@ def cmd_device(s: BankSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy(s: BankSettings, args: argparse.Namespace) -> int:
+    books = _ledger(s).books
+    if args.action == "show":
+        print(json.dumps(books.policies(args.owner), indent=1, sort_keys=True))
+        return 0
+    raw = policy_cli.policy_from(args) if args.action == "set" else None
+    now = books.set_policy(args.owner, args.device, raw)
+    where = f"device {args.device}" if args.device else "default"
+    print(f"{args.owner} {where} policy: {json.dumps(now, sort_keys=True) if now is not None else 'none'}")
+    return 0
+
+
+def cmd_statement(s: BankSettings, args: argparse.Namespace) -> int:
+    ledger = _ledger(s)
+    first, last = (
+        None if v is None else day_number(v, n) for v, n in ((args.start, "from"), (args.end, "to"))
+    )
+    kind = ledger.balance(args.account).kind
+    make = ledger.books.owner_statement if kind == "owner" else ledger.books.analyst_statement
+    statement = make(args.account, first, last)
+    if args.format == "csv":
+        sys.stdout.write(to_csv(statement))
+    else:
+        print(json.dumps(statement, indent=1))
+    return 0
+
+
 def cmd_audit(s: BankSettings, args: argparse.Namespace) -> int:
     report = audit_mod.verify(open_store(s))
     for name, value in report.figures.items():
@@ -162,6 +196,23 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--owner", required=True)
     add.add_argument("--key-file", required=True, help="the 32-byte device key (raw or 64 hex digits)")
     dev_sub.add_parser("list", parents=[common], help="list devices")
+
+    pol = sub.add_parser("policy", parents=[common], help="set, show and clear an owner's policies")
+    pol.set_defaults(fn=cmd_policy)
+    pol_sub = pol.add_subparsers(dest="action", required=True)
+    pset = pol_sub.add_parser("set", parents=[common], help="set a device's policy or the owner's default")
+    pset.add_argument("owner")
+    policy_cli.add_policy_flags(pset)
+    pshow = pol_sub.add_parser("show", parents=[common], help="print an owner's policies as JSON")
+    pshow.add_argument("owner")
+    pclear = pol_sub.add_parser("clear", parents=[common], help="remove a device's policy or the default")
+    pclear.add_argument("owner")
+    pclear.add_argument("--device", help="the device (default: the owner's default policy)")
+
+    st = sub.add_parser("statement", parents=[common], help="an owner's or analyst's statement")
+    st.add_argument("account")
+    policy_cli.add_period_flags(st)
+    st.set_defaults(fn=cmd_statement)
 
     sub.add_parser("audit", parents=[common], help="verify the audit chain and reconcile").set_defaults(
         fn=cmd_audit

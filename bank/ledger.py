@@ -19,6 +19,8 @@ from ecoin.common import bank_errors as errors
 from ecoin.common import crypto, names
 from ecoin.protocol import session, wire
 
+from . import policy, usage
+from .books import Books
 from .keys import Item, Opened, Opener, Refused
 from .store import (
     COINS,
@@ -72,6 +74,7 @@ class Ledger:
         self.clock = clock
         self._system: dict[str, int] = {}
         self._analysts: dict[str, Account] = {}  # only id, name and services are used from it
+        self.books = Books(store, self.now)  # policies and statements
 
     def now(self) -> int:
         return int(self.clock())
@@ -280,8 +283,9 @@ class Ledger:
 
     def _spend(self, tx: Tx, analyst: Account, todo: list[tuple[int, Opened]]) -> dict[int, dict[str, Any]]:
         now = self.now()
+        todo, out, owners = self._police(tx, analyst, todo, now)
         hashes = list(dict.fromkeys(o.hash for _, o in todo))
-        spent = tx.spend(hashes, now)
+        spent = tx.spend(hashes, now) if hashes else set()
         first: dict[bytes, Opened] = {}  # coin hash -> the item that spent it now
         for _, o in todo:
             if o.hash in spent:
@@ -289,11 +293,11 @@ class Ledger:
         if spent:
             tx.spends_add([(h, analyst.id, first[h].op_id, now, first[h].digest) for h in sorted(spent)])
             tx.transfer(self._sys(tx, COINS), analyst.id, len(spent), "redeem", now)
+            usage.add(tx, analyst.id, [(*owners[h], first[h].service) for h in spent], now)
             tx.audit("redeem", {"analyst": analyst.name, "coins": sorted(h.hex() for h in spent)}, now)
         others = [h for h in hashes if h not in spent]
         prior = tx.spends(others) if others else {}
         states = tx.coin_states([h for h in others if h not in prior]) if others else {}
-        out: dict[int, dict[str, Any]] = {}
         for i, o in todo:
             if o.hash in first:
                 same = (first[o.hash].op_id, first[o.hash].digest) == (o.op_id, o.digest)
@@ -305,6 +309,33 @@ class Ledger:
                 continue
             out[i] = _ok(o) if same else _refused("already_spent", "the coin was already spent")
         return out
+
+    def _police(
+        self, tx: Tx, analyst: Account, todo: list[tuple[int, Opened]], now: int
+    ) -> tuple[list[tuple[int, Opened]], dict[int, dict[str, Any]], dict[bytes, tuple[int, str]]]:
+        """THE policy check, before the spend: (items that may go on, refusals by index,
+        {coin hash: (owner, device)} of the outstanding coins). Only an outstanding coin is
+        checked (anything else is refused or answered again below, whatever the policy);
+        the policy decisions themselves are ``policy.Police``'s."""
+        states = tx.coin_states(list(dict.fromkeys(o.hash for _, o in todo)))
+        live = {h: (s.owner, s.device) for h, s in states.items() if s.state == OUTSTANDING}
+        policies = usage.applying(tx, live.values())
+        if not policies:
+            return todo, {}, live
+        capped = [d for d, p in policies.items() if p.capped]
+        police = policy.Police(policies, usage.spent(tx, capped, now), now)
+        keep, refused, passed = [], {}, set()
+        for i, o in todo:
+            where = live.get(o.hash)
+            cost = 1  # coins this item pays
+            if where is not None and o.hash not in passed:
+                code = police.check(where[1], analyst.name, o.service, cost)
+                if code is not None:
+                    refused[i] = _refused(code, policy.MESSAGES[code])
+                    continue
+                passed.add(o.hash)
+            keep.append((i, o))
+        return keep, refused, live
 
     @staticmethod
     def _unspendable(state: CoinState | None) -> dict[str, Any]:

@@ -104,6 +104,29 @@ MIGRATIONS = (
         ("ALTER TABLE spends ADD COLUMN digest {blob}",),
     ),
     Migration(
+        3,
+        "owner policies, and the usage tally behind caps and statements",
+        (
+            "CREATE TABLE IF NOT EXISTS policies (owner {big} NOT NULL, device TEXT NOT NULL,"
+            " body TEXT NOT NULL, updated {big} NOT NULL, PRIMARY KEY (owner, device))",
+            "CREATE TABLE IF NOT EXISTS usage (device TEXT NOT NULL, day {big} NOT NULL,"
+            " analyst {big} NOT NULL, service TEXT NOT NULL, owner {big} NOT NULL, coins {big} NOT NULL,"
+            " PRIMARY KEY (device, day, analyst, service))",
+            "CREATE INDEX IF NOT EXISTS usage_owner ON usage (owner, day)",
+            "CREATE INDEX IF NOT EXISTS usage_analyst ON usage (analyst, day)",
+            # What was spent before: live spends under service "" (not recorded then), and
+            # the redeemed coins of purged batches under analyst 0 (their spends are gone),
+            # so that the tally sums to every coin ever redeemed.
+            "INSERT INTO usage (device, day, analyst, service, owner, coins)"
+            " SELECT b.device, s.at / 86400, s.analyst, '', b.owner, COUNT(*) FROM spends s"
+            " JOIN coins c ON c.hash = s.hash JOIN batches b ON b.id = c.batch"
+            " GROUP BY b.device, s.at / 86400, s.analyst, b.owner",
+            "INSERT INTO usage (device, day, analyst, service, owner, coins)"
+            " SELECT device, created / 86400, 0, '', owner, SUM(final_redeemed) FROM batches"
+            " WHERE purged = 1 AND final_redeemed > 0 GROUP BY device, created / 86400, owner",
+        ),
+    ),
+    Migration(
         5,
         "claims by QR code: one-time claim secrets (their hash only), decommissioned devices",
         (

@@ -12,6 +12,7 @@ import binascii
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from ecoin.common import bank_errors as errors
 from ecoin.common import names
 from ecoin.protocol import wire
 
+from . import books
 from .keys import Item
 from .ledger import WITHDRAW_MAX, Ledger
 from .store import Account
@@ -27,6 +29,7 @@ log = logging.getLogger("ecoin.bank")
 
 BODY_MAX = 1 << 20
 BATCH_MAX = 256
+CSV = "text/csv"  # an answer {CSV: text} is sent as that text, not as JSON
 ANY_ROLE = ("analyst", "gateway", "owner", "admin", "auditor", "dashboard")
 
 Identity = tuple[str, str]  # (name, role) from the client certificate
@@ -199,6 +202,35 @@ def claim(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]
     return {"results": ledger.claim(who[0], device_id, coins, refund)}
 
 
+def put_policy(ledger: Ledger, who: Identity, body: dict[str, Any], args: dict[str, str]) -> dict[str, Any]:
+    device = args.get("id")  # None: the owner's default
+    return {"device": device, "policy": ledger.books.set_policy(who[0], device, body)}
+
+
+def delete_policy(
+    ledger: Ledger, who: Identity, body: dict[str, Any], args: dict[str, str]
+) -> dict[str, Any]:
+    device = args.get("id")
+    return {"device": device, "policy": ledger.books.set_policy(who[0], device, None)}
+
+
+def policies(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    return ledger.books.policies(who[0])
+
+
+def statement(ledger: Ledger, who: Identity, body: dict[str, Any], args: dict[str, str]) -> dict[str, Any]:
+    """The caller's own statement (owner or analyst), or any account's for admin and auditor."""
+    name = args.get("id", who[0])
+    first, last = (books.day_number(args[k], k[1:]) if k in args else None for k in ("?from", "?to"))
+    kind = ledger.balance(name).kind if "id" in args else who[1]
+    make = ledger.books.owner_statement if kind == "owner" else ledger.books.analyst_statement
+    answer = make(name, first, last)
+    fmt = args.get("?format", "json")
+    if fmt not in ("json", "csv"):
+        raise errors.Malformed("'format' must be json or csv")
+    return {CSV: books.to_csv(answer)} if fmt == "csv" else answer
+
+
 def healthz(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
     return {"ok": True}
 
@@ -215,6 +247,13 @@ ROUTES: list[tuple[str, re.Pattern[str], tuple[str, ...], str, Handler]] = [
         ("POST", r"/v1/devices", ("owner",), "register_device", register_device),
         ("POST", rf"/v1/devices/(?P<id>{names.ID})/withdraw", ("owner",), "withdraw", withdraw),
         ("POST", r"/v1/claims", ("owner",), "claim", claim),
+        ("GET", r"/v1/policies", ("owner",), "policies", policies),
+        ("PUT", r"/v1/policies/default", ("owner",), "put_policy", put_policy),
+        ("DELETE", r"/v1/policies/default", ("owner",), "delete_policy", delete_policy),
+        ("PUT", rf"/v1/policies/devices/(?P<id>{names.ID})", ("owner",), "put_policy", put_policy),
+        ("DELETE", rf"/v1/policies/devices/(?P<id>{names.ID})", ("owner",), "delete_policy", delete_policy),
+        ("GET", r"/v1/statement", ("owner", "analyst"), "statement", statement),
+        ("GET", rf"/v1/statements/(?P<id>{names.ID})", ("admin", "auditor"), "statement", statement),
         ("GET", r"/healthz", ANY_ROLE, "healthz", healthz),
     )
 ]
@@ -226,11 +265,17 @@ Route = tuple[str, re.Pattern[str], tuple[str, ...], str, Handler]
 def route(
     method: str, path: str, routes: list[Route] = ROUTES
 ) -> tuple[str, tuple[str, ...], Handler, dict[str, str]]:
-    path = path.split("?", 1)[0]
+    """The route and its arguments: the path's named groups, and the query's parameters
+    as ``?name`` (the last of repeated ones)."""
+    path, _, query = path.partition("?")
     for m, pattern, roles, name, handler in routes:
         match = pattern.match(path)
         if match and m == method:
-            return name, roles, handler, match.groupdict()
+            try:
+                args = {"?" + k: v for k, v in urllib.parse.parse_qsl(query, max_num_fields=16)}
+            except ValueError as exc:
+                raise errors.Malformed(f"bad query: {exc}") from exc
+            return name, roles, handler, {**args, **match.groupdict()}
     raise errors.NotFound(f"no {method} {path}")
 
 

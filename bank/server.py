@@ -33,7 +33,7 @@ from ecoin.common import logs, tls
 from . import accept, claims_api, keys, metrics
 from .keys import Opener
 from .ledger import Ledger
-from .router import BODY_MAX, Identity, Router, error_body
+from .router import BODY_MAX, CSV, Identity, Router, error_body
 from .settings import BankSettings, open_store
 from .vault import Vault
 
@@ -153,8 +153,11 @@ class Bank:
                 call = (request.method, request.raw_path, who, raw)
                 name, status, body = await loop.run_in_executor(self.threads, self._call, *call)
             close = False
-        data = json.dumps(body, separators=(",", ":")).encode()
-        response = web.Response(body=data, status=status, content_type="application/json")
+        if status == 200 and CSV in body:  # a statement asked for as CSV
+            response = web.Response(text=body[CSV], status=status, content_type=CSV)
+        else:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            response = web.Response(body=data, status=status, content_type="application/json")
         response.headers["Server"] = "ecoin-bank/1"
         if close:
             response.force_close()

@@ -11,8 +11,9 @@ Rules kept here for every backend:
 - Coin states: 0 outstanding, 1 redeemed, 2 refunded, 3 expired (only inside a purge).
 - Every state change is one conditional statement (``UPDATE ... WHERE state = 0``), and the
   caller acts on what that statement changed, never on a value it read before.
-- Rows are locked in one global order (coins by hash, then accounts by id, then the audit
-  head), so concurrent transactions on PostgreSQL cannot deadlock one another.
+- Rows are locked in one global order (devices by id, for a top-up's counter or a policy's
+  caps (``usage.spent``), then coins by hash, then accounts by id, then the audit head), so
+  concurrent transactions on PostgreSQL cannot deadlock one another.
 """
 
 from __future__ import annotations

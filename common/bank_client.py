@@ -14,6 +14,9 @@ owners, provisioning tools and admins. Its API is stable: other parts code again
     bank.register_device("dev1", device_key)                   # owner
     bank.withdraw("dev1", 10, request_id="r-1")                # owner -> Withdrawal
     bank.claim("dev1", coins)                                  # owner -> [dict]
+    bank.set_policy({"services": ["average"]}, "dev1")         # owner; None removes; no id: default
+    bank.policies()                                            # owner -> {"default", "devices"}
+    bank.statement("2026-12-01", "2026-12-31", fmt="csv")      # owner, analyst -> dict or CSV text
     bank.healthz()                                             # any role -> True
     bank.close()                                               # or: with BankClient(...) as bank
 
@@ -41,7 +44,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from ecoin.common import tls
 
@@ -127,7 +130,17 @@ class BankClient:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One API call; returns the decoded JSON answer or raises the error's class."""
-        data = json.dumps(body).encode() if body is not None else None
+        status, raw = self._send(method, path, json.dumps(body).encode() if body is not None else None)
+        return self._decode(status, raw)
+
+    def text(self, method: str, path: str) -> str:
+        """A call whose answer is text (a CSV statement); errors are raised as by ``call``."""
+        status, raw = self._send(method, path, None)
+        if status != 200:
+            self._decode(status, raw)
+        return raw.decode()
+
+    def _send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -140,6 +153,10 @@ class BankClient:
                         raise Unauthenticated(f"{refused}: {exc}") from exc
                     if attempt == 2:
                         raise Unavailable(f"cannot reach the bank at {self.host}:{self.port}: {exc}") from exc
+        return status, raw
+
+    @staticmethod
+    def _decode(status: int, raw: bytes) -> dict[str, Any]:
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError as exc:
@@ -269,6 +286,32 @@ class BankClient:
 
     def operator_overview(self) -> dict[str, Any]:
         return self.call("GET", "/v1/overview/operator")
+
+    # Policies (owner) and statements (owner, analyst; admin and auditor for anyone).
+
+    def set_policy(
+        self, policy: dict[str, Any] | None, device_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Sets the policy of one of the owner's devices, or (device_id None) the owner's
+        default; ``policy`` None removes it. Returns the policy now set there."""
+        path = "/v1/policies/" + (f"devices/{quote(device_id, safe='')}" if device_id else "default")
+        answer = self.call("PUT", path, policy) if policy is not None else self.call("DELETE", path)
+        return answer["policy"]
+
+    def policies(self) -> dict[str, Any]:
+        """{"default": policy or None, "devices": {device_id: policy}} of the owner."""
+        return self.call("GET", "/v1/policies")
+
+    def statement(
+        self, start: str | None = None, end: str | None = None, account: str | None = None, fmt: str = "json"
+    ) -> Any:
+        """The caller's statement (or ``account``'s, for admin and auditor) for the days
+        start..end (YYYY-MM-DD, UTC; default today): a dict, or CSV text with fmt="csv"."""
+        query = urlencode({k: v for k, v in (("from", start), ("to", end), ("format", fmt)) if v})
+        path = (f"/v1/statements/{quote(account, safe='')}" if account else "/v1/statement") + "?" + query
+        if fmt == "csv":
+            return self.text("GET", path)
+        return self.call("GET", path)
 
     def healthz(self) -> bool:
         return bool(self.call("GET", "/healthz").get("ok"))

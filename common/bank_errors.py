@@ -119,6 +119,13 @@ REFUSALS = (
     "already_spent",
     "expired",
     "not_authorised",
+    # The owner's policy (bank/policy.py) forbids the payment: the analyst learns which rule;
+    # the device only gets the generic error.
+    "policy_window",
+    "policy_analyst",
+    "policy_service",
+    "policy_daily_cap",
+    "policy_monthly_cap",
 )
 
 

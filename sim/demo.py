@@ -4,12 +4,15 @@ It generates the PKI; starts Mosquitto with the generated configuration (TLS lis
 one password per device, ACLs), the bank (SQLite), two analysts (``average`` and
 ``stats``) and the gateway; provisions simulated devices that run the real firmware on
 the MicroPython unix port under a board-like heap cap; runs them until each has completed
-its operations while showing live progress; audits the bank; prints a summary and, as the
-very last line, one line of JSON. Everything it started is stopped, on Ctrl-C too.
+its operations while showing live progress; shows one more device whose owner's policy
+refuses its service (the bank refuses, the analyst says why, the device gets the generic
+error, the owner's claim refunds the coin); audits the bank; prints the owner's statement,
+a summary and, as the very last line, one line of JSON. Everything it started is stopped,
+on Ctrl-C too.
 
 The dashboard (``ecoin-dashboard``) runs beside them from the start: the demo prints its
-address and the owner's and operator's passwords. The last device is provisioned by an
-installer (``ivan``) and claimed by the owner with its sticker's claim URI, as a buyer
+address and where the owner's and operator's passwords are. The last device is provisioned
+by an installer (``ivan``) and claimed by the owner with its sticker's claim URI, as a buyer
 would. ``--stay`` keeps everything running after the summary, for a look, until Ctrl-C.
 """
 
@@ -32,8 +35,10 @@ from typing import Any
 
 import tomli_w
 
+from ecoin.common.bank_client import BankClient
 from ecoin.gateway import brokerconf
 from ecoin.gateway.config import BrokerConf
+from ecoin.sim import demo_policy as policy_demo
 from ecoin.sim.device import SimDevice
 from ecoin.testing.analyst import AnalystProcess
 from ecoin.testing.bank import BankProcess
@@ -81,6 +86,9 @@ class Demo:
     health: dict[str, str] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     fleet: list[Device] = field(default_factory=list)
+    refused: Device | None = None  # the device whose owner's policy refuses its service
+    policy_refused: bool = False
+    statement: dict[str, Any] = field(default_factory=dict)  # the owner's, for today
 
     def say(self, text: str) -> None:
         print(f"demo: {text}", flush=True)
@@ -110,6 +118,12 @@ class Demo:
             started = time.monotonic()
             self.watch(bank)
             self.elapsed = elapsed = time.monotonic() - started
+            with bank.client("owner", OWNER) as owner:
+                if self.refused is not None:
+                    self.policy_refused = policy_demo.show_refusal(
+                        self.say, self.refused.sim, owner, self.workdir / "analyst"
+                    )
+                self.statement = owner.statement()
             audit = bank.cli("audit", check=False)
             credits = self.credits(bank)
             if self.after:
@@ -161,7 +175,7 @@ class Demo:
             bind="127.0.0.1",
             device_port=free_port(),
             service_port=free_port(),
-            devices=[self.device_name(i) for i in range(self.devices)],
+            devices=[*(self.device_name(i) for i in range(self.devices)), policy_demo.DEVICE],
             analysts=ANALYSTS,
             gateways=[GATEWAY],
             device_tls=False,
@@ -229,37 +243,59 @@ class Demo:
         owner, installer = bank.client("owner", OWNER), bank.client("owner", INSTALLER)
         with owner, installer:
             for i in range(self.devices):
-                name = self.device_name(i)
                 service = [s for svcs in ANALYSTS.values() for s in svcs][i % 2]
                 last = i == self.devices - 1
-                bundle = provision_device(
-                    installer if last else owner,
-                    name,
-                    service,
-                    out_dir=self.workdir / "devices",
-                    broker=Broker(port=broker["device_port"], tls=False, credentials=broker["credentials"]),
-                    config={
-                        "sample_interval": self.batch_seconds / 10,
-                        "batch_seconds": self.batch_seconds,
-                        "batch_max": 32,
-                        "max_ops": self.ops,
-                        "op_timeout": 20.0,
-                        "seed": i + 1,
-                    },
-                )
-                if last:  # the sticker's URI, as the owner scans it
-                    uri = sticker.offer(installer, name, bank.url)
-                    sticker.write(uri, bundle / sticker.STICKER)
-                    owner.claim_device(uri.device_id, uri.secret)
-                    self.say(f"{name} provisioned by {INSTALLER}, claimed by {OWNER} with its QR code's URI")
-                flash = self.workdir / "flash" / name
-                install_bundle(bundle, SimTarget(flash, create=True))
-                sim = SimDevice(flash, heap=self.heap, runtime=self.runtime)
-                self.fleet.append(Device(name, service, sim, left=1000))
+                self.fleet.append(
+                    self.make_device(
+                        installer if last else owner, self.device_name(i), service, broker, self.ops, i + 1,
+                        claim_by=owner if last else None, bank_url=bank.url,
+                    )
+                )  # fmt: skip
+            self.refused = self.make_device(owner, policy_demo.DEVICE, policy_demo.SERVICE, broker, 1, 99, 5)
+            policy_demo.set_policy(self.say, owner)
         self.say(f"provisioned {self.devices} devices with 1000 coins each; starting them ({self.heap} heap)")
-        for dev in self.fleet:
+        for dev in [*self.fleet, self.refused]:
             self.stack.callback(dev.sim.stop)
             dev.sim.start()
+
+    def make_device(
+        self,
+        owner: BankClient,
+        name: str,
+        service: str,
+        broker: dict[str, Any],
+        ops: int,
+        seed: int,
+        coins: int = 1000,
+        claim_by: BankClient | None = None,
+        bank_url: str = "",
+    ) -> Device:
+        """Provisions and installs one device; ``claim_by`` (an owner) then claims it with
+        its sticker's URI, as a buyer scans it."""
+        bundle = provision_device(
+            owner,
+            name,
+            service,
+            coins=coins,
+            out_dir=self.workdir / "devices",
+            broker=Broker(port=broker["device_port"], tls=False, credentials=broker["credentials"]),
+            config={
+                "sample_interval": self.batch_seconds / 10,
+                "batch_seconds": self.batch_seconds,
+                "batch_max": 32,
+                "max_ops": ops,
+                "op_timeout": 20.0,
+                "seed": seed,
+            },
+        )
+        if claim_by is not None:
+            uri = sticker.offer(owner, name, bank_url)
+            sticker.write(uri, bundle / sticker.STICKER)
+            claim_by.claim_device(uri.device_id, uri.secret)
+            self.say(f"{name} provisioned by {INSTALLER}, claimed by {OWNER} with its QR code's URI")
+        flash = self.workdir / "flash" / name
+        install_bundle(bundle, SimTarget(flash, create=True))
+        return Device(name, service, SimDevice(flash, heap=self.heap, runtime=self.runtime), left=coins)
 
     def watch(self, bank: BankProcess, timeout: float = 900.0) -> None:
         deadline = time.monotonic() + timeout
@@ -316,6 +352,8 @@ class Demo:
         if not audit_ok:
             print(audit_text)
         print(f"  firmware ran on {runtime} with a {self.heap} heap; logs in {self.workdir}")
+        if self.statement:
+            print("\n".join(policy_demo.statement_lines(self.statement)))
         return {
             "devices": len(self.fleet),
             "ops_ok": ok,
@@ -325,6 +363,7 @@ class Demo:
             "interpreter": runtime,
             "heap_limit": self.heap,
             "audit_ok": audit_ok,
+            "policy_refused": self.policy_refused,
         }
 
 
@@ -356,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndemo: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
     ok = result["ops_failed"] == 0 and result["audit_ok"] and result["ops_ok"] == args.devices * args.ops
+    ok = ok and result["policy_refused"]
     print(json.dumps(result))
     return 0 if ok else 1
 

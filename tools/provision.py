@@ -1,6 +1,7 @@
 """``ecoin-provision``: make a device's bundle (key, bank registration, coins, broker
 password, config), put it on a board with mpremote or into a simulator's flash directory,
-and claim refunds for the coins a device holds in doubt. See docs/PROVISIONING.md.
+claim refunds for the coins a device holds in doubt, set the owner's policies and read its
+statement at the bank. See docs/PROVISIONING.md.
 
 Settings come from flags, else from the ``[provision]`` table of ``--config FILE``, else
 from the defaults below. The library is ``ecoin.tools.provisioning``.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecoin.common import cli
+from ecoin.common import cli, policy_cli
 from ecoin.common import config as ecoin_config
 from ecoin.common.bank_errors import BankError
 from ecoin.common.claim_uri import ClaimUri, ClaimUriError
@@ -278,7 +279,32 @@ def cmd_status(args: argparse.Namespace, cfg: Settings) -> int:
     return 0
 
 
+def cmd_policy(args: argparse.Namespace, cfg: Settings) -> int:
+    """The owner's own policies, through the API with its certificate."""
+    with _bank(args, cfg).client() as bank:
+        if args.action == "show":
+            print(json.dumps(bank.policies(), indent=1, sort_keys=True))
+            return 0
+        try:
+            raw = policy_cli.policy_from(args) if args.action == "set" else None
+        except ValueError as exc:
+            raise ProvisionError(str(exc)) from exc
+        now = bank.set_policy(raw, args.device)
+    where = f"device {args.device}" if args.device else "default"
+    print(f"{where} policy: {json.dumps(now, sort_keys=True) if now is not None else 'none'}")
+    return 0
+
+
+def cmd_statement(args: argparse.Namespace, cfg: Settings) -> int:
+    with _bank(args, cfg).client() as bank:
+        answer = bank.statement(args.start, args.end, fmt=args.format)
+    sys.stdout.write(answer if args.format == "csv" else json.dumps(answer, indent=1) + "\n")
+    return 0
+
+
 COMMANDS = {
+    "policy": cmd_policy,
+    "statement": cmd_statement,
     "new": cmd_new,
     "flash": cmd_flash,
     "deploy-sim": cmd_deploy_sim,

@@ -28,8 +28,12 @@ def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
         "interpreter": "micropython",
         "heap_limit": "72K",
         "audit_ok": True,
+        "policy_refused": True,
     }
     assert "bank audit: passed" in done.stdout
+    assert "policy refusal: the analyst was told policy_service" in done.stdout
+    assert "the owner's claim refunded 1 coin(s)" in done.stdout
+    assert "owner statement (olive," in done.stdout and "spent by analyst: alice 60, bob 40" in done.stdout
     # The ledger, the private keys and the logs are not readable by other users.
     secret = [p for p in (tmp_path / "demo").rglob("*") if p.suffix in {".sqlite3", ".key", ".log"}]
     assert any(p.name == "bank.sqlite3" for p in secret) and any(p.suffix == ".log" for p in secret)

@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ecoin.common import policy_cli
+
 
 def _bank_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("the bank and the owner (who pays for the coins)")
@@ -155,6 +157,36 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
     s.add_argument("device_id", metavar="DEVICE_ID")
     _where(s, "read its coin store")
     s.add_argument("--json", action="store_true", help="print as JSON")
+    _common(s)
+    s = sub.add_parser(
+        "policy",
+        help="set, show or clear the owner's policies at the bank",
+        description="The rules the bank checks before it pays with a device's coins: which services "
+        "and analysts, daily and monthly coin caps, a validity window. One policy per device, and a "
+        "default for the owner's other devices; a device's policy replaces the default whole. "
+        "A payment the policy forbids spends nothing: the coin stays refundable.",
+    )
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("set", help="set a device's policy (--device) or the owner's default")
+    policy_cli.add_policy_flags(a)
+    _bank_flags(a)
+    _common(a)
+    a = actions.add_parser("show", help="print the owner's policies as JSON")
+    _bank_flags(a)
+    _common(a)
+    a = actions.add_parser("clear", help="remove a device's policy (--device) or the owner's default")
+    a.add_argument("--device", help="the device (default: the owner's default policy)")
+    _bank_flags(a)
+    _common(a)
+
+    s = sub.add_parser(
+        "statement",
+        help="the owner's statement for a period",
+        description="Coins bought, spent by device, service and analyst, refunded, expired and still "
+        "outstanding (unused or in doubt) for the days --from..--to (UTC), as JSON or CSV, from the bank.",
+    )
+    policy_cli.add_period_flags(s)
+    _bank_flags(s)
     _common(s)
     _claims(sub)
     for name, command in sub.choices.items():
