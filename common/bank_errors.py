@@ -119,6 +119,7 @@ REFUSALS = (
     "already_spent",
     "expired",
     "not_authorised",
+    "deadline_passed",  # past the item's not_after: the analyst's device no longer waits
     # The owner's policy (bank/policy.py) forbids the payment: the analyst learns which rule;
     # the device only gets the generic error.
     "policy_window",
