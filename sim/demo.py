@@ -81,6 +81,7 @@ class Demo:
     health: dict[str, str] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     fleet: list[Device] = field(default_factory=list)
+    gateway_health_port: int = 0  # its /metrics and /healthz, once started
 
     def say(self, text: str) -> None:
         print(f"demo: {text}", flush=True)
@@ -219,6 +220,7 @@ class Demo:
         self.stack.callback(stop, proc)
         wait_for_port(health)
         self.health[f"gateway {GATEWAY}"] = f"http://127.0.0.1:{health}/healthz"
+        self.gateway_health_port = health
         self.say(f"gateway {GATEWAY} routing (health on http://127.0.0.1:{health}/healthz)")
 
     @staticmethod
