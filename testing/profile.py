@@ -4,7 +4,8 @@ py-spy (the dev extra) samples a process and its children from outside, without 
 its code, so the profile is of the very process the benchmark measures. The raw collapsed
 stacks go to ``build/bench/profile-<name>.txt`` and a summary of the functions that held
 the CPU (own time, all threads and worker processes) to ``profile-<name>-top.txt``.
-Without the variable (or without py-spy) nothing is sampled.
+``ECOIN_PROFILE=gil`` keeps only the samples of threads holding the GIL. Without the
+variable (or without py-spy) nothing is sampled.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def sampled(pid: int, name: str, rate: int = 250) -> Iterator[Path | None]:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     raw = OUT / f"profile-{name}.txt"
-    cmd = [spy, "record", "-p", str(pid), "-s", "-r", str(rate), "-f", "raw", "-o", str(raw), "--nonblocking"]
+    cmd = [spy, "record", "-p", str(pid), "-s", "-t", "-r", str(rate), "-f", "raw", "-o", str(raw)]
+    if os.environ["ECOIN_PROFILE"] == "gil":  # only what held the GIL: the Python-level work
+        cmd.append("--gil")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield raw
@@ -55,7 +58,7 @@ def summary(collapsed: str) -> str:
         n = int(count)
         frames = stack.split(";")
         samples += n
-        threads[frames[0]] += n
+        threads[";".join(frames[:2])] += n
         own[frames[-1]] += n
         for f in set(frames[1:]):
             total[f] += n
