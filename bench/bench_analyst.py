@@ -19,6 +19,9 @@ Figures:
 - analyst_latency_ms_p50: one operation at a time, publish to RESULT (an idle system);
   analyst_unloaded_bank_ms and analyst_unloaded_mqtt_ms are the redeem call (one header)
   and the reply's publish-to-PUBACK time in that phase.
+- analyst_bank_direct_per_s: this bench's bank redeeming DIRECT coins straight from a load
+  process like bench_bank's (batches of 256, 4 connections), just before the analyst runs:
+  what the analyst is compared with in the same run (analyst_vs_bank_same_run).
 - analyst_2x_ops_per_s, analyst_2x_vs_1x: the same load on two processes of one analyst
   sharing the service, and its ratio to one process (same run).
 - analyst_paho_qos1_*: raw paho 2.x QoS 1 delivery with manual acks, the analyst's MQTT
@@ -40,11 +43,12 @@ from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
 from . import mqtt_ceiling
+from .bench_bank import redeem_rate
 
 WARMUP = 200
 OPS = 3000
 UNLOADED = 100
-BANK = {"connections": 2}
+DIRECT = 3072  # coins redeemed straight at this bench's bank, as bench_bank does
 
 
 def _delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
@@ -108,6 +112,8 @@ def run(workdir: Path) -> dict[str, float | int | str]:
     analysts = {"alice": ["average"]}
     out: dict[str, float | int | str] = {}
     with BankProcess(workdir / "bank", pki, workers=-1, expire_every_s=0) as bank:
+        direct = withdraw(bank, DIRECT, analysts)
+        out["analyst_bank_direct_per_s"] = round(redeem_rate(bank, list(direct.coins), direct, 256, 4), 1)
         coins = withdraw(bank, 2 * (WARMUP + OPS) + UNLOADED, analysts)
         ops = seal(coins, "average")
         warm, measured, single = ops[:WARMUP], ops[WARMUP : WARMUP + OPS], ops[WARMUP + OPS : -WARMUP - OPS]
@@ -118,7 +124,7 @@ def run(workdir: Path) -> dict[str, float | int | str]:
             out.update(mqtt_ceiling.measure(broker.port, pki, broker.proc.pid))
             limits = {"workers": -1, "drain_s": 5.0}
             with AnalystProcess(
-                workdir / "analyst", pki, broker.port, bank.url, ["average"], limits=limits, bank=BANK
+                workdir / "analyst", pki, broker.port, bank.url, ["average"], limits=limits
             ) as a:
                 gw = Requester(broker.port, pki)
                 gw.send_all("average", warm)

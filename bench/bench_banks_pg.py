@@ -63,7 +63,8 @@ def _load(args: dict[str, Any], ready: Any, go: Any, out: Any) -> None:
     """One bank's load: headers built first, then redeemed on CONNECTIONS connections."""
     items = _headers(args["public"], args["kid"], args["coins"])
     chunks = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
-    clients = [BankClient(args["url"], *args["tls"], timeout=120) for _ in range(CONNECTIONS)]
+    cert, key, ca = args["tls"]
+    clients = [BankClient(args["url"], cert, key, ca, timeout=120) for _ in range(CONNECTIONS)]
     for c in clients:
         c.healthz()
     ok = [0] * CONNECTIONS
