@@ -161,13 +161,14 @@ class Collector:
 
     def exchange(self, frame, want, op_id, timeout_s, keys=None):
         """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error", value),
-        ("unsent", None) if the broker never took it, or at the timeout ("bad", None) if only
+        ("unsent", None) if no byte of it ever left, ("unacked", None) if the broker never
+        acknowledged it (it may have left), or at the timeout ("bad", None) if only
         answers that do not verify came, ("timeout", None) if none did."""
         self._want, self._op, self._k, self._done = want, op_id, keys, None
         timeout = int(timeout_s * 1000)
         try:
             if not self.net.publish(self.up, frame, timeout_ms=timeout):
-                return "unsent", None
+                return ("unacked" if self.net.wrote else "unsent"), None
             frame = None  # let the frame go while we wait
             end = time.ticks_add(time.ticks_ms(), timeout)
             while (self._done is None or self._done[0] == "bad") and time.ticks_diff(end, time.ticks_ms()) > 0:
@@ -239,10 +240,14 @@ class Collector:
             self._keep_room()
             raise
         short = hexlify(op_id[:4]).decode()
+        if what == "unsent":  # a local fault before the coin left: it is still unused
+            store.untake()
+            self.log("collector: op %s not sent (broker unreachable); coin kept; %d left" % (short, store.left()))
+            return False
         if what != "ok":
             store.doubt(value if what == "error" else coinstore.R_TIMEOUT if what == "timeout"
                         else coinstore.R_BAD_TAG if what == "bad" else coinstore.R_NOT_SENT
-                        if what == "unsent" else coinstore.R_BAD_RESULT)
+                        if what == "unacked" else coinstore.R_BAD_RESULT)
             self.doubts += 1
             self.log("collector: op %s failed (%s); coin in doubt; %d left"
                      % (short, "error %d" % value if what == "error" else what, store.left()))

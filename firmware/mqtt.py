@@ -63,6 +63,7 @@ class Client:
         self._ping_at = None
         self._last_tx = 0
         self.failures = self.connects = 0
+        self.wrote = False  # the last publish began to write its payload (it may have left)
         self._next_try = time.ticks_ms()
 
     # Connection.
@@ -302,12 +303,14 @@ class Client:
     def publish(self, topic, payload, qos=1, timeout_ms=None, retries=3):
         """Publishes payload to topic (bytes); at QoS 1 waits for PUBACK, retransmitting (DUP)
         after io_timeout, and after a reconnection. True once acknowledged (QoS 0: once
-        written); False if timeout_ms (default: (retries + 1) x io_timeout) ran out first."""
+        written); False if timeout_ms (default: (retries + 1) x io_timeout) ran out first,
+        with self.wrote False if no byte of the payload was ever written."""
         if len(topic) > 90:
             raise ValueError("topic too long")
         end = time.ticks_add(time.ticks_ms(), timeout_ms or self.io_ms * (retries + 1))
         self._pid = pid = self._pid % 65535 + 1 if qos else 0
         sent = 0
+        self.wrote = False
         while _left(end) > 0:
             if not self.ensure():
                 self._pause(min(_left(end), _left(self._next_try)))
@@ -320,6 +323,7 @@ class Client:
                     struct.pack_into(">H", buf, p, pid)
                     p += 2
                 self._write(memoryview(buf)[:p])
+                self.wrote = True
                 self._write(payload)  # never copied
                 sent += 1
                 if not qos:
