@@ -169,11 +169,21 @@ class Collector:
         try:
             if not self.net.publish(self.up, frame, timeout_ms=timeout):
                 return ("unacked" if self.net.wrote else "unsent"), None
+            # A QUERY costs nothing and can be lost unseen (a broker restarted, a gateway not
+            # yet subscribed again): it is asked again 1, 2, 4 ... s on, and at once on a new
+            # connection, rather than waiting out the whole timeout. Anything else: never.
+            again = frame if want == wire.T_STATUS else None
             frame = None  # let the frame go while we wait
             end = time.ticks_add(time.ticks_ms(), timeout)
+            at, gap, link = time.ticks_add(time.ticks_ms(), 1000), 1000, self.net.connects
             while (self._done is None or self._done[0] == "bad") and time.ticks_diff(end, time.ticks_ms()) > 0:
                 self.net.poll(min(100, time.ticks_diff(end, time.ticks_ms())))
                 self.idle()
+                new = link != self.net.connects
+                if again and self._done is None and (new or time.ticks_diff(time.ticks_ms(), at) >= 0):
+                    gap = 1000 if new else gap * 2
+                    self.net.publish(self.up, again, timeout_ms=max(1, time.ticks_diff(end, time.ticks_ms())))
+                    at, link = time.ticks_add(time.ticks_ms(), gap), self.net.connects
             return self._done or ("timeout", None)
         finally:
             self._op = self._k = self._done = None

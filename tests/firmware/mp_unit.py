@@ -462,9 +462,12 @@ def test_backoff_grows_with_jitter_and_is_capped():
         c._next_try = time.ticks_ms()
         c.ensure()
         delays.append(int(logs[-1].split("next in ")[1].split()[0]))
+        if len(delays) == 6:  # the first minute of the outage is over: longer pauses
+            c._down = time.ticks_add(time.ticks_ms(), -mqtt.QUICK_MS)
     for i, d in enumerate(delays):
-        top = min(30000, 250 << min(i + 1, 8))
+        top = min(2000 if i < 6 else 30000, 250 << min(i + 1, 8))
         check(top // 2 <= d <= top, "attempt %d: %d ms not in [%d, %d]" % (i + 1, d, top // 2, top))
+    check(delays[-1] >= 15000, "capped at 30 s after the first minute: %r" % (delays,))
     check("unreachable" in logs[0] and "111" in logs[0], logs[0])
 
 
@@ -603,6 +606,8 @@ def make_collector(batch_max=8, interval=0.5):
 class NoAckNet(Net):
     """Answers the QUERY LIVE at once; the OPERATION is never acknowledged, and `left`
     says whether its bytes were written (the broker unreachable all along, or not)."""
+
+    connects = 0
 
     def __init__(self, left):
         self.left, self.wrote = left, False
