@@ -19,35 +19,36 @@ Figures:
 - analyst_latency_ms_p50: one operation at a time, publish to RESULT (an idle system);
   analyst_unloaded_bank_ms and analyst_unloaded_mqtt_ms are the redeem call (one header)
   and the reply's publish-to-PUBACK time in that phase.
+- analyst_bank_direct_per_s: this bench's bank redeeming DIRECT coins straight from a load
+  process like bench_bank's (batches of 256, 4 connections), just before the analyst runs:
+  what the analyst is compared with in the same run (analyst_vs_bank_same_run).
 - analyst_2x_ops_per_s, analyst_2x_vs_1x: the same load on two processes of one analyst
   sharing the service, and its ratio to one process (same run).
-- analyst_paho_qos1_msgs_per_s: raw paho 2.x QoS 1 delivery with manual acks, the analyst's
-  MQTT configuration, on the same broker: the ceiling of the MQTT path alone.
+- analyst_paho_qos1_*: raw paho 2.x QoS 1 delivery with manual acks, the analyst's MQTT
+  configuration, on the same broker: the ceiling of the MQTT path alone, and what limits it
+  (bench/mqtt_ceiling.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import statistics
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-from ecoin.common import tls
+from ecoin.testing import profile
 from ecoin.testing.analyst import AnalystProcess, Requester, seal, tls_broker, withdraw
 from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
+from . import mqtt_ceiling
+from .bench_bank import redeem_rate
+
 WARMUP = 200
 OPS = 3000
 UNLOADED = 100
-QOS1_MSGS = 20_000
+DIRECT = 3072  # coins redeemed straight at this bench's bank, as bench_bank does
 
 
 def _delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
@@ -69,56 +70,6 @@ def _cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
-
-
-def _paho_qos1(port: int, pki: Path) -> float:
-    """Messages per second through one paho subscriber configured like the analyst."""
-    got = 0
-    done = threading.Event()
-
-    def on_message(c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
-        nonlocal got
-        c.ack(m.mid, m.qos)
-        got += 1
-        if got == QOS1_MSGS:
-            done.set()
-
-    def client(name: str, role: str, manual: bool) -> mqtt.Client:
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5, manual_ack=manual
-        )
-        c.tls_set_context(
-            tls.client_context(pki / role / f"{name}.crt", pki / role / f"{name}.key", pki / "ca.crt")
-        )
-        c.max_inflight_messages_set(256)
-        c.max_queued_messages_set(0)
-        props = Properties(PacketTypes.CONNECT)
-        props.ReceiveMaximum = 256
-        c.connect("127.0.0.1", port, properties=props)
-        sock = c.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return c
-
-    sub = client("alice", "analyst", True)
-    sub.on_message = on_message
-    subscribed = threading.Event()
-    sub.on_subscribe = lambda *_: subscribed.set()
-    sub.subscribe("$share/ecoin-average/ecoin/svc/average/op", qos=1)
-    sub.loop_start()
-    pub = client("gw1", "gateway", False)
-    pub.loop_start()
-    subscribed.wait(10)
-    payload = bytes(700)
-    started = time.monotonic()
-    for _ in range(QOS1_MSGS):
-        pub.publish("ecoin/svc/average/op", payload, qos=1)
-    done.wait(120)
-    elapsed = time.monotonic() - started
-    for c in (sub, pub):
-        c.disconnect()
-        c.loop_stop()
-    return round(got / elapsed, 1)
 
 
 def _unloaded_latency_ms(gw: Requester, ops: list, base: int) -> float:  # type: ignore[type-arg]
@@ -160,14 +111,17 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         pki_tool.issue(pki, role, name)
     analysts = {"alice": ["average"]}
     out: dict[str, float | int | str] = {}
-    with BankProcess(workdir / "bank", pki, expire_every_s=0) as bank:
+    with BankProcess(workdir / "bank", pki, workers=-1, expire_every_s=0) as bank:
+        direct = withdraw(bank, DIRECT, analysts)
+        out["analyst_bank_direct_per_s"] = round(redeem_rate(bank, list(direct.coins), direct, 256, 4), 1)
         coins = withdraw(bank, 2 * (WARMUP + OPS) + UNLOADED, analysts)
         ops = seal(coins, "average")
         warm, measured, single = ops[:WARMUP], ops[WARMUP : WARMUP + OPS], ops[WARMUP + OPS : -WARMUP - OPS]
         second = ops[-WARMUP - OPS :]
         broker = tls_broker(workdir / "mq", pki, analysts).start()
         try:
-            out["analyst_paho_qos1_msgs_per_s"] = _paho_qos1(broker.port, pki)
+            assert broker.proc is not None
+            out.update(mqtt_ceiling.measure(broker.port, pki, broker.proc.pid))
             limits = {"workers": -1, "drain_s": 5.0}
             with AnalystProcess(
                 workdir / "analyst", pki, broker.port, bank.url, ["average"], limits=limits
@@ -179,9 +133,10 @@ def run(workdir: Path) -> dict[str, float | int | str]:
                 assert a.proc is not None
                 before, cpu_before = a.metrics(), _cpu_seconds(a.proc.pid)
                 started = time.monotonic()
-                gw.send_all("average", measured, start=WARMUP)
-                if not gw.wait(WARMUP + OPS, 300):
-                    raise RuntimeError(f"only {len(gw.replies) - WARMUP} of {OPS} operations were answered")
+                with profile.sampled(a.proc.pid, "analyst"):
+                    gw.send_all("average", measured, start=WARMUP)
+                    if not gw.wait(WARMUP + OPS, 300):
+                        raise RuntimeError(f"only {len(gw.replies) - WARMUP} of {OPS} answered")
                 elapsed = gw.arrivals[-1] - started
                 after, cpu_after = a.metrics(), _cpu_seconds(a.proc.pid)
                 out["analyst_latency_ms_p50"] = _unloaded_latency_ms(gw, single, 0)

@@ -21,6 +21,8 @@ Figures:
 - device_min_heap_bytes: the smallest -X heapsize (1 KiB steps) at which the real firmware
   (main.py) boots and does 20 operations of 1 KiB against a real broker without a
   MemoryError: what a board must really give it, fragmentation included.
+- device_min_heap_romfs_bytes: the same with the modules in a ROMFS image (bytecode run in
+  place, as from a board's ROM partition), the image's own size not counted.
 - firmware_bytes_py / firmware_bytes_mpy: what goes onto an ESP32's flash (boards/esp32/
   manifest) as sources, and as deployed (.mpy, main.py as source).
 """
@@ -158,9 +160,37 @@ def _run(flash: Path, heap: str, mode: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _min_heap(workdir: Path) -> int:
+# The lines a board with a ROMFS partition does not need: there /rom is mounted and on
+# sys.path before main.py runs. The unix port has VfsRom but no partition, so the image is
+# read into the heap first, in one piece at its bottom, and its size is subtracted.
+_ROM_MOUNT = (
+    'import sys, vfs\nwith open("rom.img", "rb") as f:\n    _rom = f.read()\n'
+    'vfs.mount(vfs.VfsRom(_rom), "/rom")\nsys.path.insert(0, "/rom")\n'
+)
+
+
+def _romfs(flash: Path) -> int:
+    """Moves the firmware's .mpy files into a ROMFS image (``mpremote romfs build``, what
+    ``mpremote romfs deploy`` writes to a board) mounted at /rom; returns its size."""
+    rom = flash.parent / f"{flash.name}.rom"
+    rom.mkdir()
+    for mpy in flash.glob("*.mpy"):
+        mpy.rename(rom / mpy.name)
+    image = flash / "rom.img"
+    mpremote = find_tool("mpremote")
+    if not mpremote:
+        raise RuntimeError("mpremote is missing (the tools extra)")
+    subprocess.run([mpremote, "romfs", "-o", str(image), "build", str(rom)], check=True, capture_output=True)
+    main = flash / "main.py"
+    main.write_text(_ROM_MOUNT + main.read_text())
+    return image.stat().st_size
+
+
+def _min_heap(workdir: Path, romfs: bool = False) -> int:
     """Bisection over the heap cap (KiB) of the real firmware (main.py) doing 20 operations
-    of 1 KiB against a real broker and the test responder, a fresh device for every try."""
+    of 1 KiB against a real broker and the test responder, a fresh device for every try.
+    romfs: the modules run in place from a ROMFS image (``_romfs``); the figure is the heap
+    beyond the image, what a board whose image sits in flash must give."""
     from ecoin.testing.firmware import FAST, nodelay_broker
     from ecoin.testing.responder import Responder
 
@@ -168,24 +198,27 @@ def _min_heap(workdir: Path) -> int:
     n = key.public_key().public_numbers().n
     public = (session.key_id(cr, n), (n, 65537))
     cfg = {**FAST, "max_ops": 20, "batch_max": VALUES, "sample_interval": 0.0001, "batch_seconds": 5}
-    lo, hi = 32, 96  # lo fails, hi works
-    with nodelay_broker(workdir / "broker") as broker:
+    lo, hi = 16, 96  # lo fails, hi works
+    with nodelay_broker(workdir / ("broker-rom" if romfs else "broker")) as broker:
         responder = Responder(broker.port, key).start()
         try:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
                 coins = [os.urandom(32) for _ in range(20)]
                 flash = deploy_device(
-                    workdir / f"min{mid}",
+                    workdir / f"min{mid}{'-rom' if romfs else ''}",
                     "dev1",
                     {**cfg, "broker_port": broker.port},
                     coins,
                     os.urandom(32),
                     public,
                 )
-                dev = SimDevice(flash, heap=f"{mid}K").start()
+                image = _romfs(flash) if romfs else 0
+                dev = SimDevice(flash, heap=f"{mid * 1024 + image}").start()
                 try:
                     dev.wait(60)
+                except subprocess.TimeoutExpired:
+                    pass  # still short of memory after a minute: a failure like any other
                 finally:
                     dev.kill()
                 ok = "ops=20 results=20" in dev.output() and "memory" not in dev.output()
@@ -216,6 +249,7 @@ def run(workdir: Path) -> dict[str, float | int]:
         "device_resident_heap_bytes": got["resident"],
         "device_total_peak_heap_bytes": got["resident"] + got["peak"],
         "device_min_heap_bytes": _min_heap(workdir),
+        "device_min_heap_romfs_bytes": _min_heap(workdir, romfs=True),
         "device_op_readings_bytes": got["readings"],
         "firmware_bytes_py": py,
         "firmware_bytes_mpy": mpy,

@@ -8,15 +8,24 @@ Figures:
 - service_e2e_ops_per_s: the highest offered rate the system kept up with (every operation
   answered, none failed, answers at >= 90 % of the offered rate), raised by 1.5x per step.
 - service_e2e_p99_ms: the p99 latency at that rate.
+- e2e_stage_p99_ms_<stage>: where the stated load's p99 goes, from each service's own
+  histograms over that phase (upper bound of the bucket, so coarse): gateway (device frame
+  to answer, the whole service side), analyst (operation taken to acknowledged), redeem
+  (the analyst's bank call), bank (the bank's own time for a redeem request), analysis
+  (the worker round trip), reply (publish to the broker's PUBACK).
+- e2e_loadavg: the 1-minute load average when the stated phase ended (other work on the
+  machine shows up in the p99; compare figures within one run).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ecoin.gateway import brokerconf
 from ecoin.sim.demo import ANALYSTS, OWNER, Demo
+from ecoin.testing import metrics
 from ecoin.testing.analyst import AnalystProcess
 from ecoin.testing.bank import BankProcess
 
@@ -35,8 +44,9 @@ def run(workdir: Path) -> dict[str, float | int]:
         bank = demo.stack.enter_context(BankProcess(workdir / "bank", pki_dir, workers=2))
         demo.open_accounts(bank)
         bank.admin.fund(OWNER, DEVICES * COINS, request_id="bench-system-funding")
+        analysts = {}
         for analyst, services in ANALYSTS.items():
-            demo.stack.enter_context(
+            analysts[analyst] = demo.stack.enter_context(
                 AnalystProcess(
                     workdir / "analyst" / analyst,
                     pki_dir,
@@ -57,7 +67,11 @@ def run(workdir: Path) -> dict[str, float | int]:
                 devices.append(loadgen.Device(name, passwords[name], broker["device_port"], coins, "average"))
         fleet = demo.stack.enter_context(_closing(loadgen.Fleet(devices)))
         fleet.offer(20, 2.0)  # warm-up: connections, worker processes, bank sessions
+        scrape = _Scrape(bank, analysts["alice"], demo.gateway_health_port)
+        before = scrape()
         stated = loadgen.summary(fleet.offer(50, 10.0))
+        stages = scrape.stages(before, scrape())
+        load = os.getloadavg()[0]
         top = fleet.saturate(100, STEP_S)
         best = loadgen.summary(top)
     return {
@@ -68,7 +82,35 @@ def run(workdir: Path) -> dict[str, float | int]:
         "service_e2e_ops_per_s": best["answered_per_s"],
         "service_e2e_offered_per_s": round(top.offered_per_s, 1),
         "service_e2e_p99_ms": best["p99_ms"],
+        "e2e_loadavg": round(load, 2),
+        **stages,
     }
+
+
+class _Scrape:
+    """The /metrics of the bank, the analyst serving the load and the gateway, together."""
+
+    def __init__(self, bank: BankProcess, analyst: AnalystProcess, gateway_port: int) -> None:
+        self.ports = {"bank": bank.metrics_port, "analyst": analyst.metrics_port, "gateway": gateway_port}
+
+    def __call__(self) -> dict[str, dict[str, float]]:
+        return {k: metrics.fetch(port) for k, port in self.ports.items()}
+
+    @staticmethod
+    def stages(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        wanted = {
+            "gateway": ("gateway", "ecoin_gateway_latency_seconds", {}),
+            "analyst": ("analyst", "ecoin_analyst_operation_seconds", {"service": "average"}),
+            "redeem": ("analyst", "ecoin_analyst_bank_seconds", {}),
+            "bank": ("bank", "ecoin_bank_request_seconds", {"route": "redeem"}),
+            "analysis": ("analyst", "ecoin_analyst_analysis_seconds", {"service": "average"}),
+            "reply": ("analyst", "ecoin_analyst_reply_seconds", {}),
+        }
+        out = {}
+        for stage, (who, name, labels) in wanted.items():
+            q = metrics.quantile(after[who], before[who], name, 0.99, **labels)
+            out[f"e2e_stage_p99_ms_{stage}"] = round(q * 1000, 1)
+        return out
 
 
 class _closing:

@@ -24,6 +24,8 @@ OUT = Path("build/bench")
 RATIOS = {
     "analyst_vs_bank": ("analyst_ops_per_s", "bank_redeem_per_s"),
     "service_e2e_vs_bank": ("service_e2e_ops_per_s", "bank_redeem_per_s"),
+    # the same bank process, a minute apart instead of several (bench_analyst)
+    "analyst_vs_bank_same_run": ("analyst_ops_per_s", "analyst_bank_direct_per_s"),
     # the price of emulation (bench_arm64): how much the arm64 CPU figure overstates
     "arm64_vs_native_gateway_cpu": ("arm64_gateway_cpu_ms_per_op", "native_gateway_cpu_ms_per_op"),
 }

@@ -104,6 +104,15 @@ class CoinStore:
         self.save()  # from here on the coin counts as used, whatever happens
         return self._coin
 
+    def untake(self):
+        """The pending operation's frame never began to leave the device (no byte of it was
+        written to the network): its coin goes back to unused, as if never taken."""
+        if self.op_id is None:
+            return
+        self.next -= 1
+        self.op_id = None
+        self.save()
+
     def spent(self):
         """The pending operation got a good result: its coin is spent."""
         self.op_id = None

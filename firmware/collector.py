@@ -161,18 +161,29 @@ class Collector:
 
     def exchange(self, frame, want, op_id, timeout_s, keys=None):
         """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error", value),
-        ("unsent", None) if the broker never took it, or at the timeout ("bad", None) if only
+        ("unsent", None) if no byte of it ever left, ("unacked", None) if the broker never
+        acknowledged it (it may have left), or at the timeout ("bad", None) if only
         answers that do not verify came, ("timeout", None) if none did."""
         self._want, self._op, self._k, self._done = want, op_id, keys, None
         timeout = int(timeout_s * 1000)
         try:
             if not self.net.publish(self.up, frame, timeout_ms=timeout):
-                return "unsent", None
+                return ("unacked" if self.net.wrote else "unsent"), None
+            # A QUERY costs nothing and can be lost unseen (a broker restarted, a gateway not
+            # yet subscribed again): it is asked again 1, 2, 4 ... s on, and at once on a new
+            # connection, rather than waiting out the whole timeout. Anything else: never.
+            again = frame if want == wire.T_STATUS else None
             frame = None  # let the frame go while we wait
             end = time.ticks_add(time.ticks_ms(), timeout)
+            at, gap, link = time.ticks_add(time.ticks_ms(), 1000), 1000, self.net.connects
             while (self._done is None or self._done[0] == "bad") and time.ticks_diff(end, time.ticks_ms()) > 0:
                 self.net.poll(min(100, time.ticks_diff(end, time.ticks_ms())))
                 self.idle()
+                new = link != self.net.connects
+                if again and self._done is None and (new or time.ticks_diff(time.ticks_ms(), at) >= 0):
+                    gap = 1000 if new else gap * 2
+                    self.net.publish(self.up, again, timeout_ms=max(1, time.ticks_diff(end, time.ticks_ms())))
+                    at, link = time.ticks_add(time.ticks_ms(), gap), self.net.connects
             return self._done or ("timeout", None)
         finally:
             self._op = self._k = self._done = None
@@ -239,10 +250,14 @@ class Collector:
             self._keep_room()
             raise
         short = hexlify(op_id[:4]).decode()
+        if what == "unsent":  # a local fault before the coin left: it is still unused
+            store.untake()
+            self.log("collector: op %s not sent (broker unreachable); coin kept; %d left" % (short, store.left()))
+            return False
         if what != "ok":
             store.doubt(value if what == "error" else coinstore.R_TIMEOUT if what == "timeout"
                         else coinstore.R_BAD_TAG if what == "bad" else coinstore.R_NOT_SENT
-                        if what == "unsent" else coinstore.R_BAD_RESULT)
+                        if what == "unacked" else coinstore.R_BAD_RESULT)
             self.doubts += 1
             self.log("collector: op %s failed (%s); coin in doubt; %d left"
                      % (short, "error %d" % value if what == "error" else what, store.left()))

@@ -10,6 +10,7 @@ import socket
 import struct
 import time
 
+QUICK_MS = 60000
 _REFUSED = ("", "bad protocol", "client id rejected", "unavailable", "bad credentials", "not authorised")
 
 
@@ -47,7 +48,10 @@ class Client:
         self.keepalive = keepalive
         self.ssl, self.clean, self.log = ssl_context, clean, log
         self.io_ms = int(io_timeout * 1000)
-        self.backoff_ms = (250, 30000)  # first and longest pause between connection attempts
+        # Pauses between connection attempts: the first; the longest in the first QUICK_MS of
+        # an outage (a broker restart is over in seconds: back within 2 s of it); the longest.
+        self.backoff_ms = (250, 2000, 30000)
+        self._down = time.ticks_ms()  # when the link was lost (or first tried)
         self.on_message = None  # fn(topic, payload): memoryviews valid during the call
         self.idle = None  # fn() called while waiting: sampling, watchdog
         self.link = None  # fn() -> bool: the network under us is up (WiFi rejoined if not)
@@ -63,6 +67,7 @@ class Client:
         self._ping_at = None
         self._last_tx = 0
         self.failures = self.connects = 0
+        self.wrote = False  # the last publish began to write its payload (it may have left)
         self._next_try = time.ticks_ms()
 
     # Connection.
@@ -143,7 +148,9 @@ class Client:
         return True
 
     def _backoff(self):
-        first, longest = self.backoff_ms
+        first, quick, longest = self.backoff_ms
+        if time.ticks_diff(time.ticks_ms(), self._down) < QUICK_MS:
+            longest = quick
         delay = min(longest, first << min(self.failures, 8))
         delay = delay // 2 + (delay // 2) * os.urandom(1)[0] // 255  # jitter: 50 to 100 %
         self._next_try = time.ticks_add(time.ticks_ms(), delay)
@@ -164,6 +171,7 @@ class Client:
         self.log("mqtt: connection lost (%s)" % (exc,))
         self.close()
         self.failures = 0
+        self._down = time.ticks_ms()
         self._backoff()  # reconnect soon, but never in a tight loop
 
     def disconnect(self):
@@ -302,12 +310,14 @@ class Client:
     def publish(self, topic, payload, qos=1, timeout_ms=None, retries=3):
         """Publishes payload to topic (bytes); at QoS 1 waits for PUBACK, retransmitting (DUP)
         after io_timeout, and after a reconnection. True once acknowledged (QoS 0: once
-        written); False if timeout_ms (default: (retries + 1) x io_timeout) ran out first."""
+        written); False if timeout_ms (default: (retries + 1) x io_timeout) ran out first,
+        with self.wrote False if no byte of the payload was ever written."""
         if len(topic) > 90:
             raise ValueError("topic too long")
         end = time.ticks_add(time.ticks_ms(), timeout_ms or self.io_ms * (retries + 1))
         self._pid = pid = self._pid % 65535 + 1 if qos else 0
         sent = 0
+        self.wrote = False
         while _left(end) > 0:
             if not self.ensure():
                 self._pause(min(_left(end), _left(self._next_try)))
@@ -320,6 +330,7 @@ class Client:
                     struct.pack_into(">H", buf, p, pid)
                     p += 2
                 self._write(memoryview(buf)[:p])
+                self.wrote = True
                 self._write(payload)  # never copied
                 sent += 1
                 if not qos:

@@ -82,6 +82,7 @@ class SerialLink:
         self.on_message = None
         self.idle = None
         self.frames = self.dropped = 0
+        self.connects = 0  # a UART never reconnects (the collector compares it with MQTT's)
         # COBS adds one byte per 254 and one at the start; the CRC four.
         self._max = min(max_frame, FRAME_MAX) + 4 + max_frame // 254 + 2
         self._rx = bytearray(self._max)

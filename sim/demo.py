@@ -89,6 +89,7 @@ class Demo:
     refused: Device | None = None  # the device whose owner's policy refuses its service
     policy_refused: bool = False
     statement: dict[str, Any] = field(default_factory=dict)  # the owner's, for today
+    gateway_health_port: int = 0  # its /metrics and /healthz, once started
 
     def say(self, text: str) -> None:
         print(f"demo: {text}", flush=True)
@@ -233,6 +234,7 @@ class Demo:
         self.stack.callback(stop, proc)
         wait_for_port(health)
         self.health[f"gateway {GATEWAY}"] = f"http://127.0.0.1:{health}/healthz"
+        self.gateway_health_port = health
         self.say(f"gateway {GATEWAY} routing (health on http://127.0.0.1:{health}/healthz)")
 
     @staticmethod

@@ -9,6 +9,7 @@ See docs/SIMULATOR_BOARD.md, "Board-faithful hardware"."""
 from __future__ import annotations
 
 import json
+import queue
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 EPOCHS = {"esp32": 946684800, "pico_w": 1609459200}  # 2000-01-01, 2021-01-01: the ports' RTC defaults
 BOARDS = ("esp32", "pico_w", "kind")
+_Line = queue.Queue[tuple[float, bytes]]  # chunks on their way, with the time each is due
 
 
 @dataclass
@@ -84,7 +86,8 @@ class Radio:
     """A device's network path to (host, port): a TCP relay on 127.0.0.1:``port`` that
     passes traffic only while ``ap`` is up and the device's station is joined (its
     ``link_file`` says "up"), dropping every connection the moment either goes.
-    ``latency`` seconds delay every chunk each way (a poor network)."""
+    ``latency`` seconds delay every byte each way (a poor network: bytes sent together
+    arrive together, in order)."""
 
     def __init__(
         self, target: tuple[str, int], ap: AccessPoint, link_file: Path, latency: float = 0.0
@@ -121,21 +124,40 @@ class Radio:
             except OSError:
                 conn.close()
                 continue
+            # Only the connect is bounded: a quiet link (a device waiting for an answer, a
+            # broker with nothing to say) must not look like a dead one to the relay.
+            up.settimeout(None)
             for c in (conn, up):
                 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the broker: no Nagle
             with self._lock:
                 self._conns += [conn, up]
             for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                line: _Line = queue.Queue()
+                threading.Thread(target=self._receive, args=(a, line), daemon=True).start()
+                threading.Thread(target=self._deliver, args=(line, a, b), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _receive(self, src: socket.socket, line: _Line) -> None:
+        """Reads src as fast as it sends, stamping every chunk with the time it is due at
+        the other end: each byte arrives ``latency`` after it was sent, in order, however
+        many follow it (a slow network, not a slow relay). b"" marks the end."""
         try:
             while True:
                 data = src.recv(65536)
+                line.put((time.monotonic() + self.latency, data))
+                if not data:
+                    return
+        except OSError:
+            line.put((0.0, b""))
+
+    def _deliver(self, line: _Line, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                due, data = line.get()
                 if not data:
                     break
-                if self.latency:
-                    time.sleep(self.latency)
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
                 dst.sendall(data)
         except OSError:
             pass

@@ -246,7 +246,7 @@ def feed_in_background(wdt):
     """Feeds from a thread (a board: a timer) until running() or MAINTENANCE_S."""
     import _thread
 
-    _hw["feeding"] = _hw.get("feeding", 0) + 1
+    _hw["feeding"] = (_hw.get("feeding") or 0) + 1  # None once running() stopped the last one
     me = _hw["feeding"]
 
     def run():

@@ -462,9 +462,12 @@ def test_backoff_grows_with_jitter_and_is_capped():
         c._next_try = time.ticks_ms()
         c.ensure()
         delays.append(int(logs[-1].split("next in ")[1].split()[0]))
+        if len(delays) == 6:  # the first minute of the outage is over: longer pauses
+            c._down = time.ticks_add(time.ticks_ms(), -mqtt.QUICK_MS)
     for i, d in enumerate(delays):
-        top = min(30000, 250 << min(i + 1, 8))
+        top = min(2000 if i < 6 else 30000, 250 << min(i + 1, 8))
         check(top // 2 <= d <= top, "attempt %d: %d ms not in [%d, %d]" % (i + 1, d, top // 2, top))
+    check(delays[-1] >= 15000, "capped at 30 s after the first minute: %r" % (delays,))
     check("unreachable" in logs[0] and "111" in logs[0], logs[0])
 
 
@@ -499,6 +502,14 @@ def test_publish_gives_up_within_its_timeout():
     took = time.ticks_diff(time.ticks_ms(), t)
     check(took < 2000, "bounded: %d ms" % took)
     check(s.out.count(b"a/b") >= 3, "retransmitted")
+    check(c.wrote, "the payload was written")
+
+
+def test_publish_without_a_link_says_nothing_left():
+    c, s, logs, net = client()
+    net.fail = 111  # ECONNREFUSED at every connection attempt
+    check(not c.publish(b"a/b", b"hi", timeout_ms=300), "not acknowledged")
+    check(not c.wrote and s.out == b"", "no byte written: %s" % binascii.hexlify(s.out))
 
 
 def test_incoming_qos1_message_is_acked_and_delivered():
@@ -592,6 +603,66 @@ def make_collector(batch_max=8, interval=0.5):
     return collector.Collector(cfg, Board(), Net(), None)
 
 
+class NoAckNet(Net):
+    """Answers the QUERY LIVE at once; the OPERATION is never acknowledged, and `left`
+    says whether its bytes were written (the broker unreachable all along, or not)."""
+
+    connects = 0
+
+    def __init__(self, left):
+        self.left, self.wrote = left, False
+
+    def ensure(self):
+        return True
+
+    def poll(self, timeout_ms):
+        pass
+
+    def publish(self, topic, frame, qos=1, timeout_ms=None):
+        import wire
+
+        kind, op_id = wire.frame_type(frame)
+        if kind == wire.T_QUERY:
+            self.on_message(topic, wire.encode_status(op_id, wire.S_LIVE))
+            return True
+        self.wrote = self.left
+        return False
+
+
+_KEY = []
+
+
+def _unacknowledged_operation(left):
+    if not _KEY:  # written by the host; fresh_store() clears the directory
+        with open("key.json") as f:
+            v = json.load(f)
+        _KEY.append((binascii.unhexlify(v["kid"]), (int(v["n"], 16), 65537)))
+    store = fresh_store()
+    c = make_collector()
+    c.cfg.update({"bank": _KEY[0], "query_timeout": 1, "op_timeout": 1})
+    c.kid, c.pub = _KEY[0]
+    c.net, c.store = NoAckNet(left), store
+    c.net.on_message = c._on_message
+    for _ in range(3):
+        c._next = time.ticks_ms()
+        c.idle()
+    check(not c.operate(), "no result")
+    return store
+
+
+def test_an_operation_that_never_left_keeps_its_coin():
+    store = _unacknowledged_operation(left=False)
+    st = state()
+    check(store.left() == 10 and st[2] == 0 and st[5] == 0, "the coin is unused again: %r" % (st[:6],))
+    check(doubts() == [], "nothing in doubt")
+    check(reopen().left() == 10, "and so after a restart")
+
+
+def test_an_operation_written_but_not_acknowledged_is_in_doubt():
+    _unacknowledged_operation(left=True)
+    check(state()[2] == 1 and [d[2] for d in doubts()] == [coinstore.R_NOT_SENT], "in doubt: %r" % (doubts(),))
+
+
 def test_readings_json_is_valid_and_complete():
     c = make_collector()
     for _ in range(8):
@@ -670,6 +741,7 @@ GROUPS = {
         test_qos1_publish_bytes_and_puback,
         test_qos1_publish_is_retransmitted_with_dup,
         test_publish_gives_up_within_its_timeout,
+        test_publish_without_a_link_says_nothing_left,
         test_incoming_qos1_message_is_acked_and_delivered,
         test_oversized_message_is_acked_and_dropped,
         test_keepalive_ping_and_dead_link,
@@ -678,6 +750,8 @@ GROUPS = {
         test_put_num_formats_hundredths_and_integers,
         test_readings_json_is_valid_and_complete,
         test_full_buffer_triggers_the_batch_and_drops_newest,
+        test_an_operation_that_never_left_keeps_its_coin,
+        test_an_operation_written_but_not_acknowledged_is_in_doubt,
     ],
 }
 

@@ -21,7 +21,7 @@ from ecoin.tools.provisioning.deploy import install_firmware
 from .conftest import micropython
 
 HERE = Path(__file__).resolve().parent
-EXPECTED = {"coinstore": 11, "serial": 6, "mqtt": 10, "collector": 3, "session": 1}
+EXPECTED = {"coinstore": 11, "serial": 6, "mqtt": 11, "collector": 5, "session": 1}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,9 @@ def test_boards_import_without_touching_hardware(tmp_path: Path, board: str) -> 
 
 
 @pytest.mark.parametrize("group", ["coinstore", "mqtt", "collector"])
-def test_firmware_units_under_micropython(firmware: Path, tmp_path: Path, group: str) -> None:
+def test_firmware_units_under_micropython(firmware: Path, tmp_path: Path, group: str, coin_key) -> None:
+    kid, (n, _e) = coin_key[1]
+    (tmp_path / "key.json").write_text(json.dumps({"kid": kid.hex(), "n": format(n, "x")}))  # sealing
     run_group(firmware, group, tmp_path)
 
 

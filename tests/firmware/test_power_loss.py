@@ -16,6 +16,7 @@ from ecoin.testing.responder import Responder
 
 KILLS = 200
 R_RESTART = 13
+BOOT = "ecoin collector starting"  # main.py's first line, before anything is loaded
 
 
 def test_sigkill_at_200_random_moments(broker: Mosquitto, responder: Responder, make_device: MakeDevice):
@@ -28,19 +29,24 @@ def test_sigkill_at_200_random_moments(broker: Mosquitto, responder: Responder, 
     responder.delay = 0.02  # an analysis takes a while: more cuts land while a coin is out
     rng = random.Random(20261122)
     in_flight = 0  # kills that cut an operation between take and answer
-    for _ in range(KILLS):
+    for n in range(KILLS):
         dev.start()
-        time.sleep(rng.uniform(0.0, 0.3))  # boot takes about 40 ms, an operation about 10 ms
+        # The moment is random from the boot's first line on (the process has started: on a
+        # loaded machine that alone can take longer than the whole window), so every cut
+        # lands in the firmware: boot takes about 40 ms, an operation about 10 ms.
+        assert dev.wait_for(BOOT, timeout=30, count=n + 1), dev.output()[-2000:]
+        time.sleep(rng.uniform(0.0, 0.3))
         dev.kill()
         state = dev.state()  # the flash is consistent after every cut
         in_flight += state.pending_op is not None
         assert state.next <= state.count
+    connected = dev.output().count("mqtt: connected")
     dev.start()  # a last, clean boot settles the operation cut by the last kill
-    assert dev.wait_for("mqtt: connected", timeout=20)
+    assert dev.wait_for("mqtt: connected", timeout=20, count=connected + 1)
     dev.stop()
 
     out = dev.output()
-    assert out.count("ecoin collector starting") > KILLS // 2  # some cuts come before the first line
+    assert out.count(BOOT) == KILLS + 1
     assert "Traceback" not in out and "cannot start" not in out and "memory" not in out
 
     # No coin ever sent twice: one operation per coin, whatever the broker redelivered.
