@@ -119,6 +119,7 @@ REFUSALS = (
     "already_spent",
     "expired",
     "not_authorised",
+    "price_not_covered",  # the header holds fewer coins than the analyst's price (nothing spent)
     # The owner's policy (bank/policy.py) forbids the payment: the analyst learns which rule;
     # the device only gets the generic error.
     "policy_window",
