@@ -13,7 +13,7 @@ from ecoin.common.config import ConfigError
 from ecoin.gateway import brokerconf, framing
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.backoff import Backoff
-from ecoin.gateway.directory import Directory
+from ecoin.gateway.directory import Directory, terms_of
 from ecoin.gateway.limits import DeviceLimiter, TokenBucket
 from ecoin.gateway.queue import OpQueue
 
@@ -169,8 +169,6 @@ def test_password_hash_matches_mosquitto_format() -> None:
 
 
 def test_announced_terms_are_read_defensively() -> None:
-    from ecoin.gateway.directory import terms_of
-
     assert terms_of(b'{"price": 3, "version": "2", "other": 1}') == {"price": 3, "version": "2"}
     for bad in (
         b"not json",
