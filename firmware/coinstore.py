@@ -34,8 +34,6 @@ FMT = ">4sIIIIB16s32s"
 MAGIC = b"ECS1"
 STATE_LEN = const(69)  # struct.calcsize(FMT)
 COIN = const(32)
-COIN_AT = const(37)  # where the coin field starts in state.bin
-MAX_COINS = const(4)  # coins one operation may pay (wire.HEADER_COINS_MAX)
 # settled.bin: 16-byte op_ids of in-doubt records the owner has claimed at the bank (written
 # by `ecoin-provision refund`); at boot start.py drops those records from doubt.bin.
 SETTLED = "settled.bin"
@@ -69,8 +67,7 @@ class CoinStore:
         self.gen, self.next, self.count, self.counter = fields[1:5]
         self.pending = fields[5]  # coins of the pending operation
         self.op_id = fields[6] if fields[5] else None  # the pending operation
-        self._coin = bytearray(COIN * MAX_COINS)  # the coins of one operation, kept allocated
-        self._coin[:COIN] = fields[7]
+        self._coin = bytearray(fields[7])  # the coins of one operation (resized by peek)
         self._peeked = -1  # (index, count) of the last peek
         self._buf = bytearray(STATE_LEN)
         self._rec = bytearray(RECORD)
@@ -80,10 +77,9 @@ class CoinStore:
 
     def save(self):
         p = self.op_id is not None
+        # (a "32s" field takes the first 32 bytes of the coins)
         struct.pack_into(FMT, self._buf, 0, MAGIC, self.gen, self.next, self.count, self.counter,
-                         self.pending if p else 0, self.op_id if p else _NONE[:16], _NONE)
-        if p:
-            self._buf[COIN_AT:] = memoryview(self._coin)[:COIN]
+                         self.pending if p else 0, self.op_id if p else _NONE[:16], self._coin if p else _NONE)
         with open("state.tmp", "wb") as f:
             f.write(self._buf)
         replace("state.tmp", "state.bin")
@@ -99,25 +95,25 @@ class CoinStore:
         unused: an operation can be built with them, and abandoned, before take() commits."""
         if self.next + n > self.count:
             raise NoCoins()
-        buf = memoryview(self._coin)[: n * COIN]
-        self._read(self.next, buf)
+        if len(self._coin) != n * COIN:  # only when the price changes: no garbage per operation
+            self._coin = bytearray(n * COIN)
+        self._read(self.next, self._coin)
         self._peeked = self.next * 8 + n
-        return buf
+        return self._coin
 
     def take(self, op_id, n=1):
         """Records durably that the next n coins are used, by operation op_id, and returns
         them. Call it before the coins can leave the device."""
         if self.op_id is not None:  # never lose track of a coin: the earlier ones are in doubt
             self.doubt(R_RESTART)
-        buf = memoryview(self._coin)[: n * COIN]
         if self._peeked != self.next * 8 + n:
-            buf = self.peek(n)
+            self.peek(n)
         self._peeked = -1  # a peek is good for one take
         self.next += n
         self.pending = n
         self.op_id = op_id
         self.save()  # from here on the coins count as used, whatever happens
-        return buf
+        return self._coin
 
     def spent(self):
         """The pending operation got a good result: its coins are spent."""

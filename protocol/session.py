@@ -133,8 +133,7 @@ def check_operation_tag(cr, k_mac, digest, tag):
 def seal_operation(cr, public, kid, coins, service, readings, op_id=None, iv=None, seed=None):
     """Builds an OPERATION frame paying with `coins` (1 to 4 coins back to back: the price).
     Returns (op_id, k_enc, k_mac, frame); the device keeps the first three to open the answer."""
-    coins_of(coins)
-    _payload(readings)
+    _payload(readings)  # (seal_header checks the coins)
     op_id = op_id or cr.random(wire.OP_ID_LEN)
     iv = iv or cr.random(wire.IV_LEN)
     header = seal_header(cr, public, coins, iv, op_id, service, seed)

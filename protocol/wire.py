@@ -317,13 +317,13 @@ def decode_error(frame):
 def decode_status(frame):
     """Returns (op_id, code, price). A 19-byte STATUS (a gateway before prices) is price 1."""
     op_id = _expect(frame, T_STATUS)
-    n = len(frame)
-    if n not in (PREFIX_LEN + 1, PREFIX_LEN + 2):
+    n = len(frame) - PREFIX_LEN
+    if n != 1 and n != 2:
         raise InvalidFrame("status frame must be 19 or 20 bytes")
     code = frame[PREFIX_LEN]
     if code not in STATUS_CODES:
         raise InvalidFrame("unknown code " + str(code))
-    if n == PREFIX_LEN + 1:
+    if n == 1:
         return op_id, code, 1 if code == S_LIVE else 0
     price = frame[PREFIX_LEN + 1]
     if (price == 0) != (code != S_LIVE):
