@@ -110,6 +110,7 @@ class Directory:
     def synced(self) -> None:
         with self._lock:
             self._seen = {k: g for k, g in self._seen.items() if g == self._generation}
+            self._terms = {k: t for k, t in self._terms.items() if k in self._seen}
             self._removed.clear()
             self._update()
             self.synced_now = True
