@@ -39,8 +39,8 @@ def spends(ledger: Path, coins: list[bytes]) -> list[tuple[str, bytes] | None]:
 def test_a_three_coin_operation_credits_three_and_spends_exactly_those_coins(tmp_path):
     demo = Demo(tmp_path, devices=1, ops=2, heap="72K", runtime="micropython", quiet=True, priced_ops=3)
     result = demo.run()
-    priced = demo.fleet[-1]
-    console = priced.sim.output()
+    assert demo.priced is not None
+    console = demo.priced.sim.output()
     assert result["priced"] == {
         "service": "anomaly",
         "price": 3,
