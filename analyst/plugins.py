@@ -89,10 +89,16 @@ class Analyser:
             options[key] = value
         return dataclasses.replace(self, options=options)
 
-    def announcement(self, analyst: str) -> dict[str, Any]:
+    def announcement(
+        self, analyst: str, price: int = 1, version: str = "1", description: str = ""
+    ) -> dict[str, Any]:
+        """What the analyst publishes about its service (PROTOCOL.md 7.1): the gateway's
+        directory serves it, and answers a device's QUERY with the price."""
         return {
             "service": self.name,
             "analyst": analyst,
-            "description": self.description,
+            "description": description or self.description,
             "schema": self.schema,
+            "price": price,
+            "version": version,
         }

@@ -82,14 +82,16 @@ class Analyst:
         b = settings.bank
         self.redeemer = Redeemer(banks or self._bank_clients(), b.batch_max, b.linger_ms / 1000, b.wait_max_s)
         self.executor = ThreadPoolExecutor(settings.thread_count(), thread_name_prefix="op")
-        self.links = [
-            Link(settings, s, a.announcement(settings.id), self._intake) for s, a in self.analysers.items()
-        ]
+        self.links = [Link(settings, s, self._announcement(s), self._intake) for s in self.analysers]
         self._seen: OrderedDict[bytes, _Op | None] = OrderedDict()  # None: answered
         self._lock = threading.Lock()
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
         self._stop = threading.Event()
+
+    def _announcement(self, service: str) -> dict[str, Any]:
+        o = self.settings.offer(service)
+        return self.analysers[service].announcement(self.settings.id, o.price, o.version, o.description)
 
     def _bank_clients(self) -> list[Bank]:
         from ecoin.common.bank_client import BankClient
@@ -195,10 +197,11 @@ class Analyst:
         if left is not None and left <= 0:
             return self._refuse(op, "deadline_passed", "its device no longer waits: not redeemed")
         digest = session.operation_digest(crypto, frame)
+        price = self.settings.offer(service).price  # the bank refuses a header with fewer coins
         if left is None:
-            item, deadline = RedeemItem(kid, header, op.op_id, service, digest, tag), None
+            item, deadline = RedeemItem(kid, header, op.op_id, service, digest, tag, price=price), None
         else:  # the bank refuses it too past the deadline: a call stuck on the way pays nothing
-            item = RedeemItem(kid, header, op.op_id, service, digest, tag, time.time() + left)
+            item = RedeemItem(kid, header, op.op_id, service, digest, tag, time.time() + left, price)
             deadline = time.monotonic() + left
         self.redeemer.submit(item, lambda outcome: self._redeemed(op, outcome), deadline)
         return None

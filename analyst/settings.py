@@ -23,6 +23,11 @@
     [analyst.options.anomaly]    # options of one analyser
     k = 2.5
 
+    [analyst.offers.stats]       # what one service costs and says about itself (ANALYSTS.md)
+    price = 3                    # coins per operation, 1 to 4 (default 1)
+    description = "mean, min, max and spread"   # default: the analyser's own
+    version = "2.1"              # default "1"
+
 Relative paths are taken from the configuration file's directory.
 """
 
@@ -78,6 +83,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """A service's terms, announced with it (PROTOCOL.md 7.1) and stated to the bank."""
+
+    price: int = 1  # coins per operation: the header must hold this many (1 to 4)
+    description: str = ""  # "" means the analyser's own description
+    version: str = "1"
+
+
+OFFER_KEYS = {"price": int, "description": str, "version": str}
+DESCRIPTION_MAX = 200
+VERSION_MAX = 32
+
+
+@dataclass(frozen=True)
 class Settings:
     id: str = ""
     instance: str = "1"
@@ -94,6 +113,10 @@ class Settings:
     bank: Bank = field(default_factory=Bank)
     limits: Limits = field(default_factory=Limits)
     options: dict[str, Any] = field(default_factory=dict)  # analyser name -> {option: value}
+    offers: dict[str, Any] = field(default_factory=dict)  # service -> {price, description, version}
+
+    def offer(self, service: str) -> Offer:
+        return Offer(**self.offers.get(service, {}))
 
     def tls_paths(self) -> tuple[str, str, str]:
         pki = Path(self.pki) if self.pki else None
@@ -137,10 +160,31 @@ def check(s: Settings) -> Settings:
         raise ConfigError(f"analyst.limits.max_input_bytes: must be 1 to {wire.PAYLOAD_MAX}")
     if not all(isinstance(v, dict) for v in s.options.values()):
         raise ConfigError("analyst.options: one table per analyser, e.g. [analyst.options.anomaly]")
+    for service, table in s.offers.items():
+        _check_offer(s, service, table)
     cert, key, ca = s.tls_paths()
     if not (cert and key and ca):
         raise ConfigError("analyst: set pki (or cert, key and ca): the bank needs our certificate")
     return s
+
+
+def _check_offer(s: Settings, service: str, table: Any) -> None:
+    where = f"analyst.offers.{service}"
+    if service not in s.services:
+        raise ConfigError(f"{where}: {service} is not in analyst.services")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table of price, description and version")
+    for key, value in table.items():
+        want = OFFER_KEYS.get(key)
+        if want is None:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: price, description, version)")
+        if type(value) is not want:
+            raise ConfigError(f"{where}.{key}: must be {'an integer' if want is int else 'a string'}")
+    o = Offer(**table)
+    if not 1 <= o.price <= wire.HEADER_COINS_MAX:
+        raise ConfigError(f"{where}.price: must be 1 to {wire.HEADER_COINS_MAX} coins (what a header holds)")
+    if len(o.description) > DESCRIPTION_MAX or not 0 < len(o.version) <= VERSION_MAX:
+        raise ConfigError(f"{where}: description up to {DESCRIPTION_MAX} characters, version 1 to 32")
 
 
 def load(path: str | Path | None) -> Settings:

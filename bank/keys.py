@@ -49,13 +49,14 @@ class Item:
     digest: bytes  # SHA-256 of the OPERATION's bytes before its tag
     tag: bytes  # the OPERATION's tag: HMAC(k_mac, OPERATION_LABEL | digest)
     not_after: float | None = None  # unix seconds after which the analyst's device gave up
+    price: int = 1  # the analyst's price for the service: the header must hold this many coins
 
 
 @dataclass(frozen=True)
 class Opened:
-    """A header that decrypted and matched its item: what the ledger needs, not the coin."""
+    """A header that decrypted and matched its item: what the ledger needs, not the coins."""
 
-    hash: bytes
+    hashes: tuple[bytes, ...]  # one per coin of the header (1 to 4): the price the device paid
     op_id: bytes
     service: str
     digest: bytes
@@ -98,7 +99,7 @@ class CoinKeys:
             return Refused("malformed", f"a header under coin key {item.kid.hex()} is {size} bytes")
         try:
             plain = key.decrypt(item.header, self._oaep)
-            coin, iv, op_id, tag = session.split_header(plain)
+            coins, iv, op_id, tag = session.split_header(plain)
         except ValueError:  # includes wire.InvalidFrame; one message: no padding oracle
             return Refused("malformed", "the header does not decrypt")
         if not crypto.equal(op_id, item.op_id):
@@ -109,12 +110,15 @@ class CoinKeys:
             return Refused("malformed", f"bad service name: {exc}")
         if not crypto.equal(tag, want):
             return Refused("malformed", "the header's service does not match the item's")
-        k_enc, k_mac = session.session_keys(crypto, coin, op_id)
+        k_enc, k_mac = session.session_keys(crypto, coins, op_id)
         try:  # before anything is spent: a modified operation costs its device nothing
             session.check_operation_tag(crypto, k_mac, item.digest, item.tag)
         except session.InvalidTag:
             return Refused("bad_tag", "the operation's tag does not verify: it was modified on the way")
-        return Opened(coin_hash(coin), op_id, item.service, item.digest, k_enc, k_mac, iv, item.not_after)
+        hashes = tuple(coin_hash(coins[i : i + 32]) for i in range(0, len(coins), 32))
+        if len(set(hashes)) != len(hashes):  # one coin twice must not pay a price of two
+            return Refused("malformed", "a coin appears twice in the header")
+        return Opened(hashes, op_id, item.service, item.digest, k_enc, k_mac, iv, item.not_after)
 
 
 # Worker processes: each holds its own CoinKeys, loaded once by the pool's initializer.

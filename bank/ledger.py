@@ -20,6 +20,7 @@ from ecoin.common import crypto, names
 from ecoin.protocol import session, wire
 
 from . import policy, usage
+from . import spend as spending
 from .books import Books
 from .keys import Item, Opened, Opener, Refused
 from .store import (
@@ -50,12 +51,7 @@ class Minted:
     kid: bytes
 
 
-def _refused(code: str, message: str) -> dict[str, Any]:
-    return {"status": "refused", "code": code, "message": message}
-
-
-def _ok(o: Opened) -> dict[str, Any]:
-    return {"status": "ok", "k_enc": o.k_enc, "k_mac": o.k_mac, "iv": o.iv}
+_refused = spending.refused
 
 
 class Ledger:
@@ -255,10 +251,11 @@ class Ledger:
 
     def redeem(self, analyst: str, items: list[Item]) -> list[dict[str, Any]]:
         """One result per item, in order. Every check (key, header, service, the operation's
-        tag, the analyst's ``not_after``) comes before the spend, and a refused coin stays
-        unspent. The spend is bound to the operation's digest: the same analyst retrying the
-        same operation gets the same keys again; anything else for a spent coin is "already
-        spent"."""
+        tag, the analyst's ``not_after``, the price, the owner's policy) comes before the
+        spend, and a refused coin stays unspent. A header's coins are spent all together or
+        not at all (``spend``), bound to the operation's digest: the same analyst retrying
+        the same operation gets the same keys again; anything else for a spent coin is
+        "already spent"."""
         account = self._analysts.get(analyst)
         if account is None:  # an analyst's id and services never change: looked up once
             account = self.store.run(lambda tx: self._account(tx, analyst, "analyst"), write=False)
@@ -274,6 +271,9 @@ class Ledger:
                 results[i] = _refused("deadline_passed", "the analyst's device no longer waits: not spent")
             elif o.service not in account.services:
                 results[i] = _refused("not_authorised", f"{analyst} does not offer {o.service}")
+            elif len(o.hashes) < items[i].price:  # the device agreed to less: nothing is spent
+                paid = f"the header pays {len(o.hashes)} coins, the price is {items[i].price}"
+                results[i] = _refused("price_not_covered", paid)
             else:
                 todo.append((i, o))
         if todo:
@@ -284,30 +284,8 @@ class Ledger:
     def _spend(self, tx: Tx, analyst: Account, todo: list[tuple[int, Opened]]) -> dict[int, dict[str, Any]]:
         now = self.now()
         todo, out, owners = self._police(tx, analyst, todo, now)
-        hashes = list(dict.fromkeys(o.hash for _, o in todo))
-        spent = tx.spend(hashes, now) if hashes else set()
-        first: dict[bytes, Opened] = {}  # coin hash -> the item that spent it now
-        for _, o in todo:
-            if o.hash in spent:
-                first.setdefault(o.hash, o)
-        if spent:
-            tx.spends_add([(h, analyst.id, first[h].op_id, now, first[h].digest) for h in sorted(spent)])
-            tx.transfer(self._sys(tx, COINS), analyst.id, len(spent), "redeem", now)
-            usage.add(tx, analyst.id, [(*owners[h], first[h].service) for h in spent], now)
-            tx.audit("redeem", {"analyst": analyst.name, "coins": sorted(h.hex() for h in spent)}, now)
-        others = [h for h in hashes if h not in spent]
-        prior = tx.spends(others) if others else {}
-        states = tx.coin_states([h for h in others if h not in prior]) if others else {}
-        for i, o in todo:
-            if o.hash in first:
-                same = (first[o.hash].op_id, first[o.hash].digest) == (o.op_id, o.digest)
-            elif o.hash in prior:
-                p = prior[o.hash]
-                same = (p.analyst, p.op_id, p.digest) == (analyst.name, o.op_id, o.digest)
-            else:
-                out[i] = self._unspendable(states.get(o.hash))
-                continue
-            out[i] = _ok(o) if same else _refused("already_spent", "the coin was already spent")
+        if todo:
+            out.update(spending.spend(tx, analyst, todo, now, self._sys(tx, COINS), owners))
         return out
 
     def _police(
@@ -317,7 +295,7 @@ class Ledger:
         {coin hash: (owner, device)} of the outstanding coins). Only an outstanding coin is
         checked (anything else is refused or answered again below, whatever the policy);
         the policy decisions themselves are ``policy.Police``'s."""
-        states = tx.coin_states(list(dict.fromkeys(o.hash for _, o in todo)))
+        states = tx.coin_states(list(dict.fromkeys(h for _, o in todo for h in o.hashes)))
         live = {h: (s.owner, s.device) for h, s in states.items() if s.state == OUTSTANDING}
         policies = usage.applying(tx, live.values())
         if not policies:
@@ -326,25 +304,15 @@ class Ledger:
         police = policy.Police(policies, usage.spent(tx, capped, now), now)
         keep, refused, passed = [], {}, set()
         for i, o in todo:
-            where = live.get(o.hash)
-            cost = 1  # coins this item pays
-            if where is not None and o.hash not in passed:
-                code = police.check(where[1], analyst.name, o.service, cost)
+            fresh = [h for h in o.hashes if h in live and h not in passed]
+            if fresh:  # the coins this item pays, checked against their device's policy
+                code = police.check(live[fresh[0]][1], analyst.name, o.service, len(fresh))
                 if code is not None:
                     refused[i] = _refused(code, policy.MESSAGES[code])
                     continue
-                passed.add(o.hash)
+                passed.update(fresh)
             keep.append((i, o))
         return keep, refused, live
-
-    @staticmethod
-    def _unspendable(state: CoinState | None) -> dict[str, Any]:
-        """Why a coin that is not spent, and was not spent now, cannot be spent."""
-        if state is None:
-            return _refused("unknown_coin", "no such coin (never minted, or purged after expiry)")
-        if state.state == OUTSTANDING:  # not spent now, so its batch has expired
-            return _refused("expired", "the coin has expired")
-        return _refused("already_spent", "the coin was refunded to its owner")
 
     # Claims (owner): refunds of coins a device reports failed or in doubt.
 

@@ -117,9 +117,11 @@ def _item(raw: Any, i: int) -> Item:
         digest = _hex(raw.get("digest"), "digest", 32)
         tag = _hex(raw.get("tag"), "tag", wire.TAG_LEN)
         not_after = _not_after(raw.get("not_after"))
+        # The analyst states its price; the header must hold that many coins (BANK_API.md).
+        price = _int(raw, "price", 1, wire.HEADER_COINS_MAX) if "price" in raw else 1
     except errors.Malformed as exc:
         raise errors.Malformed(f"items[{i}]: {exc.message}") from exc
-    return Item(kid, header, op_id, service, digest, tag, not_after)
+    return Item(kid, header, op_id, service, digest, tag, not_after, price)
 
 
 def _not_after(v: Any) -> float | None:

@@ -285,6 +285,11 @@ class Tx:
         ).fetchall()
         return {bytes(r[0]) for r in rows}
 
+    def unspend(self, hashes: Sequence[bytes]) -> None:
+        """Undoes ``spend`` for coins of this transaction no header could take whole."""
+        cond, params = self.any_of("hash", hashes)
+        self.q(f"UPDATE coins SET state = 0 WHERE {cond} AND state = 1", params)  # noqa: S608
+
     def spends_add(self, rows: Sequence[tuple[bytes, int, bytes, int, bytes]]) -> None:
         """(hash, analyst id, op_id, at, digest) for every coin ``spend`` just moved."""
         self.many("INSERT INTO spends (hash, analyst, op_id, at, digest) VALUES (?, ?, ?, ?, ?)", rows)

@@ -64,6 +64,7 @@ class RedeemItem:
     digest: bytes  # 32 bytes: session.operation_digest(frame), SHA-256 of the frame before its tag
     tag: bytes  # 32 bytes: the frame's tag
     not_after: float | None = None  # unix seconds: past it the bank refuses, spending nothing
+    price: int = 1  # the analyst's price for the service: the bank refuses a header with fewer coins
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class RedeemResult:
     k_enc: bytes = b""
     k_mac: bytes = b""
     iv: bytes = b""
+    coins: int = 0  # when ok: the coins the header paid (what the analyst is credited)
     code: str = ""  # when refused: one of ecoin.common.bank_errors.REFUSALS
     message: str = ""
 
@@ -202,6 +204,7 @@ class BankClient:
                     "digest": i.digest.hex(),
                     "tag": i.tag.hex(),
                     **({} if i.not_after is None else {"not_after": round(i.not_after, 3)}),
+                    "price": i.price,
                 }
                 for i in items
             ]
@@ -209,7 +212,8 @@ class BankClient:
         out = []
         for r in self.call("POST", "/v1/redeem", body)["results"]:
             if r["status"] == "ok":
-                out.append(RedeemResult(True, _unb64(r["k_enc"]), _unb64(r["k_mac"]), _unb64(r["iv"])))
+                keys = _unb64(r["k_enc"]), _unb64(r["k_mac"]), _unb64(r["iv"])
+                out.append(RedeemResult(True, *keys, coins=int(r.get("coins", 1))))
             else:
                 out.append(RedeemResult(False, code=r["code"], message=r.get("message", "")))
         return out

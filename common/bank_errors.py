@@ -120,6 +120,7 @@ REFUSALS = (
     "expired",
     "not_authorised",
     "deadline_passed",  # past the item's not_after: the analyst's device no longer waits
+    "price_not_covered",  # the header holds fewer coins than the analyst's price (nothing spent)
     # The owner's policy (bank/policy.py) forbids the payment: the analyst learns which rule;
     # the device only gets the generic error.
     "policy_window",

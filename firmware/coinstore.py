@@ -4,8 +4,11 @@
 #   coins.<gen>.bin  the coins, 32 bytes each; never modified once written.
 #   state.bin        magic | gen | next | count | counter | pending | op_id | coin (69 bytes,
 #                    big-endian): coins [next, count) of coins.<gen>.bin are unused; counter is
-#                    the last top-up counter used; pending marks the operation in flight.
-#   doubt.bin        append-only, 64-byte records: op_id | coin | reason | 3 zero | time | 8 zero.
+#                    the last top-up counter used; pending is the number of coins (1 to 4, the
+#                    price) of the operation in flight, 0 if none: coins [next - pending, next),
+#                    the first of them also in state.bin's coin field.
+#   doubt.bin        append-only, 64-byte records: op_id | coin | reason | 3 zero | time | 8 zero,
+#                    one per coin (an operation that paid 3 coins leaves 3 records, one op_id).
 #
 # state.bin is only ever replaced whole: written to state.tmp, then renamed (atomic on littlefs
 # and POSIX). A coin is taken, and recorded as pending with its op_id, BEFORE it can leave the
@@ -62,9 +65,10 @@ def replace(tmp, dst):
 class CoinStore:
     def __init__(self, fields):
         self.gen, self.next, self.count, self.counter = fields[1:5]
+        self.pending = fields[5]  # coins of the pending operation
         self.op_id = fields[6] if fields[5] else None  # the pending operation
-        self._coin = bytearray(fields[7])
-        self._peeked = -1
+        self._coin = bytearray(fields[7])  # the coins of one operation (resized by peek)
+        self._peeked = -1  # (index, count) of the last peek
         self._buf = bytearray(STATE_LEN)
         self._rec = bytearray(RECORD)
 
@@ -73,35 +77,42 @@ class CoinStore:
 
     def save(self):
         p = self.op_id is not None
+        # (a "32s" field takes the first 32 bytes of the coins)
         struct.pack_into(FMT, self._buf, 0, MAGIC, self.gen, self.next, self.count, self.counter,
-                         p, self.op_id if p else _NONE[:16], self._coin if p else _NONE)
+                         self.pending if p else 0, self.op_id if p else _NONE[:16], self._coin if p else _NONE)
         with open("state.tmp", "wb") as f:
             f.write(self._buf)
         replace("state.tmp", "state.bin")
 
-    def peek(self):
-        """The next unused coin (a buffer valid until the next peek), still unused: an
-        operation can be built with it, and abandoned, before take() commits it."""
-        if self.next >= self.count:
-            raise NoCoins()
+    def _read(self, index, buf):
         with open("coins.%d.bin" % self.gen, "rb") as f:
-            f.seek(self.next * COIN)
-            if f.readinto(self._coin) != COIN:
+            f.seek(index * COIN)
+            if f.readinto(buf) != len(buf):
                 raise OSError("coin file shorter than state.bin says")
-        self._peeked = self.next
+
+    def peek(self, n=1):
+        """The next n unused coins, back to back (a buffer valid until the next peek), still
+        unused: an operation can be built with them, and abandoned, before take() commits."""
+        if self.next + n > self.count:
+            raise NoCoins()
+        if len(self._coin) != n * COIN:  # only when the price changes: no garbage per operation
+            self._coin = bytearray(n * COIN)
+        self._read(self.next, self._coin)
+        self._peeked = self.next * 8 + n
         return self._coin
 
-    def take(self, op_id):
-        """Records durably that the next coin is used, by operation op_id, and returns it.
-        Call it before the coin can leave the device."""
-        if self.op_id is not None:  # never lose track of a coin: the earlier one is in doubt
+    def take(self, op_id, n=1):
+        """Records durably that the next n coins are used, by operation op_id, and returns
+        them. Call it before the coins can leave the device."""
+        if self.op_id is not None:  # never lose track of a coin: the earlier ones are in doubt
             self.doubt(R_RESTART)
-        if self._peeked != self.next:
-            self.peek()
+        if self._peeked != self.next * 8 + n:
+            self.peek(n)
         self._peeked = -1  # a peek is good for one take
-        self.next += 1
+        self.next += n
+        self.pending = n
         self.op_id = op_id
-        self.save()  # from here on the coin counts as used, whatever happens
+        self.save()  # from here on the coins count as used, whatever happens
         return self._coin
 
     def untake(self):
@@ -114,24 +125,27 @@ class CoinStore:
         self.save()
 
     def spent(self):
-        """The pending operation got a good result: its coin is spent."""
+        """The pending operation got a good result: its coins are spent."""
         self.op_id = None
         self.save()
 
-    def doubt(self, reason):
-        """The pending operation failed or went unanswered: its coin goes in doubt. The record
-        goes first: a power loss in between repeats nothing (start.py checks op_ids)."""
+    def doubt(self, reason, done=0):
+        """The pending operation failed or went unanswered: its coins go in doubt, one record
+        each (after the `done` that a power loss let start.py find). The records go first: a
+        power loss in between repeats nothing (start.py counts the op_id's records)."""
         if self.op_id is None:
             return
         r = self._rec
         r[:] = bytes(RECORD)
         r[0:16] = self.op_id
-        r[16:48] = self._coin
         r[48] = reason
         t = int(time.time())
         struct.pack_into(">I", r, 52, t if 0 < t < 0xFFFFFFFF else 0)
+        coin = memoryview(r)[16:48]
         with open("doubt.bin", "ab") as f:
-            f.write(r)
+            for i in range(self.next - self.pending + done, self.next):
+                self._read(i, coin)  # the coin file is never modified (and kept while pending)
+                f.write(r)
         self.op_id = None
         self.save()
 

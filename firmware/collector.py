@@ -2,12 +2,13 @@
 #
 # Readings are small integers (hundredths of the unit) kept in a preallocated array and
 # written as JSON into a preallocated buffer, so sampling allocates nothing. Every batch:
-# QUERY the service; if LIVE take a coin (recorded durably first, coinstore.py), seal the
-# OPERATION, publish it, and wait for RESULT or ERROR with the same op_id. A RESULT is
-# verified before it is decrypted, then handed to on_result; one that does not verify is
-# ignored (the genuine one may still come) until op_timeout. Any ERROR (whatever its code),
-# a timeout, or only bad answers put the coin in doubt; it is never reused. Below low_coins
-# the device tops up (topup.py).
+# QUERY the service; if LIVE at a price (in coins) no higher than max_price, take that many
+# coins (recorded durably first, coinstore.py), seal them into the OPERATION's header,
+# publish it, and wait for RESULT or ERROR with the same op_id. A RESULT is verified before
+# it is decrypted, then handed to on_result; one that does not verify is ignored (the
+# genuine one may still come) until op_timeout. Any ERROR (whatever its code), a timeout, or
+# only bad answers put the coins in doubt; they are never reused. Below low_coins the device
+# tops up (topup.py).
 import array
 import gc
 import json
@@ -148,7 +149,7 @@ class Collector:
             if kind != self._want:
                 return
             if kind == wire.T_STATUS:
-                self._done = ("status", wire.decode_status(msg)[1])
+                self._done = ("status", wire.decode_status(msg))  # (op_id, code, price)
             elif kind == wire.T_RESULT:
                 self._done = ("ok", session.open_result(cr, msg, self._op, self._k[0], self._k[1]))
             else:  # T_TOPUP_RESPONSE, awaited by topup.py with _k = (device key, counter)
@@ -209,10 +210,16 @@ class Collector:
             self.log("collector: broker unreachable; %d readings kept" % self.n)
             return False
         op_id = cr.random(16)
-        what, code = self.exchange(wire.encode_query(op_id, self.service), wire.T_STATUS, op_id,
-                                   self.cfg["query_timeout"])
-        if what != "status" or code != wire.S_LIVE:
-            self.log("collector: service not live (%s %s); %d readings kept" % (what, code, self.n))
+        what, st = self.exchange(wire.encode_query(op_id, self.service), wire.T_STATUS, op_id,
+                                 self.cfg["query_timeout"])
+        if what != "status" or st[1] != wire.S_LIVE:
+            self.log("collector: service not live (%s %s); %d readings kept"
+                     % (what, st[1] if what == "status" else st, self.n))
+            return False
+        price = st[2]  # unauthenticated: never more than max_price, and the header holds no more
+        if price > self.cfg["max_price"] or price > store.left():
+            self.log("collector: price %d coins is above max_price %d or the %d left: refused, "
+                     "nothing spent; %d readings kept" % (price, self.cfg["max_price"], store.left(), self.n))
             return False
         if self._reserve is None:
             self._keep_room()  # an earlier failure may have left none
@@ -223,9 +230,9 @@ class Collector:
         gc.collect()
         try:
             k_enc, k_mac, frame = session.seal_operation(
-                cr, self.pub, self.kid, store.peek(), self.service, memoryview(self.json)[:n], op_id=op_id
+                cr, self.pub, self.kid, store.peek(price), self.service, memoryview(self.json)[:n], op_id=op_id
             )[1:]
-            store.take(op_id)  # durable before the coin can leave; until here it stayed unused
+            store.take(op_id, price)  # durable before the coins leave; until here they stayed unused
             self.ops += 1
             for i in range(used, self.n):  # readings that did not fit stay for the next batch
                 self.values[i - used] = self.values[i]

@@ -45,6 +45,7 @@ DEFAULTS = {
     "batch_max": 128,  # ...or as soon as this many readings are buffered (1 to 512)
     "query_timeout": 10.0,  # seconds to wait for STATUS
     "op_timeout": 30.0,  # seconds to wait for RESULT or ERROR
+    "max_price": 1,  # the most coins one operation may cost (1 to 4): a dearer service is refused unpaid
     "result_max": 1024,  # largest result (bytes of JSON) accepted; sizes the receive buffer
     "low_coins": 100,  # top up below this many coins (0: never)
     "topup_count": 20,  # coins per top-up (1 to 100); 20 keeps the answer small enough for a 64 KiB heap
@@ -95,6 +96,7 @@ def load(path="config.json"):
     _check(cfg["device_id"] and cfg["service"], "config.json: device_id and service are required")
     _check(1 <= cfg["batch_max"] <= 512, "config.json: batch_max must be 1 to 512")
     _check(1 <= cfg["topup_count"] <= 100, "config.json: topup_count must be 1 to 100")
+    _check(cfg["max_price"] in (1, 2, 3, 4), "config.json: max_price must be 1 to 4 coins")
     _check(16 <= cfg["result_max"] <= 4096, "config.json: result_max must be 16 to 4096")
     # The readings must pass the analysts' schema (PROTOCOL.md 5), or the coin pays for FAILED.
     # sensor 1 to 32 characters, unit 0 to 16 ("sensor" < "t" < "unit"), printable ASCII with
@@ -157,11 +159,12 @@ def open_store():
         _settle(size)
         size = store.doubt_count() * coinstore.RECORD
     if store.op_id is not None:
-        if _has_doubt(store.op_id, size):
+        done = _doubts(store.op_id, size)  # records a power loss inside doubt() left
+        if done >= store.pending:
             store.op_id = None
             store.save()
         else:
-            store.doubt(coinstore.R_RESTART)
+            store.doubt(coinstore.R_RESTART, done)
         print("store: the operation cut by a restart is in doubt")
     keep = "coins.%d.bin" % store.gen
     for name in os.listdir():
@@ -199,14 +202,14 @@ def _settle(size):
     print("store: settled in-doubt records removed")
 
 
-def _has_doubt(op_id, size):
-    if not size:
-        return False
-    with open("doubt.bin", "rb") as f:
-        for _ in range(size // coinstore.RECORD):
-            if f.read(coinstore.RECORD)[:16] == op_id:
-                return True
-    return False
+def _doubts(op_id, size):
+    """How many in-doubt records op_id has (one per coin it paid)."""
+    n = 0
+    if size:
+        with open("doubt.bin", "rb") as f:
+            for _ in range(size // coinstore.RECORD):
+                n += f.read(coinstore.RECORD)[:16] == op_id
+    return n
 
 
 def tls_context(ca_file):
@@ -231,7 +234,8 @@ def tls_context(ca_file):
 # fails when this copy is stale).
 _SERVICE_SIDE = (
     ("wire", ("encode_result", "_encode_code", "encode_error", "encode_status", "encode_topup_response",
-              "_take_name", "decode_operation", "decode_error", "decode_query", "decode_topup_request")),
+              "_take_name", "decode_operation", "_decode_code", "decode_error", "decode_query",
+              "decode_topup_request")),
     ("session", ("split_header", "operation_digest", "operation_tag", "check_operation_tag", "open_operation",
                  "seal_result", "check_topup_request", "seal_topup_response")),
     ("ucrypto", ()),

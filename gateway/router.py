@@ -220,7 +220,8 @@ class Router:
 
     def _status(self, q: Query) -> None:
         live = self.directory.is_live(q.service)
-        status = wire.encode_status(q.op_id, wire.S_LIVE if live else wire.S_UNAVAILABLE)
+        code = wire.S_LIVE if live else wire.S_UNAVAILABLE
+        status = wire.encode_status(q.op_id, code, self.directory.price(q.service))
         self._answer(q.route, q.device, bytes(status), "status")
 
     def _answer_held(self, now: float | None) -> None:

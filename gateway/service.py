@@ -160,6 +160,7 @@ class Gateway:
             "queue_depth": self.queue.depth,
             "queue_bytes": self.queue.bytes,
             "services": sorted(self.directory.services()),
+            "catalog": self.directory.catalog(),  # price, description, version, schema
         }
 
     def __enter__(self) -> Gateway:

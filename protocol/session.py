@@ -38,9 +38,21 @@ def service_tag(cr, service):
     return cr.sha256(SERVICE_LABEL + wire.service_name(service))[: wire.SERVICE_TAG_LEN]
 
 
-def session_keys(cr, coin, op_id):
-    """(k_enc, k_mac) = HKDF-SHA256(ikm=coin, salt=op_id, info=SESSION_INFO), 32 bytes each."""
-    okm = cr.hkdf_sha256(coin, op_id, SESSION_INFO, 64)
+def coins_of(coins):
+    """Checks the coins of one header: 1 to HEADER_COINS_MAX coins of 32 bytes, back to back.
+    Returns how many there are (the price the device pays, PROTOCOL.md 4.1)."""
+    if not isinstance(coins, (bytes, bytearray, memoryview)):
+        raise TypeError("coins must be bytes")
+    n = len(coins) // wire.COIN_LEN
+    if not 1 <= n <= wire.HEADER_COINS_MAX or len(coins) % wire.COIN_LEN:
+        raise ValueError("coins must be 1 to 4 coins of 32 bytes")
+    return n
+
+
+def session_keys(cr, coins, op_id):
+    """(k_enc, k_mac) = HKDF-SHA256(ikm=coins, salt=op_id, info=SESSION_INFO), 32 bytes each;
+    ikm is every coin of the header back to back (just the coin when there is one)."""
+    okm = cr.hkdf_sha256(coins, op_id, SESSION_INFO, 64)
     return okm[:32], okm[32:]
 
 
@@ -81,22 +93,26 @@ def _payload(data):
 # k_mac it derives from the coin, and binds the spend to the digest (PROTOCOL.md 4.1, 7.3).
 
 
-def seal_header(cr, public, coin, iv, op_id, service, seed=None):
-    """RSA-OAEP of the header plaintext, coin | iv | op_id | service tag, under the bank's
-    coin key (public = (n, e)); split_header undoes it on the bank's side."""
-    plain = bytearray(wire.HEADER_PLAIN_LEN)
-    plain[0:32] = wire.fixed(coin, wire.COIN_LEN, "coin")
-    plain[32:48] = wire.fixed(iv, wire.IV_LEN, "iv")
-    plain[48:64] = wire.fixed(op_id, wire.OP_ID_LEN, "op_id")
-    plain[64:72] = service_tag(cr, service)
+def seal_header(cr, public, coins, iv, op_id, service, seed=None):
+    """RSA-OAEP of the header plaintext, coins | iv | op_id | service tag, under the bank's
+    coin key (public = (n, e)); split_header undoes it on the bank's side. The coins (1 to 4)
+    are the price the device agreed to: inside the header nobody can add or take one."""
+    c = coins_of(coins) * wire.COIN_LEN
+    plain = bytearray(c + wire.HEADER_FIXED_LEN)
+    plain[0:c] = coins
+    plain[c : c + 16] = wire.fixed(iv, wire.IV_LEN, "iv")
+    plain[c + 16 : c + 32] = wire.fixed(op_id, wire.OP_ID_LEN, "op_id")
+    plain[c + 32 :] = service_tag(cr, service)
     return cr.oaep_encrypt(public, plain, HEADER_LABEL, seed)
 
 
 def split_header(plain):
-    """Bank side: (coin, iv, op_id, service_tag) from a decrypted header."""
-    if len(plain) != wire.HEADER_PLAIN_LEN:
-        raise wire.InvalidFrame("header plaintext must be 72 bytes")
-    return bytes(plain[0:32]), bytes(plain[32:48]), bytes(plain[48:64]), bytes(plain[64:72])
+    """Bank side: (coins, iv, op_id, service_tag) from a decrypted header; coins holds
+    1 to 4 coins of 32 bytes back to back."""
+    c = len(plain) - wire.HEADER_FIXED_LEN
+    if c % wire.COIN_LEN or not 1 <= c // wire.COIN_LEN <= wire.HEADER_COINS_MAX:
+        raise wire.InvalidFrame("header plaintext must be 72, 104, 136 or 168 bytes")
+    return bytes(plain[:c]), bytes(plain[c : c + 16]), bytes(plain[c + 16 : c + 32]), bytes(plain[c + 32 :])
 
 
 def operation_digest(cr, frame):
@@ -114,15 +130,14 @@ def check_operation_tag(cr, k_mac, digest, tag):
         raise InvalidTag()
 
 
-def seal_operation(cr, public, kid, coin, service, readings, op_id=None, iv=None, seed=None):
-    """Builds an OPERATION frame. Returns (op_id, k_enc, k_mac, frame); the device keeps the
-    first three to open the answer."""
-    wire.fixed(coin, wire.COIN_LEN, "coin")
-    _payload(readings)
+def seal_operation(cr, public, kid, coins, service, readings, op_id=None, iv=None, seed=None):
+    """Builds an OPERATION frame paying with `coins` (1 to 4 coins back to back: the price).
+    Returns (op_id, k_enc, k_mac, frame); the device keeps the first three to open the answer."""
+    _payload(readings)  # (seal_header checks the coins)
     op_id = op_id or cr.random(wire.OP_ID_LEN)
     iv = iv or cr.random(wire.IV_LEN)
-    header = seal_header(cr, public, coin, iv, op_id, service, seed)
-    k_enc, k_mac = session_keys(cr, coin, op_id)
+    header = seal_header(cr, public, coins, iv, op_id, service, seed)
+    k_enc, k_mac = session_keys(cr, coins, op_id)
     ct = cr.aes_cbc_encrypt(k_enc, iv, readings)
     frame = wire.encode_operation(op_id, kid, service, header, ct)
     ct = None

@@ -47,7 +47,10 @@ IV_LEN = const(16)
 TAG_LEN = const(32)
 COIN_LEN = const(32)
 SERVICE_TAG_LEN = const(8)
-HEADER_PLAIN_LEN = const(72)  # coin 32 | iv 16 | op_id 16 | service tag 8
+HEADER_PLAIN_LEN = const(72)  # one coin: coins 32 | iv 16 | op_id 16 | service tag 8
+HEADER_FIXED_LEN = const(40)  # iv 16 | op_id 16 | service tag 8, after the coins
+HEADER_COINS_MAX = const(4)  # 4 * 32 + 40 = 168 <= 190, what RSA-OAEP-2048 (SHA-256) carries
+PRICE_MAX = const(255)  # a STATUS carries the price in one byte; no header pays above 4
 HEADER_LENS = (256, 384)  # RSA-2048 and RSA-3072 coin keys
 NAME_MAX = const(32)  # service names and device ids
 PAYLOAD_MAX = const(4096)  # readings and results, plaintext bytes: the rule senders keep
@@ -157,8 +160,17 @@ def encode_error(op_id, code):
     return _encode_code(T_ERROR, op_id, code, ERROR_CODES)
 
 
-def encode_status(op_id, code):
-    return _encode_code(T_STATUS, op_id, code, STATUS_CODES)
+def encode_status(op_id, code, price=1):
+    """STATUS: the code, then the price in coins of one operation (0 unless LIVE)."""
+    if code not in STATUS_CODES:
+        raise ValueError("unknown code " + str(code))
+    if not 1 <= price <= PRICE_MAX:
+        raise ValueError("price must be 1 to 255 coins")
+    buf = bytearray(PREFIX_LEN + 2)
+    _prefix(buf, T_STATUS, op_id)
+    buf[PREFIX_LEN] = code
+    buf[PREFIX_LEN + 1] = price if code == S_LIVE else 0
+    return buf
 
 
 def encode_query(op_id, service):
@@ -303,8 +315,20 @@ def decode_error(frame):
 
 
 def decode_status(frame):
-    """Returns (op_id, code)."""
-    return _decode_code(frame, T_STATUS, STATUS_CODES)
+    """Returns (op_id, code, price). A 19-byte STATUS (a gateway before prices) is price 1."""
+    op_id = _expect(frame, T_STATUS)
+    n = len(frame) - PREFIX_LEN
+    if n != 1 and n != 2:
+        raise InvalidFrame("status frame must be 19 or 20 bytes")
+    code = frame[PREFIX_LEN]
+    if code not in STATUS_CODES:
+        raise InvalidFrame("unknown code " + str(code))
+    if n == 1:
+        return op_id, code, 1 if code == S_LIVE else 0
+    price = frame[PREFIX_LEN + 1]
+    if (price == 0) != (code != S_LIVE):
+        raise InvalidFrame("a LIVE status needs a price of 1 to 255, any other a price of 0")
+    return op_id, code, price
 
 
 def decode_query(frame):

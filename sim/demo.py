@@ -51,6 +51,9 @@ from ecoin.tools.provisioning.install import install_bundle
 from ecoin.tools.provisioning.targets import SimTarget
 
 ANALYSTS = {"alice": ["average"], "bob": ["stats"]}
+# The priced service: carol sells "anomaly" at 3 coins an operation, to one device that
+# accepts up to 3 (its max_price), paid with 3 coins in one header (docs/ANALYSTS.md).
+PRICED_ANALYST, PRICED_SERVICE, PRICE, PRICED_DEVICE = "carol", "anomaly", 3, "dev-priced"
 OWNER = "olive"
 INSTALLER = "ivan"  # provisions the last device; the owner claims it by its QR code
 OPERATOR = "ops"
@@ -79,6 +82,7 @@ class Demo:
     runtime: str
     quiet: bool = False  # no live progress lines (benchmarks)
     batch_seconds: float = 0.1  # how often each device buys an analysis
+    priced_ops: int = 0  # operations of the device that buys the priced service (0: no such device)
     stay: bool = False  # keep everything running after the summary, until Ctrl-C
     after: Callable[[Demo], None] | None = None  # called with everything still running
     elapsed: float = 0.0
@@ -87,6 +91,7 @@ class Demo:
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     fleet: list[Device] = field(default_factory=list)
     refused: Device | None = None  # the device whose owner's policy refuses its service
+    priced: Device | None = None  # the device that pays 3 coins an operation (priced_ops)
     policy_refused: bool = False
     statement: dict[str, Any] = field(default_factory=dict)  # the owner's, for today
     gateway_health_port: int = 0  # its /metrics and /healthz, once started
@@ -101,7 +106,8 @@ class Demo:
             bank = self.stack.enter_context(BankProcess(self.workdir / "bank", pki_dir, workers=1))
             self.say(f"bank listening on {bank.url} (SQLite)")
             self.open_accounts(bank)
-            for analyst, services in ANALYSTS.items():
+            for analyst, services in self.analysts().items():
+                offers = {PRICED_SERVICE: {"price": PRICE}} if analyst == PRICED_ANALYST else {}
                 proc = AnalystProcess(
                     self.workdir / "analyst" / analyst,
                     pki_dir,
@@ -109,9 +115,11 @@ class Demo:
                     bank.url,
                     services,
                     analyst,
+                    offers=offers,
                 )
                 self.stack.enter_context(proc)
-                self.say(f"analyst {analyst} offers {', '.join(services)}")
+                terms = f" at {PRICE} coins an operation" if offers else ""
+                self.say(f"analyst {analyst} offers {', '.join(services)}{terms}")
                 self.health[f"analyst {analyst}"] = f"http://127.0.0.1:{proc.metrics_port}/healthz"
             self.start_gateway(pki_dir, broker["service_port"], bank.url)
             self.start_dashboard(pki_dir, bank)
@@ -157,10 +165,17 @@ class Demo:
         except KeyboardInterrupt:
             print()
 
+    def analysts(self) -> dict[str, list[str]]:
+        return {**ANALYSTS, PRICED_ANALYST: [PRICED_SERVICE]} if self.priced_ops else ANALYSTS
+
+    def watched(self) -> list[Device]:
+        """The fleet and the priced device (the policy demo's device is shown on its own)."""
+        return [*self.fleet, *([self.priced] if self.priced else [])]
+
     def make_pki(self) -> Path:
         pki_dir = self.workdir / "pki"
         pki.init(pki_dir)
-        for analyst in ANALYSTS:
+        for analyst in self.analysts():
             pki.issue(pki_dir, "analyst", analyst)
         pki.issue(pki_dir, "gateway", GATEWAY)
         pki.issue(pki_dir, "owner", OWNER)
@@ -176,8 +191,12 @@ class Demo:
             bind="127.0.0.1",
             device_port=free_port(),
             service_port=free_port(),
-            devices=[*(self.device_name(i) for i in range(self.devices)), policy_demo.DEVICE],
-            analysts=ANALYSTS,
+            devices=[
+                *(self.device_name(i) for i in range(self.devices)),
+                policy_demo.DEVICE,
+                *([PRICED_DEVICE] if self.priced_ops else []),
+            ],
+            analysts=self.analysts(),
             gateways=[GATEWAY],
             device_tls=False,
         )
@@ -198,10 +217,10 @@ class Demo:
     def open_accounts(self, bank: BankProcess) -> None:
         admin = bank.admin
         admin.create_account(OWNER, "owner")
-        admin.fund(OWNER, self.devices * 1000 + 1000, request_id="demo-funding")
+        admin.fund(OWNER, (self.devices + bool(self.priced_ops)) * 1000 + 1000, request_id="demo-funding")
         admin.create_account(INSTALLER, "owner")
         admin.fund(INSTALLER, 1000, request_id="demo-installer")
-        for analyst, services in ANALYSTS.items():
+        for analyst, services in self.analysts().items():
             admin.create_account(analyst, "analyst", services)
 
     def start_gateway(self, pki_dir: Path, port: int, bank_url: str) -> None:
@@ -254,9 +273,13 @@ class Demo:
                     )
                 )  # fmt: skip
             self.refused = self.make_device(owner, policy_demo.DEVICE, policy_demo.SERVICE, broker, 1, 99, 5)
+            if self.priced_ops:
+                self.priced = self.make_device(
+                    owner, PRICED_DEVICE, PRICED_SERVICE, broker, self.priced_ops, 98, max_price=PRICE
+                )
             policy_demo.set_policy(self.say, owner)
         self.say(f"provisioned {self.devices} devices with 1000 coins each; starting them ({self.heap} heap)")
-        for dev in [*self.fleet, self.refused]:
+        for dev in [*self.watched(), self.refused]:
             self.stack.callback(dev.sim.stop)
             dev.sim.start()
 
@@ -271,6 +294,7 @@ class Demo:
         coins: int = 1000,
         claim_by: BankClient | None = None,
         bank_url: str = "",
+        max_price: int = 1,
     ) -> Device:
         """Provisions and installs one device; ``claim_by`` (an owner) then claims it with
         its sticker's URI, as a buyer scans it."""
@@ -288,6 +312,7 @@ class Demo:
                 "max_ops": ops,
                 "op_timeout": 20.0,
                 "seed": seed,
+                "max_price": max_price,  # the most it pays: the service's price, no more
             },
         )
         if claim_by is not None:
@@ -304,7 +329,7 @@ class Demo:
         tty = sys.stdout.isatty()
         last = 0.0
         while time.monotonic() < deadline:
-            finished = not any(d.sim.running for d in self.fleet)
+            finished = not any(d.sim.running for d in self.watched())
             if finished or (not self.quiet and (tty or time.monotonic() - last > 2)):
                 self.count()
                 if not self.quiet:
@@ -317,14 +342,17 @@ class Demo:
             print()
 
     def count(self) -> None:
-        for dev in self.fleet:
+        for dev in self.watched():
             out = dev.sim.output().encode()
             dev.ok, dev.failed = len(RESULT.findall(out)), len(FAILED.findall(out))
             dev.left = dev.sim.state().left
             dev.done = not dev.sim.running
 
     def progress(self, bank: BankProcess, tty: bool) -> None:
-        parts = [f"{d.name} {d.ok + d.failed}/{self.ops} ({d.left} coins)" for d in self.fleet]
+        ops = {PRICED_DEVICE: self.priced_ops}
+        parts = [
+            f"{d.name} {d.ok + d.failed}/{ops.get(d.name, self.ops)} ({d.left} coins)" for d in self.watched()
+        ]
         credits = self.credits(bank)
         line = " | ".join(parts) + " | earnings " + ", ".join(f"{k} {v}" for k, v in credits.items())
         print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
@@ -346,6 +374,13 @@ class Demo:
         )
         for d in self.fleet:
             print(f"  {d.name}  service {d.service:<8} ok {d.ok:>3}  failed {d.failed}  coins left {d.left}")
+        priced = self.priced_summary(credits)
+        if priced:
+            print(
+                f"  priced service {PRICED_SERVICE}: {PRICE} coins an operation; {PRICED_DEVICE} paid"
+                f" {priced['coins_paid']} coins for {priced['ops_ok']} operations, {PRICED_ANALYST} earned"
+                f" {priced['earned']}"
+            )
         print(f"  analyst earnings: {', '.join(f'{k} {v}' for k, v in credits.items())}")
         print(f"  bank audit: {'passed' if audit_ok else 'FAILED'}")
         if self.dashboard:
@@ -366,6 +401,21 @@ class Demo:
             "heap_limit": self.heap,
             "audit_ok": audit_ok,
             "policy_refused": self.policy_refused,
+            **({"priced": priced} if priced else {}),
+        }
+
+    def priced_summary(self, credits: dict[str, int]) -> dict[str, Any]:
+        """The priced device's figures (empty without one): coins it paid, what carol earned."""
+        dev = self.priced
+        if dev is None:
+            return {}
+        return {
+            "service": dev.service,
+            "price": PRICE,
+            "ops_ok": dev.ok,
+            "ops_failed": dev.failed,
+            "coins_paid": 1000 - dev.left,
+            "earned": credits.get(PRICED_ANALYST, 0),
         }
 
 
@@ -377,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ecoin.sim.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=5, help="simulated devices (default 5)")
     p.add_argument("--ops", type=int, default=20, help="operations per device (default 20)")
+    p.add_argument(
+        "--priced-ops",
+        type=int,
+        default=5,
+        help="operations of the device paying 3 coins each (default 5; 0: none)",
+    )
     p.add_argument("--heap", default="72K", help="MicroPython heap cap per device (default 72K)")
     p.add_argument("--runtime", default="auto", choices=["auto", "micropython", "cpython"])
     p.add_argument("--workdir", default="build/demo", help="where everything is written (wiped first)")
@@ -386,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    demo = Demo(workdir, args.devices, args.ops, args.heap, args.runtime, stay=args.stay)
+    demo = Demo(
+        workdir, args.devices, args.ops, args.heap, args.runtime, stay=args.stay, priced_ops=args.priced_ops
+    )
     # Ctrl-C and SIGTERM both unwind through the exit stack, which stops what was started
     # (also when the caller left SIGINT ignored, as shells do for background jobs).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -398,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     ok = result["ops_failed"] == 0 and result["audit_ok"] and result["ops_ok"] == args.devices * args.ops
     ok = ok and result["policy_refused"]
+    priced = result.get("priced")
+    if priced:
+        ok = ok and priced["ops_ok"] == args.priced_ops and priced["earned"] == priced["coins_paid"]
     print(json.dumps(result))
     return 0 if ok else 1
 

@@ -74,9 +74,17 @@ def config(tmp: Path, port: int, upstream_port: int | None = None, **over: Any) 
 class EchoAnalyst:
     """Announces ``services`` (retained, cleared by its will) and echoes every operation."""
 
-    def __init__(self, port: int, services: tuple[str, ...] = ("echo",), name: str = "echo1", **tls: Any):
+    def __init__(
+        self,
+        port: int,
+        services: tuple[str, ...] = ("echo",),
+        name: str = "echo1",
+        price: int | None = None,  # None: an announcement without a price (before prices)
+        **tls: Any,
+    ):
         self.services = services
         self.name = name
+        self.price = price
         self.received: Counter[bytes] = Counter()
         self.lock = threading.Lock()
         self.client = mqtt.Client(
@@ -95,7 +103,14 @@ class EchoAnalyst:
     def _connected(self, client: mqtt.Client, *args: Any) -> None:
         for svc in self.services:
             client.subscribe(f"$share/ecoin-{svc}/ecoin/svc/{svc}/op", 1)
-            announcement = {"service": svc, "analyst": self.name, "description": "echo", "schema": {}}
+            announcement: dict[str, Any] = {
+                "service": svc,
+                "analyst": self.name,
+                "description": "echo",
+                "schema": {},
+            }
+            if self.price is not None:
+                announcement.update(price=self.price, version="1")
             client.publish(f"ecoin/svc/{svc}/analyst/{self.name}", json.dumps(announcement), 1, retain=True)
         self.ready.set()
 

@@ -47,6 +47,8 @@ class HostileDirector:
     plan: dict[int, str]  # operation index -> action; missing: honest
     bank: Any = None  # a BankClient with the gateway's certificate, to relay top-ups
     drop_topup_answers: int = 0  # answers from the bank thrown away before one is relayed
+    prices: list[int] = field(default_factory=list)  # the price told to each QUERY in turn; then 1
+    queries: int = 0
     topups: list[bytes] = field(default_factory=list)  # every TOPUP_REQUEST seen
     ops: list[Op] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
@@ -71,8 +73,12 @@ class HostileDirector:
             return
         device = msg.topic.split("/")[2]
         kind, op_id = wire.frame_type(frame)
-        if kind == wire.T_QUERY:
-            self._down(device, wire.encode_status(op_id, wire.S_LIVE))
+        if kind == wire.T_QUERY:  # whatever price the analyst asks: the director makes one up
+            with self.lock:
+                price = self.prices[self.queries] if self.queries < len(self.prices) else 1
+                self.queries += 1
+            self.log.append(f"query {op_id[:4].hex()}: told price {price}")
+            self._down(device, wire.encode_status(op_id, wire.S_LIVE, price))
         elif kind == wire.T_TOPUP_REQUEST and self.bank is not None:
             self.topups.append(frame)
             answer = self.bank.topup(frame)  # the bank mints and charges; the answer may be lost

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from ecoin.analyst import cli
+from ecoin.analyst import builtin, cli
 from ecoin.analyst.settings import load
 
 
@@ -45,6 +45,15 @@ def test_check_accepts_a_good_configuration(
     assert s.client_id("average") == "ecoin-analyst-alice-1-average" and s.bank.batch_max == 128
 
 
+def test_offers_set_price_description_and_version(tmp_path: Path, pki: Path) -> None:
+    offer = {"price": 3, "description": "the mean, priced", "version": "2.1"}
+    s = load(write(tmp_path, good(pki, offers={"average": offer})))
+    assert s.offer("average").price == 3 and s.offer("anomaly").price == 1  # default: 1 coin
+    a = builtin.AVERAGE.announcement("alice", 3, "2.1", "the mean, priced")
+    assert (a["price"], a["version"], a["description"]) == (3, "2.1", "the mean, priced")
+    assert builtin.AVERAGE.announcement("alice")["description"] == builtin.AVERAGE.description
+
+
 def test_relative_paths_are_taken_from_the_file(tmp_path: Path, pki: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "pki").symlink_to(pki)
@@ -69,6 +78,13 @@ def test_relative_paths_are_taken_from_the_file(tmp_path: Path, pki: Path) -> No
         ({"limits": {"max_input_bytes": 5000}}, "max_input_bytes: must be 1 to 4096"),
         ({"broker": {"port": "8884"}}, "analyst.broker.port: expected int, got str"),
         ({"pki": ""}, "set pki"),
+        ({"offers": {"average": {"price": 5}}}, "offers.average.price: must be 1 to 4 coins"),
+        ({"offers": {"average": {"price": 0}}}, "offers.average.price: must be 1 to 4 coins"),
+        ({"offers": {"average": {"price": "3"}}}, "offers.average.price: must be an integer"),
+        ({"offers": {"average": {"cost": 3}}}, "unknown key 'cost'"),
+        ({"offers": {"stats": {"price": 2}}}, "stats is not in analyst.services"),
+        ({"offers": {"average": {"version": ""}}}, "version 1 to 32"),
+        ({"offers": {"average": 3}}, "must be a table"),
     ],
 )
 def test_check_refuses_bad_configurations(

@@ -24,12 +24,25 @@ def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
         "ops_ok": 100,
         "ops_failed": 0,
         "coins_left": 5 * 980,
-        "analyst_credits": 100,
+        "analyst_credits": 100 + 15,
         "interpreter": "micropython",
         "heap_limit": "72K",
         "audit_ok": True,
         "policy_refused": True,
+        # one priced service paid 3 coins an operation, with 3 coins in one header each time
+        "priced": {
+            "service": "anomaly",
+            "price": 3,
+            "ops_ok": 5,
+            "ops_failed": 0,
+            "coins_paid": 15,
+            "earned": 15,
+        },
     }
+    assert (
+        "priced service anomaly: 3 coins an operation; dev-priced paid 15 coins for 5 operations"
+        in done.stdout
+    )
     assert "bank audit: passed" in done.stdout
     assert "policy refusal: the analyst was told policy_service" in done.stdout
     assert "the owner's claim refunded 1 coin(s)" in done.stdout

@@ -156,6 +156,38 @@ def test_torn_doubt_record_is_trimmed():
     check([d[0] for d in doubts()] == [b"E" * 16, b"F" * 16], "appends stay aligned")
 
 
+def test_an_operation_takes_its_price_in_coins_and_puts_them_all_in_doubt():
+    s = fresh_store()
+    s.take(b"A" * 16)
+    s.spent()
+    check(bytes(s.peek(3)) == b"".join(COINS[1:4]), "peek 3: the next three, back to back")
+    check(bytes(s.take(b"M" * 16, 3)) == b"".join(COINS[1:4]), "take 3")
+    check(state()[2] == 4 and state()[5] == 3 and state()[7] == COINS[1], "3 pending, first coin in state")
+    s.doubt(coinstore.R_TIMEOUT)
+    check(doubts() == [(b"M" * 16, c, coinstore.R_TIMEOUT) for c in COINS[1:4]], "one record per coin")
+    check(raises(coinstore.NoCoins, s.peek, 7), "7 of 6 left: NoCoins")
+    check(s.left() == 6, "nothing taken")
+
+
+def test_restart_puts_every_coin_of_the_pending_operation_in_doubt_once():
+    s = fresh_store()
+    s.take(b"R" * 16, 4)
+    with open("state.bin", "rb") as f:
+        pending = f.read()
+    s.doubt(coinstore.R_BAD_TAG)
+    with open("doubt.bin", "rb") as f:
+        two = f.read(128)
+    with open("doubt.bin", "wb") as f:  # power lost after two of the four records
+        f.write(two)
+    with open("state.bin", "wb") as f:
+        f.write(pending)
+    s = reopen()
+    check([d[1] for d in doubts()] == COINS[:4], "the other two added, none twice")
+    check(s.op_id is None and s.next == 4 and state()[5] == 0, "cleared")
+    reopen()
+    check(len(doubts()) == 4, "a second restart adds nothing")
+
+
 def test_interrupted_rename_and_orphans_are_repaired():
     fresh_store()
     os.rename("state.bin", "state.tmp")  # FAT: the old file removed, the new one not renamed
@@ -720,6 +752,8 @@ GROUPS = {
         test_restart_with_a_pending_coin_puts_it_in_doubt_once,
         test_power_loss_between_record_and_state_adds_no_duplicate,
         test_torn_doubt_record_is_trimmed,
+        test_an_operation_takes_its_price_in_coins_and_puts_them_all_in_doubt,
+        test_restart_puts_every_coin_of_the_pending_operation_in_doubt_once,
         test_interrupted_rename_and_orphans_are_repaired,
         test_settled_records_leave_the_doubt_store,
         test_corrupt_state_is_refused,

@@ -107,3 +107,33 @@ def test_supervisor_restarts_a_dead_network_thread(gateway: Gateway, mosquitto: 
         assert gateway.status()["ok"] is True
     finally:
         dev.stop()
+
+
+def test_a_query_is_answered_with_the_highest_live_price(
+    gateway: Gateway, mosquitto: Mosquitto, analyst: EchoAnalyst
+) -> None:
+    """Two analysts offer one service at 2 and 3 coins: the device is told 3 (whoever the
+    shared subscription picks is paid in full), and the directory serves every analyst's terms."""
+    cheap = EchoAnalyst(mosquitto.port, ("priced",), name="p2", price=2).start()
+    dear = EchoAnalyst(mosquitto.port, ("priced",), name="p3", price=3).start()
+    dev = Device(mosquitto.port, "dev-p").start()
+    try:
+        wait_until(lambda: len(gateway.status()["catalog"].get("priced", {}).get("analysts", {})) == 2)
+        assert wire.decode_status(dev.ask(query("priced")))[1:] == (wire.S_LIVE, 3)
+        assert wire.decode_status(dev.ask(query("echo")))[1:] == (wire.S_LIVE, 1)  # no price announced
+        assert wire.decode_status(dev.ask(query("nobody")))[1:] == (wire.S_UNAVAILABLE, 0)
+        entry = gateway.status()["catalog"]["priced"]
+        assert entry["price"] == 3 and entry["analysts"]["p2"] == {
+            "price": 2,
+            "description": "echo",
+            "version": "1",
+            "schema": {},
+        }
+        dear.retract()
+        wait_until(lambda: gateway.directory.price("priced") == 2, what="the dearer analyst gone")
+        assert wire.decode_status(dev.ask(query("priced")))[1:] == (wire.S_LIVE, 2)
+    finally:
+        dev.stop()
+        for a in (cheap, dear):
+            a.retract()
+            a.stop()

@@ -13,7 +13,7 @@ from ecoin.common.config import ConfigError
 from ecoin.gateway import brokerconf, framing
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.backoff import Backoff
-from ecoin.gateway.directory import Directory
+from ecoin.gateway.directory import Directory, terms_of
 from ecoin.gateway.limits import DeviceLimiter, TokenBucket
 from ecoin.gateway.queue import OpQueue
 
@@ -166,3 +166,16 @@ def test_password_hash_matches_mosquitto_format() -> None:
     assert (seven, iterations) == ("7", "101")
     expected = hashlib.pbkdf2_hmac("sha512", b"secret", base64.b64decode(salt), 101)
     assert base64.b64decode(digest) == expected
+
+
+def test_announced_terms_are_read_defensively() -> None:
+    assert terms_of(b'{"price": 3, "version": "2", "other": 1}') == {"price": 3, "version": "2"}
+    for bad in (
+        b"not json",
+        b"[1]",
+        b'{"price": 0}',
+        b'{"price": 256}',
+        b'{"price": "3"}',
+        b'{"price": true}',
+    ):
+        assert terms_of(bad)["price"] == 1  # an analyst before prices, or a broken announcement

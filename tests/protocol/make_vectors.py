@@ -88,6 +88,47 @@ def primitives(keys: list[dict[str, object]]) -> dict[str, list[dict[str, object
     return out
 
 
+def _operation(
+    out: dict[str, list[dict[str, object]]], key: dict[str, object], service: str, readings: bytes, count: int
+) -> None:
+    """An OPERATION paying `count` coins, and two RESULTs answering it."""
+    coin, op_id, iv = rb(32 * count), rb(16), rb(16)
+    n = int(str(key["n"]), 16)
+    pub = (n, 65537)
+    kid = session.key_id(cr, n)
+    _, k_enc, k_mac, frame = session.seal_operation(cr, pub, kid, coin, service, readings, op_id, iv)
+    out["operation"].append(
+        {
+            "key": key["bits"],
+            "coins": count,
+            "coin": h(coin),  # every coin of the header, back to back
+            "op_id": h(op_id),
+            "iv": h(iv),
+            "service": service,
+            "kid": h(kid),
+            "service_tag": h(session.service_tag(cr, service)),
+            "readings": h(readings),
+            "k_enc": h(k_enc),
+            "k_mac": h(k_mac),
+            "digest": h(session.operation_digest(cr, frame)),
+            "frame": h(frame),
+        }
+    )
+    for result in (b'{"service":"' + service.encode() + b'","result":21.5}', b""):
+        riv = rb(16)
+        rframe = session.seal_result(cr, op_id, k_enc, k_mac, result, riv)
+        out["result"].append(
+            {
+                "op_id": h(op_id),
+                "k_enc": h(k_enc),
+                "k_mac": h(k_mac),
+                "iv": h(riv),
+                "result": h(result),
+                "frame": h(rframe),
+            }
+        )
+
+
 def messages(keys: list[dict[str, object]]) -> dict[str, list[dict[str, object]]]:
     out: dict[str, list[dict[str, object]]] = {
         k: [] for k in ("operation", "result", "error", "status", "query", "topup_request", "topup_response")
@@ -106,46 +147,20 @@ def messages(keys: list[dict[str, object]]) -> dict[str, list[dict[str, object]]
         (keys[1], "stats", b"{}"),
         (keys[0], "a", b"x" * 4096),
     ):
-        n = int(str(key["n"]), 16)
-        pub = (n, 65537)
-        coin, op_id, iv = rb(32), rb(16), rb(16)
-        kid = session.key_id(cr, n)
-        got_op, k_enc, k_mac, frame = session.seal_operation(cr, pub, kid, coin, service, readings, op_id, iv)
-        out["operation"].append(
-            {
-                "key": key["bits"],
-                "coin": h(coin),
-                "op_id": h(op_id),
-                "iv": h(iv),
-                "service": service,
-                "kid": h(kid),
-                "service_tag": h(session.service_tag(cr, service)),
-                "readings": h(readings),
-                "k_enc": h(k_enc),
-                "k_mac": h(k_mac),
-                "digest": h(session.operation_digest(cr, frame)),
-                "frame": h(frame),
-            }
-        )
-        for result in (b'{"service":"' + service.encode() + b'","result":21.5}', b""):
-            riv = rb(16)
-            rframe = session.seal_result(cr, op_id, k_enc, k_mac, result, riv)
-            out["result"].append(
-                {
-                    "op_id": h(op_id),
-                    "k_enc": h(k_enc),
-                    "k_mac": h(k_mac),
-                    "iv": h(riv),
-                    "result": h(result),
-                    "frame": h(rframe),
-                }
-            )
+        _operation(out, key, service, readings, 1)
     for code in wire.ERROR_CODES:
         op_id = rb(16)
         out["error"].append({"op_id": h(op_id), "code": code, "frame": h(wire.encode_error(op_id, code))})
     for code in wire.STATUS_CODES:
         op_id = rb(16)
-        out["status"].append({"op_id": h(op_id), "code": code, "frame": h(wire.encode_status(op_id, code))})
+        out["status"].append(
+            {
+                "op_id": h(op_id),
+                "code": code,
+                "price": 1 if code == wire.S_LIVE else 0,
+                "frame": h(wire.encode_status(op_id, code)),
+            }
+        )
     for service in ("average", "x", "a" * 32):
         op_id = rb(16)
         out["query"].append(
@@ -177,6 +192,21 @@ def messages(keys: list[dict[str, object]]) -> dict[str, list[dict[str, object]]
                 "frame": h(rframe),
             }
         )
+    # Priced services (drawn last, so the vectors above keep their values): headers paying 2, 3
+    # and 4 coins (4 is the most RSA-OAEP-2048 carries), STATUS answers with a price, and a
+    # 19-byte STATUS from a gateway before prices, which reads as price 1.
+    _operation(out, keys[0], "average", readings_1k, 3)
+    _operation(out, keys[0], "stats", b"{}", 4)
+    _operation(out, keys[1], "a", b"x" * 100, 2)
+    for price in (2, 3, 255):
+        op_id = rb(16)
+        frame = wire.encode_status(op_id, wire.S_LIVE, price)
+        out["status"].append({"op_id": h(op_id), "code": wire.S_LIVE, "price": price, "frame": h(frame)})
+    op_id = rb(16)
+    legacy = bytes([wire.VERSION, wire.T_STATUS]) + op_id + bytes([wire.S_LIVE])
+    out["status"].append(
+        {"op_id": h(op_id), "code": wire.S_LIVE, "price": 1, "frame": h(legacy), "decode_only": True}
+    )
     return out
 
 
@@ -207,6 +237,9 @@ def invalid(ops: list[dict[str, object]]) -> list[dict[str, str]]:
         ("header length 255", "operation", op[:hdr_at] + b"\x00\xff" + op[hdr_at + 2 :], "bad header length"),
         ("error code 9", "error", b"\x02\x03" + bytes(16) + b"\x09", "unknown code"),
         ("error too long", "error", b"\x02\x03" + bytes(16) + b"\x01\x01", "19 bytes"),
+        ("status too long", "status", b"\x02\x05" + bytes(16) + b"\x00\x01\x00", "19 or 20 bytes"),
+        ("live status price 0", "status", b"\x02\x05" + bytes(16) + b"\x00\x00", "price"),
+        ("unavailable status with a price", "status", b"\x02\x05" + bytes(16) + b"\x02\x01", "price"),
         (
             "counter zero",
             "topup_request",
@@ -219,7 +252,8 @@ def invalid(ops: list[dict[str, object]]) -> list[dict[str, str]]:
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    keys = [test_key(2048), test_key(3072)]
+    old = OUT / "keys.json"  # kept across reruns: only the OAEP seeds are fresh then
+    keys = json.loads(old.read_text())["keys"] if old.exists() else [test_key(2048), test_key(3072)]
     msgs = messages(keys)
     files = {
         "keys.json": {"comment": "TEST KEYS ONLY, published on purpose.", "keys": keys},

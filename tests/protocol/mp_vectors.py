@@ -55,7 +55,8 @@ def oaep_seed(n, d, ciphertext, label):
     seed = bytes(em[1:33])
     cr._mgf1_xor(em, 33, k - 33, seed)
     eq(em[33:65], cr.sha256(label), "label hash")
-    return seed, bytes(em[k - 72 :])
+    db = em[65:]  # PS (zeros) | 0x01 | message
+    return seed, bytes(db[bytes(db).index(b"\x01") + 1 :])
 
 
 def check_primitives(p, keys):
@@ -107,6 +108,8 @@ def check_operation(v, keys):
     eq(session.operation_tag(cr, k_mac, digest), tag, "tag over the digest")
     seed, plain = oaep_seed(n, d, header, session.HEADER_LABEL)
     eq(plain, x(v["coin"]) + x(v["iv"]) + op_id + x(v["service_tag"]), "header plaintext")
+    if session.coins_of(x(v["coin"])) != v["coins"] or len(plain) > 190:
+        raise AssertionError("coins in the header")
     eq(session.seal_header(cr, (n, 65537), x(v["coin"]), x(v["iv"]), op_id, service, seed), header, "header")
     again = session.seal_operation(
         cr, (n, 65537), kid, x(v["coin"]), service, x(v["readings"]), op_id, x(v["iv"]), seed
@@ -126,15 +129,21 @@ def check_messages(m, keys):
     for v in m["result"]:
         check("result", result, v)
 
-    def code_frame(v, enc, dec):
-        eq(enc(x(v["op_id"]), v["code"]), x(v["frame"]), "frame")
-        if dec(x(v["frame"])) != (x(v["op_id"]), v["code"]):
+    def error(v):
+        eq(wire.encode_error(x(v["op_id"]), v["code"]), x(v["frame"]), "frame")
+        if wire.decode_error(x(v["frame"])) != (x(v["op_id"]), v["code"]):
             raise AssertionError("decoded fields")
 
+    def status(v):
+        if not v.get("decode_only"):
+            eq(wire.encode_status(x(v["op_id"]), v["code"], v["price"] or 1), x(v["frame"]), "frame")
+        if wire.decode_status(x(v["frame"])) != (x(v["op_id"]), v["code"], v["price"]):
+            raise AssertionError("decoded fields (price)")
+
     for v in m["error"]:
-        check("error", code_frame, v, wire.encode_error, wire.decode_error)
+        check("error", error, v)
     for v in m["status"]:
-        check("status", code_frame, v, wire.encode_status, wire.decode_status)
+        check("status", status, v)
 
     def query(v):
         eq(wire.encode_query(x(v["op_id"]), v["service"]), x(v["frame"]), "frame")

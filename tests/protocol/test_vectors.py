@@ -50,6 +50,7 @@ def test_operation(v):
     plain = key.decrypt(header, cr.oaep(session.HEADER_LABEL))
     coin, iv, h_op, s_tag = session.split_header(plain)
     assert (coin, iv, h_op, s_tag) == (x(v["coin"]), x(v["iv"]), op_id, session.service_tag(cr, service))
+    assert session.coins_of(coin) == v["coins"] and len(plain) == 32 * v["coins"] + 40 <= 190
     k_enc, k_mac = session.session_keys(cr, coin, op_id)
     assert (k_enc, k_mac) == (x(v["k_enc"]), x(v["k_mac"]))
     assert session.open_operation(cr, frame, k_enc, k_mac, iv) == x(v["readings"])
@@ -70,16 +71,32 @@ def test_result(v):
     assert session.seal_result(cr, *args, x(v["result"]), x(v["iv"])) == x(v["frame"])
 
 
-@pytest.mark.parametrize("kind", ["error", "status"])
-def test_code_frames(kind):
-    enc, dec = (
-        (wire.encode_error, wire.decode_error)
-        if kind == "error"
-        else (wire.encode_status, wire.decode_status)
-    )
-    for v in MSG[kind]:
-        assert enc(x(v["op_id"]), v["code"]) == x(v["frame"])
-        assert dec(x(v["frame"])) == (x(v["op_id"]), v["code"])
+@pytest.mark.parametrize("v", MSG["error"])
+def test_error(v):
+    assert wire.encode_error(x(v["op_id"]), v["code"]) == x(v["frame"])
+    assert wire.decode_error(x(v["frame"])) == (x(v["op_id"]), v["code"])
+
+
+@pytest.mark.parametrize("v", MSG["status"])
+def test_status_carries_the_price(v):
+    if not v.get("decode_only"):
+        assert wire.encode_status(x(v["op_id"]), v["code"], v["price"] or 1) == x(v["frame"])
+    assert wire.decode_status(x(v["frame"])) == (x(v["op_id"]), v["code"], v["price"])
+
+
+def test_the_vectors_cover_multi_coin_headers_and_prices():
+    assert {v["coins"] for v in MSG["operation"]} == {1, 2, 3, 4}
+    assert {v["price"] for v in MSG["status"]} >= {0, 1, 2, 3, 255}
+
+
+def test_a_header_holds_one_to_four_coins():
+    key = private_key(2048).public_key().public_numbers()
+    for bad in (b"", bytes(31), bytes(5 * 32), bytes(33)):
+        with pytest.raises(ValueError, match="1 to 4 coins"):
+            session.seal_header(cr, (key.n, key.e), bad, bytes(16), bytes(16), "average")
+    for plain in (bytes(40), bytes(71), bytes(5 * 32 + 40)):
+        with pytest.raises(wire.InvalidFrame):
+            session.split_header(plain)
 
 
 @pytest.mark.parametrize("v", MSG["query"])

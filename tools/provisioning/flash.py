@@ -3,8 +3,9 @@
 
 ``state.bin`` (69 bytes, big-endian): magic ``ECS1`` | gen u32 | next u32 | count u32 |
 counter u32 | pending u8 | op_id 16 | coin 32. Coins ``[next, count)`` of ``coins.<gen>.bin``
-are unused. ``doubt.bin``: 64-byte records op_id 16 | coin 32 | reason u8 | 3 zero |
-time u32 | 8 zero. Both formats are pinned by tests/firmware (the device writes, this reads).
+are unused; ``pending`` is how many coins the operation in flight paid (its first coin is the
+``coin`` field). ``doubt.bin``: 64-byte records op_id 16 | coin 32 | reason u8 | 3 zero |
+time u32 | 8 zero, one per coin. Both formats are pinned by tests/firmware (the device writes, this reads).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class FlashState:
     count: int
     counter: int
     pending_op: bytes | None
-    pending_coin: bytes | None
+    pending_coin: bytes | None  # the first coin of the operation in flight
+    pending: int = 0  # how many coins it paid (its price): coins [next - pending, next)
 
     @property
     def left(self) -> int:
@@ -84,7 +86,8 @@ def read_state(flash: Path) -> FlashState:
     if len(raw) != STATE_LEN or raw[:4] != MAGIC:
         raise FlashError(f"{path} is corrupt")
     _, gen, nxt, count, counter, pending, op_id, coin = struct.unpack(STATE_FMT, raw)
-    return FlashState(gen, nxt, count, counter, op_id if pending else None, coin if pending else None)
+    op, first = (op_id, coin) if pending else (None, None)
+    return FlashState(gen, nxt, count, counter, op, first, pending)
 
 
 def read_in_doubt(flash: Path) -> list[Doubt]:
@@ -112,6 +115,7 @@ def claim_body(flash: Path, device_id: str) -> dict[str, object]:
     the coin of an operation still pending, which a restart would put in doubt)."""
     coins = [d.coin for d in read_in_doubt(flash)]
     state = read_state(flash)
-    if state.pending_coin and state.pending_coin not in coins:
-        coins.append(state.pending_coin)
+    if state.pending_op:
+        used = read_coins(flash, state)[state.next - state.pending : state.next]
+        coins += [c for c in used if c not in coins]
     return {"device_id": device_id, "coins": [base64.b64encode(c).decode() for c in coins]}

@@ -102,8 +102,10 @@ def _to_claim(store: Store) -> list[tuple[bytes, bytes, str, bool]]:
             seen.add(d.coin)
             out.append((d.coin, d.op_id, d.why, False))
     st = store.state
-    if st and st.pending_coin and st.pending_op and st.pending_coin not in seen:
-        out.append((st.pending_coin, st.pending_op, "operation in flight", True))
+    if st and st.pending_op:
+        for coin in store.pending_coins:  # one per coin of its price
+            if coin not in seen:
+                out.append((coin, st.pending_op, "operation in flight", True))
     return out
 
 

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -207,6 +207,7 @@ class Store:
     state: flash.FlashState | None
     doubts: list[flash.Doubt]
     settled: set[bytes]  # op_ids marked settled on the device (firmware that supports it)
+    pending_coins: list[bytes] = field(default_factory=list)  # every coin the pending operation paid
 
     @property
     def device_id(self) -> str | None:
@@ -245,4 +246,8 @@ def read_store(t: Target) -> Store:
         doubts = flash.read_in_doubt(local)
         raw = (local / "settled.bin").read_bytes() if (local / "settled.bin").exists() else b""
         settled = {raw[i : i + 16] for i in range(0, len(raw) - 15, 16)}
-    return Store(config, state, doubts, settled)
+        pending = [state.pending_coin] if state and state.pending_coin else []
+        if state and state.pending_op and state.pending > 1:  # a priced operation: the others
+            t.fetch([f"coins.{state.gen}.bin"], local)  # are in the coin file, not in state.bin
+            pending = flash.read_coins(local, state)[state.next - state.pending : state.next]
+    return Store(config, state, doubts, settled, pending)

@@ -1,0 +1,127 @@
+"""Priced services end to end (issue 16): the real firmware on the MicroPython unix port, the
+real broker, gateway, analysts and bank.
+
+- A service priced at 3 coins is paid with 3 coins in one header: the analyst is credited 3
+  per operation, and exactly the coins the device took are spent, while 1-coin services
+  keep working beside it.
+- A director that rewrites the advertised price cannot make a device pay more than its
+  maximum: above it the device refuses and spends nothing; below the analyst's price the
+  bank refuses and spends nothing (the claim refunds the coin); honest, it pays in full.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ecoin.bank.vault import coin_hash
+from ecoin.sim.demo import Demo
+from ecoin.sim.device import SimDevice
+from ecoin.testing.analyst import AnalystProcess
+from ecoin.testing.bank import BankProcess
+from ecoin.testing.hostile import HostileDirector, provision_sim
+from ecoin.tools.provisioning import flash as flash_store
+from ecoin.tools.provisioning.refund import claim_refunds
+
+
+def spends(ledger: Path, coins: list[bytes]) -> list[tuple[str, bytes] | None]:
+    """Per coin: (analyst, op_id) of its spend, or None if the bank did not spend it."""
+    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT s.hash, a.name, s.op_id FROM spends s JOIN accounts a ON a.id = s.analyst")
+        spent = {bytes(h): (name, bytes(op)) for h, name, op in rows}
+    return [spent.get(coin_hash(c)) for c in coins]
+
+
+def test_a_three_coin_operation_credits_three_and_spends_exactly_those_coins(tmp_path):
+    demo = Demo(tmp_path, devices=1, ops=2, heap="72K", runtime="micropython", quiet=True, priced_ops=3)
+    result = demo.run()
+    assert demo.priced is not None
+    console = demo.priced.sim.output()
+    assert result["priced"] == {
+        "service": "anomaly",
+        "price": 3,
+        "ops_ok": 3,
+        "ops_failed": 0,
+        "coins_paid": 9,
+        "earned": 9,
+    }, console[-3000:]
+    assert (result["ops_ok"], result["ops_failed"], result["analyst_credits"]) == (
+        2,
+        0,
+        2 + 9,
+    )  # 1-coin ops too
+    assert result["audit_ok"]
+    flash = tmp_path / "flash" / "dev-priced"
+    state = flash_store.read_state(flash)
+    assert (state.next, state.pending_op, flash_store.read_in_doubt(flash)) == (9, None, [])
+    coins = flash_store.read_coins(flash, state)
+    paid = spends(tmp_path / "bank" / "bank.sqlite3", coins)
+    assert all(p is not None and p[0] == "carol" for p in paid[:9]), paid[:9]
+    assert paid[9:] == [None] * (len(coins) - 9)  # not one coin more
+    # Three operations, each paid by three consecutive coins of one header.
+    ops = [p[1] for p in paid[:9] if p is not None]
+    assert list(Counter(ops).values()) == [3, 3, 3] and ops == sorted(ops, key=ops.index)
+
+
+@pytest.fixture
+def priced_system(tmp_path: Path, pki: Path, mosquitto):
+    """alice sells average at 2 coins an operation, through a hostile director."""
+    with BankProcess(tmp_path / "bank", pki, workers=1) as bank:
+        bank.admin.create_account("olive", "owner")
+        bank.admin.fund("olive", 100, request_id="fund-1")
+        bank.admin.create_account("alice", "analyst", ["average"])
+        offers = {"average": {"price": 2, "version": "2"}}
+        with AnalystProcess(
+            tmp_path / "alice",
+            pki,
+            mosquitto.port,
+            bank.url,
+            ["average"],
+            "alice",
+            broker={"tls": False},
+            offers=offers,
+        ).start():
+            yield bank, mosquitto
+
+
+def test_a_director_rewriting_the_price_cannot_make_the_device_pay_more(tmp_path, pki, priced_system):
+    bank, mosquitto = priced_system
+    owner = bank.client("owner", "olive")
+    config = {
+        "sample_interval": 0.01,
+        "batch_seconds": 0.2,
+        "batch_max": 8,
+        "max_ops": 3,
+        "op_timeout": 6.0,
+        "query_timeout": 4.0,
+        "low_coins": 0,
+        "max_price": 3,
+    }
+    flash = provision_sim(owner, tmp_path, "dev-p1", mosquitto.port, 20, config)
+    # Told 4 and 255 (above its maximum of 3): refused, nothing spent. Told 1 (below alice's
+    # price of 2): it pays 1, the bank refuses the header whole. Then the truth, twice.
+    director = HostileDirector(mosquitto.port, {}, prices=[4, 255, 1, 2, 2]).start()
+    device = SimDevice(flash, runtime="micropython").start()
+    try:
+        assert device.wait(timeout=120) == 0, device.output()
+    finally:
+        device.stop()
+        director.stop()
+    console = device.output()
+    refused = re.findall(r"collector: price (\d+) coins is above max_price 3 .*nothing spent", console)
+    assert refused == ["4", "255"], console
+    assert len(re.findall(r"collector: op \w{8} result ", console)) == 2, console
+    assert len(re.findall(r"collector: op \w{8} failed ", console)) == 1, console
+    state = flash_store.read_state(flash)
+    assert state.next == 1 + 2 + 2  # the coins it agreed to, and no more
+    balances = {a["id"]: a["balance"] for a in bank.admin.accounts()}
+    assert balances["alice"] == 4  # two operations at 2 coins
+    report = claim_refunds(owner, "dev-p1", flash_dir=flash)
+    assert [c.state for c in report.claims] == ["refunded"]  # the 1-coin header paid nothing
+    assert owner.balance() == 100 - 20 + 1
+    audit = bank.cli("audit", check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
