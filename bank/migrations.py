@@ -127,7 +127,7 @@ MIGRATIONS = (
         ),
     ),
     Migration(
-        5,
+        4,
         "claims by QR code: one-time claim secrets (their hash only), decommissioned devices",
         (
             # Claims offered and used (kept: a used secret stays refused); at most one open
