@@ -243,6 +243,5 @@ def read_store(t: Target) -> Store:
                 raise ProvisionError(f"{t.label}: {exc}") from exc
             state = None
         doubts = flash.read_in_doubt(local)
-        raw = (local / "settled.bin").read_bytes() if (local / "settled.bin").exists() else b""
-        settled = {raw[i : i + 16] for i in range(0, len(raw) - 15, 16)}
+        settled = flash.read_settled(local)
     return Store(config, state, doubts, settled)
