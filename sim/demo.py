@@ -79,6 +79,7 @@ class Demo:
     runtime: str
     quiet: bool = False  # no live progress lines (benchmarks)
     batch_seconds: float = 0.1  # how often each device buys an analysis
+    op_timeout: float = 20.0  # how long a device waits for its result (the gateway's too)
     stay: bool = False  # keep everything running after the summary, until Ctrl-C
     after: Callable[[Demo], None] | None = None  # called with everything still running
     elapsed: float = 0.0
@@ -215,7 +216,7 @@ class Demo:
         health = free_port()
         table = {
             "gateway_id": GATEWAY,
-            "op_timeout_s": 20.0,
+            "op_timeout_s": self.op_timeout,
             "edge": side,
             "upstream": side,
             "bank": {"url": bank_url, "ca": side["ca"], "cert": side["cert"], "key": side["key"]},
@@ -284,7 +285,7 @@ class Demo:
                 "batch_seconds": self.batch_seconds,
                 "batch_max": 32,
                 "max_ops": ops,
-                "op_timeout": 20.0,
+                "op_timeout": self.op_timeout,
                 "seed": seed,
             },
         )
