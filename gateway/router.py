@@ -375,7 +375,7 @@ class Router:
         assert isinstance(corr, bytes)  # opened above
         late = route.deadline <= now
         ends = route.deadline + LATE_GRACE_S
-        if late and relay[0] != "result" or not self._stragglers.count(corr, ends, now):
+        if (late and relay[0] != "result") or not self._stragglers.count(corr, ends, now):
             self.metrics.late_replies.inc()
             return
         kind, answer = relay

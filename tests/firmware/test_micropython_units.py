@@ -21,7 +21,7 @@ from ecoin.tools.provisioning.deploy import install_firmware
 from .conftest import micropython
 
 HERE = Path(__file__).resolve().parent
-EXPECTED = {"coinstore": 11, "serial": 6, "mqtt": 10, "collector": 3, "session": 1}
+EXPECTED = {"coinstore": 12, "serial": 6, "mqtt": 10, "collector": 3, "session": 1}
 
 
 @pytest.fixture(scope="module")
