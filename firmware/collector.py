@@ -7,7 +7,8 @@
 # publish it, and wait for RESULT or ERROR with the same op_id. A RESULT is verified before
 # it is decrypted, then handed to on_result; one that does not verify is ignored (the
 # genuine one may still come) until op_timeout. Any ERROR (whatever its code), a timeout, or
-# only bad answers put the coins in doubt; they are never reused. Below low_coins the device
+# only bad answers put the coins in doubt; they are never reused. A RESULT that comes after
+# its operation ended settles that doubt if it verifies (_late). Below low_coins the device
 # tops up (topup.py).
 import array
 import gc
@@ -140,8 +141,11 @@ class Collector:
         except wire.InvalidFrame:
             self.log("collector: ignored a malformed frame")
             return
+        if op_id != self._op and kind == wire.T_RESULT:
+            self._late(msg, op_id)  # an operation already over, perhaps ours in doubt
+            return
         if self._op is None or op_id != self._op or self._done and self._done[0] != "bad":
-            return  # stale, not ours (a late answer, a replay), or after the answer
+            return  # stale, not ours (a replay), or after the answer
         if kind == wire.T_ERROR:  # unauthenticated: whatever its code, over and in doubt
             self._done = ("error", msg[18] if len(msg) == 19 and msg[18] in wire.ERROR_CODES else 1)
             return
@@ -159,6 +163,34 @@ class Collector:
             # timeout, and if none comes say that a bad one did (reason 11).
             self._done = ("bad", None)  # the wait goes on (exchange)
             self.log("collector: bad answer ignored")
+
+    def _late(self, msg, op_id):
+        """A RESULT after its operation ended: if its coins are in doubt here and the tag verifies
+        under the keys of those coins and op_id, the device has its result after all, and the
+        doubt is settled (PROTOCOL 9). Anything else (a replay of a settled one, a forgery, an
+        unknown op_id) is ignored like any stray answer."""
+        coins = self.store.doubted(op_id)
+        if coins is None:
+            return
+        held = self._reserve is not None
+        self._reserve = None  # the room kept for sealing: decrypting needs some of it
+        gc.collect()
+        try:
+            value = session.open_result(cr, msg, op_id, *session.session_keys(cr, coins, op_id))
+            result = json.loads(value)
+            if not isinstance(result, dict) or result.get("service") != self.cfg["service"]:
+                raise ValueError()
+            self.store.settle(op_id)
+        except (session.InvalidTag, wire.InvalidFrame, ValueError, MemoryError, OSError):
+            self.log("collector: late answer ignored")  # the current operation goes on
+            return
+        finally:
+            if held:
+                self._keep_room()
+        self.log("collector: op %s late result %s; coin settled"
+                 % (hexlify(op_id[:4]).decode(), value.decode()))
+        if self.on_result:
+            self.on_result(op_id, result)
 
     def exchange(self, frame, want, op_id, timeout_s, keys=None):
         """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error", value),

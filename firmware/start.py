@@ -173,15 +173,6 @@ def open_store():
     return store
 
 
-def _listed(op_id, ids):
-    i = ids.find(op_id)
-    while i >= 0:
-        if i % 16 == 0:
-            return True
-        i = ids.find(op_id, i + 1)
-    return False
-
-
 def _settle(size):
     """Drops the in-doubt records listed in settled.bin, 64 op_ids at a time (a small heap),
     then removes the list. Cut anywhere, it is simply done again at the next boot."""
@@ -194,7 +185,7 @@ def _settle(size):
             with open("doubt.bin", "rb") as src, open("doubt.tmp", "wb") as dst:
                 for _ in range(size // coinstore.RECORD):
                     src.readinto(rec)
-                    if not _listed(bytes(rec[:16]), ids):
+                    if not coinstore.listed(bytes(rec[:16]), ids):
                         dst.write(rec)
             coinstore.replace("doubt.tmp", "doubt.bin")
             size = os.stat("doubt.bin")[6]

@@ -16,6 +16,8 @@ import threading
 from ecoin.gateway.records import Pending
 
 REPLIES_MAX = 4  # relayed per operation; a flood of replies ends here
+LATE_GRACE_S = 120.0  # a RESULT after its deadline is still relayed this long (PROTOCOL 9)
+STRAGGLERS_MAX = 10_000  # operations counted outside the waiting list
 
 
 class Awaiting:
@@ -74,3 +76,38 @@ class Awaiting:
                     if not entry.replies:
                         unanswered.append(entry)
         return unanswered
+
+
+class Stragglers:
+    """Replies counted for operations no longer in the waiting list: one published before a
+    restart, or one past its deadline (a late RESULT still settles its device's doubt).
+
+    Each operation stays until the end of its grace period (its correlation data's deadline
+    plus LATE_GRACE_S; a reply after that is refused anyway), so REPLIES_MAX holds for every
+    operation; when full, a new one is refused rather than an older one forgotten. Thread-safe.
+    """
+
+    def __init__(self, cap: int = STRAGGLERS_MAX) -> None:
+        self._counts: dict[bytes, int] = {}  # corr -> replies relayed
+        self._ends: list[tuple[float, bytes]] = []  # heap of (end of grace, unix s; corr)
+        self._cap = cap
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def count(self, corr: bytes, until: float, now: float) -> bool:
+        """True if one more reply for ``corr`` may be relayed; ``until`` is when its grace ends."""
+        with self._lock:
+            while self._ends and self._ends[0][0] <= now:
+                self._counts.pop(heapq.heappop(self._ends)[1], None)
+            n = self._counts.get(corr)
+            if n is None:
+                if len(self._counts) >= self._cap:
+                    return False
+                heapq.heappush(self._ends, (until, corr))
+                n = 0
+            if n >= REPLIES_MAX:
+                return False
+            self._counts[corr] = n + 1
+            return True

@@ -45,6 +45,11 @@ class Metrics:
             "Replies too late, over the bound, or for no operation of ours",
             registry=r,
         )
+        self.late_relayed = Counter(
+            "ecoin_gateway_late_relayed",
+            "RESULTs relayed after their deadline, in the grace period (the device settles its doubt)",
+            registry=r,
+        )
         self.undeliverable = Counter(
             "ecoin_gateway_undeliverable", "Answers that found no way to their device", registry=r
         )

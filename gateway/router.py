@@ -29,12 +29,12 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from ecoin.gateway import repeats
-from ecoin.gateway.awaiting import REPLIES_MAX, Awaiting
+from ecoin.gateway.awaiting import LATE_GRACE_S, Awaiting, Stragglers
 from ecoin.gateway.correlation import Correlator
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.limits import DeviceLimiter
@@ -50,7 +50,6 @@ log = logging.getLogger("ecoin.gateway.router")
 
 Send = Callable[[str, bytes], bool]  # (device id, frame) -> handed to the transport?
 RECENT_MAX = 50_000  # (device, op_id) pairs remembered to drop repeated operations
-ORPHANS_MAX = 10_000  # replies counted for operations of an earlier run
 QUERIES_MAX = 1_000  # queries held until the directory is complete
 QUERY_HOLD_S = 3.0  # at most this long: then the directory's view, whatever it is
 TICK_S = 1.0  # the worker wakes at least this often
@@ -104,7 +103,7 @@ class Router:
         self._replay = Replay(queue, directory, replay_rate, replay_burst)
         self._seq = itertools.count()
         self._lock = threading.Lock()
-        self._orphans: OrderedDict[bytes, int] = OrderedDict()  # corr -> replies relayed
+        self._stragglers = Stragglers()  # replies counted after a restart or a deadline
         self._held: deque[Query] = deque()
         self._tick = time.monotonic()  # the worker's last wake-up
         self._stall = (0.0, 0.0)  # (seconds stopped, monotonic end of the catch-up)
@@ -357,13 +356,17 @@ class Router:
             self.metrics.latency.observe(time.monotonic() - entry.started)
 
     def _orphan_reply(self, corr: bytes | None, frame: bytes) -> None:
-        """A reply for an operation this process never sent: one published before a restart
-        (kill -9, a crash). Its correlation data says where it goes and until when; relayed
-        if it is authentic for the reply's op_id and in time, with the same bound per
-        operation. After the deadline the device no longer waits: dropped as late."""
+        """A reply for an operation no longer in the waiting list: one published before a
+        restart (kill -9, a crash), or one past its deadline (the gateway was stopped while
+        the reply waited at the broker). Its correlation data says where it goes and until
+        when; relayed if it is authentic for the reply's op_id, with the same bound per
+        operation. After the deadline only a RESULT, for LATE_GRACE_S more: its device
+        verifies it and settles the coin it holds in doubt (PROTOCOL 9); an ERROR then would
+        tell it nothing. Later than that: dropped as late."""
         op_id = bytes(frame[2 : wire.PREFIX_LEN]) if len(frame) >= wire.PREFIX_LEN else b""
         route = self.correlator.open(corr, op_id) if op_id else None
-        if route is None or route.deadline <= time.time():
+        now = time.time()
+        if route is None or route.deadline + LATE_GRACE_S <= now:
             self.metrics.late_replies.inc()
             return
         relay = relayable(frame, op_id)
@@ -371,17 +374,15 @@ class Router:
             self.metrics.malformed["reply"].inc()
             return
         assert isinstance(corr, bytes)  # opened above
-        with self._lock:
-            n = self._orphans.pop(corr, 0)
-            if n < REPLIES_MAX:
-                self._orphans[corr] = n + 1
-                if len(self._orphans) > ORPHANS_MAX:
-                    self._orphans.popitem(last=False)
-        if n >= REPLIES_MAX:
+        late = route.deadline <= now
+        ends = route.deadline + LATE_GRACE_S
+        if (late and relay[0] != "result") or not self._stragglers.count(corr, ends, now):
             self.metrics.late_replies.inc()
             return
         kind, answer = relay
         self._answer(route.route, route.device, answer, kind)
+        if late:
+            self.metrics.late_relayed.inc()
 
     # Answers down.
 

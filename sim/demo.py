@@ -83,6 +83,7 @@ class Demo:
     quiet: bool = False  # no live progress lines (benchmarks)
     batch_seconds: float = 0.1  # how often each device buys an analysis
     priced_ops: int = 0  # operations of the device that buys the priced service (0: no such device)
+    op_timeout: float = 20.0  # how long a device waits for its result (the gateway's too)
     stay: bool = False  # keep everything running after the summary, until Ctrl-C
     after: Callable[[Demo], None] | None = None  # called with everything still running
     elapsed: float = 0.0
@@ -235,7 +236,7 @@ class Demo:
         health = free_port()
         table = {
             "gateway_id": GATEWAY,
-            "op_timeout_s": 20.0,
+            "op_timeout_s": self.op_timeout,
             "edge": side,
             "upstream": side,
             "bank": {"url": bank_url, "ca": side["ca"], "cert": side["cert"], "key": side["key"]},
@@ -310,7 +311,7 @@ class Demo:
                 "batch_seconds": self.batch_seconds,
                 "batch_max": 32,
                 "max_ops": ops,
-                "op_timeout": 20.0,
+                "op_timeout": self.op_timeout,
                 "seed": seed,
                 "max_price": max_price,  # the most it pays: the service's price, no more
             },

@@ -216,6 +216,10 @@ class SimDevice:
     def in_doubt(self) -> list[flash.Doubt]:
         return flash.read_in_doubt(self.flash_dir)
 
+    def settled(self) -> set[bytes]:
+        """op_ids of in-doubt records settled since the last boot (settled.bin)."""
+        return flash.read_settled(self.flash_dir)
+
     def __enter__(self) -> SimDevice:
         return self.start()
 

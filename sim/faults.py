@@ -122,7 +122,7 @@ class FaultRun(demo.Demo):
         time.sleep(self.rng.uniform(0.0, 2.0))  # a random moment...
         victim = self.rng.randrange(len(self.fleet))
         affected = self.in_flight(kind, victim)  # ...while an operation is in flight
-        before = self.doubts()
+        before, settled = self.doubts(), self.settled()
         counts = self.result_counts()
         fault = faults.Fault(kind, time.monotonic() - self.t0)
         started = time.monotonic()
@@ -134,8 +134,12 @@ class FaultRun(demo.Demo):
         # What the fault cut surfaces by the device's op_timeout at the latest.
         time.sleep(max(0.0, started + OP_TIMEOUT + 3.0 - time.monotonic()))
         fault.doubts = self.doubts() - before
+        fault.late_results = len(self.settled() - settled)
         took = f"{fault.recovery_s:.1f}s" if fault.recovery_s is not None else "-"
-        self.say(f"{kind}: recovered={fault.recovered} in {took}, {len(fault.doubts)} ops lost")
+        self.say(
+            f"{kind}: recovered={fault.recovered} in {took}, {len(fault.doubts)} ops lost,"
+            f" {fault.late_results} answered late"
+        )
         return fault
 
     def in_flight(self, kind: str, victim: int) -> set[int]:
@@ -202,6 +206,9 @@ class FaultRun(demo.Demo):
 
     def doubts(self) -> set[bytes]:
         return set().union(*(faults.doubt_ids(d.sim.flash_dir) for d in self.fleet))
+
+    def settled(self) -> set[bytes]:
+        return set().union(*(d.sim.settled() for d in self.fleet))
 
     def result_counts(self) -> list[int]:
         return [len(demo.RESULT.findall(d.sim.output().encode())) for d in self.fleet]

@@ -32,8 +32,9 @@ class Fault:
     at: float  # seconds since the start of the run
     recovered: bool = False
     recovery_s: float | None = None  # injection until every affected device has a new result
-    doubts: set[bytes] = field(default_factory=set)  # op_ids put in doubt in its window
+    doubts: set[bytes] = field(default_factory=set)  # op_ids put in doubt in its window, still open
     paid_without_result: int = 0
+    late_results: int = 0  # doubts its window settled: a RESULT came after the device gave up
 
 
 @dataclass
@@ -51,9 +52,9 @@ class Reconciliation:
 
 
 def doubt_ids(flash_dir: Path) -> set[bytes]:
-    """The op_ids of a device's in-doubt records (an operation a kill cut is one from the
-    device's next boot on)."""
-    return {d.op_id for d in flash.read_in_doubt(flash_dir)}
+    """The op_ids of a device's open in-doubt records (an operation a kill cut is one from the
+    device's next boot on; one a late RESULT settled is not: the device got its answer)."""
+    return {d.op_id for d in flash.read_in_doubt(flash_dir)} - flash.read_settled(flash_dir)
 
 
 def reconcile(owner: BankClient, devices: dict[str, Path], credits: int) -> Reconciliation:
@@ -62,7 +63,8 @@ def reconcile(owner: BankClient, devices: dict[str, Path], credits: int) -> Reco
     for name, flash_dir in devices.items():
         state = flash.read_state(flash_dir)
         coins = flash.read_coins(flash_dir, state)
-        in_doubt = {d.coin: d.op_id for d in flash.read_in_doubt(flash_dir)}
+        settled = flash.read_settled(flash_dir)  # answered late: spent, like an on-time result
+        in_doubt = {d.coin: d.op_id for d in flash.read_in_doubt(flash_dir) if d.op_id not in settled}
         if state.pending_coin and state.pending_op:
             in_doubt.setdefault(state.pending_coin, state.pending_op)
         answers = owner.claim(name, coins, refund=False)
@@ -101,13 +103,14 @@ def table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row = rows.setdefault(
                 f["kind"],
                 {"fault": f["kind"], "injections": 0, "recovered": True, "recovery_s": [], "ops_lost": 0,
-                 "paid_without_result": 0},
+                 "late_results": 0, "paid_without_result": 0},
             )  # fmt: skip
             row["injections"] += 1
             row["recovered"] = row["recovered"] and f["recovered"]
             if f["recovery_s"] is not None:
                 row["recovery_s"].append(f["recovery_s"])
             row["ops_lost"] += f["ops_lost"]
+            row["late_results"] += f.get("late_results", 0)
             row["paid_without_result"] += f["paid_without_result"]
     for row in rows.values():
         times = row.pop("recovery_s")
@@ -140,14 +143,14 @@ def write(out_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
     (out_dir / "faults.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "| fault | injections | recovered | recovery s (max / mean) | ops lost"
-        " | coins paid without a result |",
-        "|---|---|---|---|---|---|",
+        " | late results | coins paid without a result |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rec = f"{r['recovery_s_max']} / {r['recovery_s_mean']}" if r["recovery_s_max"] is not None else "-"
         lines.append(
             f"| {r['fault']} | {r['injections']} | {'yes' if r['recovered'] else 'NO'} | {rec} "
-            f"| {r['ops_lost']} | {r['paid_without_result']} |"
+            f"| {r['ops_lost']} | {r['late_results']} | {r['paid_without_result']} |"
         )
     lines.append("")
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in checks.items()]

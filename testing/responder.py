@@ -74,10 +74,14 @@ class Responder:
 
     def flush_held(self) -> None:
         """Publishes the results held in mode "hold" (now, on whatever broker is up)."""
+        for topic, frame in self.take_held():
+            self.client.publish(topic, frame, qos=1)
+
+    def take_held(self) -> list[tuple[str, bytes]]:
+        """The (topic, RESULT) pairs held in mode "hold", in order, for a test to send itself."""
         with self._lock:
             held, self._held = self._held, []
-        for topic, frame in held:
-            self.client.publish(topic, frame, qos=1)
+        return held
 
     def coins_sent_twice(self) -> dict[bytes, list[bytes]]:
         return {coin: ops for coin, ops in self.by_coin.items() if len(ops) > 1}

@@ -210,6 +210,23 @@ def test_settled_records_leave_the_doubt_store():
     check(coinstore.SETTLED not in os.listdir(), "the list is consumed")
 
 
+def test_a_late_result_finds_its_coin_once_and_settles_it():
+    s = fresh_store()
+    ops = [bytes([65 + i]) * 16 for i in range(10)]
+    for op in ops[:9]:
+        s.take(op)
+        s.doubt(coinstore.R_TIMEOUT)
+    check(s.doubted(ops[8]) == COINS[8] and s.doubted(ops[0]) == COINS[0], "coins of records")
+    check(s.doubted(ops[9]) is None and s.doubted(b"z" * 16) is None, "no record, no coin")
+    with open(coinstore.SETTLED, "ab") as f:
+        f.write(b"torn")  # an append cut by a power loss
+    s.settle(ops[8])
+    check(os.stat(coinstore.SETTLED)[6] == 32, "the torn entry is padded over: entries stay aligned")
+    check(s.doubted(ops[8]) is None and s.doubted(ops[7]) == COINS[7], "a settled one is found no more")
+    reopen()
+    check([d[0] for d in doubts()] == ops[:8], "the next boot drops the settled record")
+
+
 def test_corrupt_state_is_refused():
     fresh_store()
     with open("state.bin", "wb") as f:
@@ -756,6 +773,7 @@ GROUPS = {
         test_restart_puts_every_coin_of_the_pending_operation_in_doubt_once,
         test_interrupted_rename_and_orphans_are_repaired,
         test_settled_records_leave_the_doubt_store,
+        test_a_late_result_finds_its_coin_once_and_settles_it,
         test_corrupt_state_is_refused,
         test_topup_adds_coins_after_the_unused_ones,
     ],

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 
 from ecoin.sim import SimDevice
-from ecoin.testing.servers import Mosquitto
+from ecoin.testing.servers import Mosquitto, wait_until
+from ecoin.tools.provisioning.refund import device_status
 
 from .conftest import MakeDevice
 from ecoin.testing.responder import Responder
@@ -63,6 +64,41 @@ def test_a_forged_result_first_does_not_end_the_operation(
     assert out.count("result {") == 3, out
     assert out.count("bad answer ignored") == 3, out
     assert "ops=3 results=3 doubts=0" in out and dev.in_doubt() == []
+
+
+def test_a_late_result_settles_its_doubt_and_a_replay_or_forgery_does_not(
+    broker: Mosquitto, responder: Responder, make_device: MakeDevice
+):
+    """PROTOCOL 9: a RESULT after the device gave up (it waited at the broker for a frozen
+    gateway, say) is verified under the keys of the coin in doubt, printed as late, and
+    settles that doubt: the owner's claim no longer lists it, the next boot drops it. A
+    replay of it, and a late RESULT with a bad tag, change nothing."""
+    responder.mode = "hold"
+    dev = make_device(broker.port, op_timeout=0.5, batch_seconds=0.2).start()
+    wait_until(lambda: len(dev.in_doubt()) >= 2, 20, "two operations in doubt")
+    responder.mode = "ok"
+    (topic, first), (_, second) = responder.take_held()[:2]
+    doubts = dev.in_doubt()
+    assert [d.op_id for d in doubts[:2]] == [first[2:18], second[2:18]]
+    forged = bytearray(second)
+    forged[-1] ^= 1
+    for frame in (first, first, bytes(forged)):  # delivered in order: the forgery comes last
+        responder.client.publish(topic, frame, qos=1)
+    assert dev.wait_for("late answer ignored"), dev.output()
+    assert dev.settled() == {first[2:18]}
+    responder.client.publish(topic, second, qos=1)
+    assert dev.wait_for("late result", count=2), dev.output()
+    dev.stop()
+    out = dev.output()
+    short = first[2:6].hex()
+    assert f"collector: op {short} late result {{" in out and "; coin settled" in out, out
+    assert out.count("late result") == 2 and out.count("late answer ignored") == 1, out
+    open_ids = {bytes.fromhex(d["op_id"]) for d in device_status(flash_dir=dev.flash_dir)["in_doubt"]}
+    assert open_ids == {d.op_id for d in dev.in_doubt()} - {first[2:18], second[2:18]}
+    dev.start()  # the next boot drops the settled records
+    assert dev.wait_for("store: settled in-doubt records removed"), dev.output()
+    dev.stop()
+    assert first[2:18] not in {d.op_id for d in dev.in_doubt()} and dev.settled() == set()
 
 
 def test_an_error_of_any_code_puts_the_coin_in_doubt(

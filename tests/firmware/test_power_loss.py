@@ -77,8 +77,11 @@ def test_sigkill_at_200_random_moments(broker: Mosquitto, responder: Responder, 
             assert seen[d.coin] == [d.op_id]
     assert len(spent) + len(doubt_coins) == state.next
 
-    # The kills did land inside operations, and those coins went in doubt at the next boot.
+    # The kills did land inside operations, and those coins went in doubt at the next boot;
+    # those whose answer came after it (the broker kept it) were settled by it, and a boot
+    # after that dropped their records (PROTOCOL 4.2, a late RESULT).
     restarts = sum(d.reason == R_RESTART for d in doubts)
-    print(f"{in_flight} of {KILLS} kills in flight: {len(spent)} spent, {len(doubts)} in doubt")
-    assert in_flight >= 20 and 1 <= restarts <= in_flight
+    late = out.count("late result")
+    print(f"{in_flight} of {KILLS} kills in flight: {len(spent)} spent, {len(doubts)} in doubt, {late} late")
+    assert in_flight >= 20 and 1 <= restarts + late and restarts <= in_flight
     assert len(spent) > KILLS  # operations kept completing between the kills

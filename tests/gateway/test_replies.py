@@ -4,13 +4,17 @@
   ERROR REJECTED (never silence: the device would wait out its timeout);
 * every well-formed reply for an awaited operation reaches the device, up to a bound, so a
   forged first reply cannot end a paid operation; none of them is followed by a TIMEOUT;
-* an ERROR code the gateway does not know reaches the device as FAILED.
+* an ERROR code the gateway does not know reaches the device as FAILED;
+* a RESULT after the operation's deadline still reaches the device for LATE_GRACE_S (its
+  device settles the coin it holds in doubt, PROTOCOL 9), up to the same bound; an ERROR
+  then, or a RESULT after the grace period, is dropped.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ecoin.gateway import awaiting
+from ecoin.gateway import router as router_mod
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, result_for, wait_until
@@ -63,12 +68,18 @@ class ScriptedAnalyst(EchoAnalyst):
     def __init__(self, port: int, script: Callable[[bytes], list[bytes]]) -> None:
         super().__init__(port, ("scripted",), name="s1")
         self.script = script
+        self.asked: dict[bytes, Any] = {}  # op_id -> the request's properties, to answer later
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.asked[bytes(msg.payload)[2:18]] = msg.properties
+        self.answer(bytes(msg.payload)[2:18], self.script(bytes(msg.payload)))
+
+    def answer(self, op_id: bytes, replies: list[bytes]) -> None:
+        asked = self.asked[op_id]
         props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = msg.properties.CorrelationData
-        for reply in self.script(bytes(msg.payload)):
-            client.publish(msg.properties.ResponseTopic, reply, 1, properties=props)
+        props.CorrelationData = asked.CorrelationData
+        for reply in replies:
+            self.client.publish(asked.ResponseTopic, reply, 1, properties=props)
 
 
 @pytest.fixture
@@ -160,3 +171,46 @@ def test_an_unknown_error_code_reaches_the_device_as_failed(scripted) -> None:  
     for _ in range(3):
         op = operation("scripted")
         assert wire.decode_error(dev.ask(op)) == (op[2:18], wire.E_FAILED)
+
+
+def _unanswered_past_its_deadline(gw: Gateway, analyst: ScriptedAnalyst, dev: Device) -> bytes:
+    """An operation the analyst does not answer in time; returns the op_id once the device was
+    told TIMEOUT and the wall-clock deadline in its correlation data has passed."""
+    gw.holder["script"] = lambda op: []  # type: ignore[attr-defined]
+    op = operation("scripted")
+    op_id = op[2:18]
+    assert wire.decode_error(dev.ask(op)) == (op_id, wire.E_TIMEOUT)
+    route = gw.router.correlator.open(analyst.asked[op_id].CorrelationData, op_id)
+    assert route is not None
+    wait_until(lambda: time.time() > route.deadline, what="the deadline in the correlation data")
+    return op_id
+
+
+def _flushed(gw: Gateway, dev: Device) -> None:
+    """Returns once every earlier answer has reached the device (answers keep their order)."""
+    gw.holder["script"] = lambda op: [result_for(op)]  # type: ignore[attr-defined]
+    dev.ask(operation("scripted"))
+
+
+def test_a_result_after_the_deadline_is_still_relayed_a_bounded_number_of_times(scripted) -> None:  # type: ignore[no-untyped-def]
+    """The gateway was stopped, say, while the reply waited for it at the broker: the device
+    gave up, but a RESULT now lets it settle the coin it holds in doubt."""
+    gw, analyst, dev = scripted
+    op_id = _unanswered_past_its_deadline(gw, analyst, dev)
+    late = [bytes(wire.encode_result(op_id, os.urandom(16), os.urandom(32))) for _ in range(6)]
+    analyst.answer(op_id, [bytes(wire.encode_error(op_id, wire.E_FAILED)), *late])
+    wait_until(lambda: metric(gw, "ecoin_gateway_late_replies_total") == 3, what="the ERROR and the extras")
+    _flushed(gw, dev)
+    assert dev.answers[op_id][1:] == late[: awaiting.REPLIES_MAX]  # after the TIMEOUT, in order
+    assert metric(gw, "ecoin_gateway_late_relayed_total") == awaiting.REPLIES_MAX
+
+
+def test_a_result_after_the_grace_period_is_dropped(scripted, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    gw, analyst, dev = scripted
+    monkeypatch.setattr(router_mod, "LATE_GRACE_S", 0.0)
+    op_id = _unanswered_past_its_deadline(gw, analyst, dev)
+    analyst.answer(op_id, [bytes(wire.encode_result(op_id, os.urandom(16), os.urandom(32)))])
+    wait_until(lambda: metric(gw, "ecoin_gateway_late_replies_total") == 1, what="the late RESULT")
+    _flushed(gw, dev)
+    assert [wire.frame_type(f)[0] for f in dev.answers[op_id]] == [wire.T_ERROR]
+    assert metric(gw, "ecoin_gateway_late_relayed_total") == 0

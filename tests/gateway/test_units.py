@@ -1,5 +1,6 @@
 """The gateway's pieces on their own: framing, the queue's caps, token buckets, the
-directory's generations, and configuration errors."""
+directory's generations, the count of replies outside the waiting list, and configuration
+errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from ecoin.common.config import ConfigError
 from ecoin.gateway import brokerconf, framing
 from ecoin.gateway import config as gwconfig
+from ecoin.gateway.awaiting import REPLIES_MAX, Stragglers
 from ecoin.gateway.backoff import Backoff
 from ecoin.gateway.directory import Directory, terms_of
 from ecoin.gateway.limits import DeviceLimiter, TokenBucket
@@ -140,6 +142,16 @@ def test_directory_undoes_removals_just_before_a_connection_loss() -> None:
     assert not d.is_live("avg")
     d.lost()
     assert d.is_live("avg")
+
+
+def test_stragglers_bound_relays_per_operation_and_memory() -> None:
+    late = Stragglers(cap=2)
+    assert [late.count(b"a", 100.0, 0.0) for _ in range(REPLIES_MAX + 1)] == [True] * REPLIES_MAX + [False]
+    assert late.count(b"b", 50.0, 1.0)
+    assert not late.count(b"c", 100.0, 2.0)  # full: refused, nothing forgotten early
+    assert not late.count(b"a", 100.0, 3.0)  # still counted: its bound holds
+    assert late.count(b"c", 100.0, 50.0)  # b's grace ended: its room is free again
+    assert len(late) == 2
 
 
 def test_config_errors(tmp_path: Path) -> None:

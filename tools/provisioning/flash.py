@@ -103,6 +103,16 @@ def read_in_doubt(flash: Path) -> list[Doubt]:
     return out
 
 
+def read_settled(flash: Path) -> set[bytes]:
+    """The op_ids ``settled.bin`` lists (16-byte entries): in-doubt records with a final
+    answer, from the owner's claim or a late RESULT the device verified."""
+    try:
+        raw = (Path(flash) / layout.SETTLED).read_bytes()
+    except FileNotFoundError:
+        return set()
+    return {raw[i : i + 16] for i in range(0, len(raw) - 15, 16)}
+
+
 def read_coins(flash: Path, state: FlashState | None = None) -> list[bytes]:
     """The coins of the current coin file, used and unused (index < next is used)."""
     state = state or read_state(flash)

@@ -244,8 +244,7 @@ def read_store(t: Target) -> Store:
                 raise ProvisionError(f"{t.label}: {exc}") from exc
             state = None
         doubts = flash.read_in_doubt(local)
-        raw = (local / "settled.bin").read_bytes() if (local / "settled.bin").exists() else b""
-        settled = {raw[i : i + 16] for i in range(0, len(raw) - 15, 16)}
+        settled = flash.read_settled(local)
         pending = [state.pending_coin] if state and state.pending_coin else []
         if state and state.pending_op and state.pending > 1:  # a priced operation: the others
             t.fetch([f"coins.{state.gen}.bin"], local)  # are in the coin file, not in state.bin
