@@ -22,10 +22,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecoin.common import cli, logs
+from ecoin.common import cli, health, logs
 from ecoin.common.config import ConfigError
 
-from . import discovery, metrics, plugins
+from . import discovery, plugins
 from .settings import Settings, check, load
 
 DEFAULT_CONFIG = os.environ.get("ECOIN_ANALYST_CONFIG", "/etc/ecoin/analyst.toml")
@@ -96,7 +96,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = metrics.serve(s.metrics_listen, s.metrics_port, analyst.status) if s.metrics_port else None
+    server = (
+        health.serve(s.metrics_listen, s.metrics_port, analyst.metrics.registry, analyst.status)
+        if s.metrics_port
+        else None
+    )
     analyst.start()
     try:
         stop.wait()
