@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ecoin.testing.relay import Relay
 
 EPOCHS = {"esp32": 946684800, "pico_w": 1609459200}  # 2000-01-01, 2021-01-01: the ports' RTC defaults
 BOARDS = ("esp32", "pico_w", "kind")
@@ -80,7 +81,7 @@ def _link(path: Path) -> str:
         return ""
 
 
-class Radio:
+class Radio(Relay):
     """A device's network path to (host, port): a TCP relay on 127.0.0.1:``port`` that
     passes traffic only while ``ap`` is up and the device's station is joined (its
     ``link_file`` says "up"), dropping every connection the moment either goes.
@@ -89,77 +90,12 @@ class Radio:
     def __init__(
         self, target: tuple[str, int], ap: AccessPoint, link_file: Path, latency: float = 0.0
     ) -> None:
-        self.target, self.ap, self.link_file, self.latency = target, ap, link_file, latency
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.srv.settimeout(0.05)
-        self.port = self.srv.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"radio-{self.port}")
-        self._thread.start()
+        self.ap, self.link_file = ap, link_file
+        super().__init__(target, self.joined, latency)
 
-    def passing(self) -> bool:
+    def joined(self) -> bool:
         up, n = self.ap.state()
         return up and _link(self.link_file) == f"up {n}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            if not self.passing():
-                self._drop_all()
-            try:
-                conn, _ = self.srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self.passing():
-                conn.close()  # no route: the device's connect fails
-                continue
-            try:
-                up = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                conn.close()
-                continue
-            for c in (conn, up):
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the broker: no Nagle
-            with self._lock:
-                self._conns += [conn, up]
-            for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if self.latency:
-                    time.sleep(self.latency)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _drop_all(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self.srv.close()
-        self._thread.join(2)
-        self._drop_all()
 
 
 class WatchdogMonitor:
