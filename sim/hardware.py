@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ecoin.common import files
 from ecoin.testing.relay import Relay
 
 EPOCHS = {"esp32": 946684800, "pico_w": 1609459200}  # 2000-01-01, 2021-01-01: the ports' RTC defaults
@@ -67,11 +68,11 @@ class AccessPoint:
         return self.state()[0]
 
     def up(self) -> None:
-        self.file.write_text(f"up {self.outages}")
+        files.write_atomic(self.file, f"up {self.outages}")  # never read half written
 
     def down(self) -> None:
         self.outages += 1
-        self.file.write_text(f"down {self.outages}")
+        files.write_atomic(self.file, f"down {self.outages}")
 
 
 def _link(path: Path) -> str:
