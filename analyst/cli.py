@@ -15,20 +15,19 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecoin.common import cli, logs
+from ecoin.common import cli, health, logs
 from ecoin.common.config import ConfigError
 
-from . import discovery, metrics, plugins
+from . import discovery, plugins
 from .settings import Settings, check, load
 
-DEFAULT_CONFIG = os.environ.get("ECOIN_ANALYST_CONFIG", "/etc/ecoin/analyst.toml")
+CONFIG = cli.ConfigFile("analyst")
 log = logging.getLogger("ecoin.analyst")
 
 
@@ -53,10 +52,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
-    if path is None:
-        raise ConfigError(f"no configuration: pass --config (default {DEFAULT_CONFIG} does not exist)")
-    s = load(path)
+    s = load(CONFIG.path(args))
     if args.instance:  # one configuration file, several processes (systemd: ecoin-analyst@N)
         s = check(dataclasses.replace(s, instance=args.instance))
     return s
@@ -96,7 +92,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = metrics.serve(s.metrics_listen, s.metrics_port, analyst.status) if s.metrics_port else None
+    server = (
+        health.serve(s.metrics_listen, s.metrics_port, analyst.metrics.registry, analyst.status)
+        if s.metrics_port
+        else None
+    )
     analyst.start()
     try:
         stop.wait()
@@ -118,10 +118,7 @@ def parser() -> argparse.ArgumentParser:
         ("serve", cmd_serve, "run the service until SIGTERM"),
         ("check", cmd_check, "read the configuration, the certificates and the analysers, then exit"),
     ):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument(
-            "-c", "--config", help=f"TOML file with an [analyst] table (default {DEFAULT_CONFIG})"
-        )
+        cmd = sub.add_parser(name, help=text, parents=[CONFIG.option()])
         cmd.add_argument("--instance", help="overrides analyst.instance (several processes of one analyst)")
         cmd.set_defaults(fn=fn)
     lst = sub.add_parser("list", help="list the installed analysers (entry-point group ecoin.analysers)")

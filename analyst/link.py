@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ecoin.common import sockets, topics
 
-from . import metrics
+from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger("ecoin.analyst.link")
@@ -47,8 +47,16 @@ def _ignore(ok: bool) -> None:
 
 
 class Link:
-    def __init__(self, settings: Settings, service: str, announcement: dict[str, Any], on_message: OnMessage):
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        announcement: dict[str, Any],
+        on_message: OnMessage,
+        metrics: Metrics,
+    ):
         self.service = service
+        self.metrics = metrics
         self.settings = settings
         self.announce_topic = topics.announcement(service, settings.id)
         self.announcement = json.dumps(announcement, separators=(",", ":")).encode()
@@ -114,7 +122,7 @@ class Link:
         c.subscribe(topics.shared_op(self.service), qos=1)
         self.announce()
         self.connected.set()
-        metrics.CONNECTED.labels(self.service).set(1)
+        self.metrics.connected.labels(self.service).set(1)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any) -> None:
         if any(code.is_failure for code in codes):
@@ -125,7 +133,7 @@ class Link:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        metrics.CONNECTED.labels(self.service).set(0)
+        self.metrics.connected.labels(self.service).set(0)
         if not self._stopping:
             log.warning("broker_lost", extra={"service": self.service, "reason": str(rc)})
 

@@ -38,7 +38,7 @@ from typing import Protocol
 from ecoin.common.bank_client import BankError, RedeemItem, RedeemResult, Unavailable
 from ecoin.common.bank_errors import Unauthenticated
 
-from . import metrics
+from .metrics import Metrics
 
 log = logging.getLogger("ecoin.analyst.redeemer")
 
@@ -119,12 +119,15 @@ class Redeemer:
         wait_max_s: float = 30.0,
         backoff_max_s: float = 2.0,
         backoff_min_s: float = 0.05,
+        *,
+        metrics: Metrics | None = None,  # the analyst's; a unit test's redeemer gets its own
     ) -> None:
         if not banks:
             raise ValueError("the redeemer needs at least one bank connection")
         if not 1 <= batch_max <= 256:
             raise ValueError("batch_max must be 1 to 256 (the bank's limit)")
         self.banks = list(banks)
+        self.metrics = metrics or Metrics()
         self.batch_max = batch_max
         self.linger_s = linger_s
         self.wait_max_s = wait_max_s
@@ -275,8 +278,8 @@ class Redeemer:
                     self._finish(batch, Outcome(None, "shutdown"))
                     return
                 continue
-            metrics.BANK_SECONDS.observe(time.monotonic() - started)
-            metrics.BATCH_SIZE.observe(len(batch))
+            self.metrics.bank_seconds.observe(time.monotonic() - started)
+            self.metrics.batch_size.observe(len(batch))
             if len(results) != len(batch):
                 self._failed(BankError("the bank answered a different number of results"), len(batch))
                 self._finish(batch, Outcome(None, "bank_error:mismatch"))
@@ -284,7 +287,7 @@ class Redeemer:
             self._recovered()
             for p, r in zip(batch, results, strict=True):
                 outcome = Outcome((r.k_enc, r.k_mac, r.iv)) if r.ok else Outcome(None, f"refused:{r.code}")
-                metrics.REDEMPTIONS.labels("ok" if r.ok else r.code).inc()
+                self.metrics.redemptions.labels("ok" if r.ok else r.code).inc()
                 p.answer(outcome)
             return
 
@@ -292,7 +295,7 @@ class Redeemer:
         """Marks the bank failing and logs the failure: once per outage at warning level,
         then every retry at debug (the reason, never the request)."""
         if retryable(exc):
-            metrics.BANK_RETRIES.inc()
+            self.metrics.bank_retries.inc()
         with self._lock:
             first = self._failing_since is None
             if first:
@@ -319,10 +322,9 @@ class Redeemer:
         if since is not None:
             log.info("bank_reachable", extra={"outage_s": round(time.monotonic() - since, 3)})
 
-    @staticmethod
-    def _finish(batch: list[_Pending], outcome: Outcome) -> None:
+    def _finish(self, batch: list[_Pending], outcome: Outcome) -> None:
         todo = [p for p in batch if not p.answered]
         if outcome.reason != "shutdown" and todo:
-            metrics.REDEMPTIONS.labels(outcome.reason.split(":")[0]).inc(len(todo))
+            self.metrics.redemptions.labels(outcome.reason.split(":")[0]).inc(len(todo))
         for p in todo:
             p.answer(outcome)

@@ -33,8 +33,8 @@ import paho.mqtt.client as mqtt
 from ecoin.common import crypto, topics
 from ecoin.protocol import session, wire
 
-from . import metrics
 from .link import Link
+from .metrics import Metrics
 from .plugins import Analyser, InvalidReadings
 from .redeemer import Bank, Outcome, Redeemer, RedeemItem
 from .settings import Settings
@@ -70,6 +70,7 @@ class Analyst:
         if missing:
             raise ValueError(f"no analyser installed for: {', '.join(missing)} (see `ecoin-analyst list`)")
         self.settings = settings
+        self.metrics = Metrics()
         self.analysers = {s: analysers[s] for s in settings.services}
         options = {s: a.configured(settings.options.get(s, {})).options for s, a in self.analysers.items()}
         self.pool = WorkerPool(
@@ -77,12 +78,16 @@ class Analyst:
             settings.limits.analysis_timeout_s,
             options,
             settings.limits.memory_mb,
-            on_time=lambda service, seconds: metrics.ANALYSIS_SECONDS.labels(service).observe(seconds),
+            on_time=lambda service, seconds: self.metrics.analysis_seconds.labels(service).observe(seconds),
         )
         b = settings.bank
-        self.redeemer = Redeemer(banks or self._bank_clients(), b.batch_max, b.linger_ms / 1000, b.wait_max_s)
+        self.redeemer = Redeemer(
+            banks or self._bank_clients(), b.batch_max, b.linger_ms / 1000, b.wait_max_s, metrics=self.metrics
+        )
         self.executor = ThreadPoolExecutor(settings.thread_count(), thread_name_prefix="op")
-        self.links = [Link(settings, s, self._announcement(s), self._intake) for s in self.analysers]
+        self.links = [
+            Link(settings, s, self._announcement(s), self._intake, self.metrics) for s in self.analysers
+        ]
         self._seen: OrderedDict[bytes, _Op | None] = OrderedDict()  # None: answered
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -178,7 +183,7 @@ class Analyst:
         op = _Op(link, b"", frame, _op_id_of(frame), reply_to, correlation, [(generation, msg.mid)])
         with self._lock:
             self._in_flight += 1
-        metrics.IN_FLIGHT.inc()
+        self.metrics.in_flight.inc()
         try:
             _, kid, service, header, ct, tag = wire.decode_operation(frame)
         except (wire.InvalidFrame, TypeError) as exc:
@@ -217,8 +222,8 @@ class Analyst:
             if first is not None:  # still in progress: its acknowledgement covers this copy
                 first.mids.extend(op.mids)
             self._in_flight -= 1
-        metrics.IN_FLIGHT.dec()
-        metrics.DUPLICATES.inc()
+        self.metrics.in_flight.dec()
+        self.metrics.duplicates.inc()
         log.info("duplicate", extra={"service": op.link.service, "op": op.short, "answered": first is None})
         if first is None:
             for generation, mid in op.mids:
@@ -234,7 +239,7 @@ class Analyst:
             del self._seen[key]
 
     def _refuse(self, op: _Op, reason: str, detail: str) -> None:
-        metrics.REJECTED.labels(op.link.service, reason).inc()
+        self.metrics.rejected.labels(op.link.service, reason).inc()
         self._fail(op, reason, detail)
 
     # Step 2, a redeemer thread: the bank answered (or did not).
@@ -245,7 +250,7 @@ class Analyst:
                 self._seen.pop(op.key, None)
                 self._in_flight -= 1
                 self._idle.notify_all()
-            metrics.IN_FLIGHT.dec()
+            self.metrics.in_flight.dec()
             return
         try:
             self.executor.submit(self._process, op, outcome)
@@ -279,13 +284,13 @@ class Analyst:
         except InvalidReadings as exc:
             return self._fail(op, "invalid_readings", str(exc))
         except AnalysisTimeout as exc:
-            metrics.WORKERS_REPLACED.inc()
+            self.metrics.workers_replaced.inc()
             return self._fail(op, "analysis_timeout", str(exc))
         except AnalysisFailed as exc:
             return self._fail(op, "analysis_failed", str(exc))
         analysed = time.monotonic()
         frame = session.seal_result(crypto, op.op_id, k_enc, k_mac, result)
-        metrics.CRYPTO_SECONDS.observe((opened - started) + (time.monotonic() - analysed))
+        self.metrics.crypto_seconds.observe((opened - started) + (time.monotonic() - analysed))
         self._send(op, frame, "ok")
         return None
 
@@ -303,7 +308,7 @@ class Analyst:
         sent = time.monotonic()
 
         def then(ok: bool) -> None:
-            metrics.REPLY_SECONDS.observe(time.monotonic() - sent)
+            self.metrics.reply_seconds.observe(time.monotonic() - sent)
             self._done(op, outcome, ok)
 
         op.link.reply(op.reply_to, op.correlation, bytes(frame), then)
@@ -321,9 +326,9 @@ class Analyst:
             self._idle.notify_all()
         for generation, mid in mids:
             op.link.ack(mid, generation)
-        metrics.IN_FLIGHT.dec()
-        metrics.OPERATIONS.labels(op.link.service, outcome).inc()
-        metrics.OPERATION_SECONDS.labels(op.link.service).observe(time.monotonic() - op.started)
+        self.metrics.in_flight.dec()
+        self.metrics.operations.labels(op.link.service, outcome).inc()
+        self.metrics.operation_seconds.labels(op.link.service).observe(time.monotonic() - op.started)
 
 
 def _op_id_of(frame: bytes) -> bytes:

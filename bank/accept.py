@@ -34,7 +34,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ecoin.common import tls
 
-from . import metrics
+from .metrics import Metrics
 
 log = logging.getLogger("ecoin.bank")
 
@@ -52,6 +52,10 @@ class _HttpHandler(RequestHandler):
     """aiohttp's connection handler; a request its parser refused (bad request line,
     duplicate Content-Length, oversized headers...) gets the API's JSON error shape and one
     log line, not a traceback."""
+
+    def __init__(self, manager: BankServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.metrics = manager.metrics
 
     def handle_error(
         self,
@@ -73,7 +77,7 @@ class _HttpHandler(RequestHandler):
         body = json.dumps({"error": {"code": code, "message": reason}}).encode()
         response = web.Response(status=status, body=body, content_type="application/json")
         response.force_close()
-        metrics.REQUESTS.labels("unknown", str(status)).inc()
+        self.metrics.requests.labels("unknown", str(status)).inc()
         return response
 
 
@@ -83,9 +87,10 @@ class BankServer(web.Server):
     def __call__(self) -> RequestHandler:
         return _HttpHandler(self, loop=self._loop, **self._kwargs)
 
-    def __init__(self, handler: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, limits: ConnectionLimits, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.limits = limits
+        self.metrics = metrics
         self.per_client: Counter[Identity] = Counter()
         self.handshaking = 0
         self._who: dict[RequestHandler, Identity] = {}
@@ -133,7 +138,7 @@ class _Acceptor(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         raw = cast(asyncio.Transport, transport)
         if self.server.open_connections >= self.server.limits.max_connections:
-            metrics.CONNECTIONS_REFUSED.labels("max_connections").inc()
+            self.server.metrics.connections_refused.labels("max_connections").inc()
             raw.abort()
             return
         self.server.handshaking += 1
@@ -144,7 +149,7 @@ class _Acceptor(asyncio.Protocol):
         try:
             secure = await _start_tls(raw, self, self.context, self.server.limits.handshake_timeout_s)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            metrics.TLS_REFUSED.inc()
+            self.server.metrics.tls_refused.inc()
             reason = getattr(exc, "reason", None) or type(exc).__name__
             log.info("tls_refused", extra={"peer": peer[0], "reason": str(reason)[:200]})
             return
@@ -154,7 +159,7 @@ class _Acceptor(asyncio.Protocol):
             return
         who = identity(secure)
         if not self.server.admit(who):
-            metrics.CONNECTIONS_REFUSED.labels("per_client").inc()
+            self.server.metrics.connections_refused.labels("per_client").inc()
             log.info("connection_refused", extra={"caller": who[0], "role": who[1], "limit": "per_client"})
             secure.abort()
             return

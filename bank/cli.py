@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ecoin.common import bank_errors as errors
 from ecoin.common import policy_cli
-from ecoin.common.cli import dispatch
+from ecoin.common.cli import ConfigFile, dispatch
 from ecoin.common.config import ConfigError
 from ecoin.common.keyfiles import PKIError
 
@@ -43,7 +42,7 @@ from .migrations import LATEST
 from .settings import BankSettings, load, open_store
 from .vault import Vault, VaultError, create_master_key
 
-DEFAULT_CONFIG = os.environ.get("ECOIN_BANK_CONFIG", "/etc/ecoin/bank.toml")
+CONFIG = ConfigFile("bank")
 
 
 def _ledger(s: BankSettings) -> Ledger:
@@ -153,13 +152,7 @@ def cmd_expire(s: BankSettings, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c",
-        "--config",
-        default=argparse.SUPPRESS,
-        help=f"TOML file with a [bank] table (default {DEFAULT_CONFIG})",
-    )
+    common = CONFIG.option()
     p = argparse.ArgumentParser(
         prog="ecoin-bank",
         description="The ecoin bank: a one-time coin ledger behind mutual TLS.",
@@ -223,15 +216,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_path(args: argparse.Namespace) -> str:
-    """-c/--config, else $ECOIN_BANK_CONFIG, else /etc/ecoin/bank.toml (which must exist)."""
-    path = getattr(args, "config", None) or DEFAULT_CONFIG
-    if not Path(path).is_file():
-        how = "pass -c/--config or set ECOIN_BANK_CONFIG"
-        raise ConfigError(f"{path}: no such configuration file ({how})")
-    return str(path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0, 1 for a runtime failure (the bank refused, the database or a port is
     unavailable), 2 for a configuration error (the file, a key, a key file, an argument)."""
@@ -241,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         usage=(ConfigError, VaultError, PKIError, ValueError),
         runtime=(errors.BankError, OSError),
-        call=lambda args: args.fn(load(config_path(args)), args),
+        call=lambda args: args.fn(load(CONFIG.path(args)), args),
     )
 
 

@@ -26,13 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from ecoin.common import bank_errors as errors
-from ecoin.common import logs, tls
+from ecoin.common import health, logs, tls
 
-from . import accept, claims_api, keys, metrics
+from . import accept, claims_api, keys
 from .keys import Opener
 from .ledger import Ledger
+from .metrics import Metrics
 from .router import BODY_MAX, CSV, Identity, Router, error_body
 from .settings import BankSettings, open_store
 from .vault import Vault
@@ -61,8 +63,11 @@ class Bank:
         cert, key, ca = settings.tls_paths()
         self.context = tls.server_context(cert, key, ca)
         self.threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="request")
-        self.metrics = (
-            metrics.serve(settings.metrics_listen, settings.metrics_port) if settings.metrics_port else None
+        self.metrics = Metrics()
+        self._metrics_http = (
+            health.serve(settings.metrics_listen, settings.metrics_port, self.metrics.registry)
+            if settings.metrics_port
+            else None
         )
         self.port = settings.port
         self._stop = threading.Event()
@@ -92,6 +97,7 @@ class Bank:
         server = accept.BankServer(
             self._handle,
             limits,
+            self.metrics,
             keepalive_timeout=s.idle_timeout_s,
             max_line_size=MAX_LINE,
             max_field_size=MAX_FIELD,
@@ -130,8 +136,8 @@ class Bank:
     def close(self) -> None:
         self._stop.set()
         self.threads.shutdown(wait=True, cancel_futures=True)
-        if self.metrics:
-            self.metrics.shutdown()
+        if self._metrics_http:
+            self._metrics_http.shutdown()
         self.opener.close()
         self.store.close()
         log.info("bank_stopped")
@@ -161,21 +167,20 @@ class Bank:
         response.headers["Server"] = "ecoin-bank/1"
         if close:
             response.force_close()
-        metrics.REQUESTS.labels(name, str(status)).inc()
-        metrics.LATENCY.labels(name).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(name, str(status)).inc()
+        self.metrics.latency.labels(name).observe(time.perf_counter() - started)
         if name == "redeem" and status == 200:
-            _count_redemptions(body["results"])
+            _count_redemptions(self.metrics.redemptions, body["results"])
         return response
 
-    @staticmethod
-    async def _answer_and_close(request: web.BaseRequest, exc: errors.BankError) -> web.StreamResponse:
+    async def _answer_and_close(self, request: web.BaseRequest, exc: errors.BankError) -> web.StreamResponse:
         data = json.dumps(error_body(exc)).encode()
         response = web.Response(body=data, status=exc.status, content_type="application/json")
         response.force_close()
         await response.prepare(request)
         await response.write_eof()
         request.protocol.force_close()
-        metrics.REQUESTS.labels("unknown", str(exc.status)).inc()
+        self.metrics.requests.labels("unknown", str(exc.status)).inc()
         return response
 
     async def _body(self, request: web.BaseRequest) -> bytes:
@@ -189,14 +194,14 @@ class Bank:
             raise errors.Malformed("more than one Content-Length")
         length = request.content_length or 0
         if length > BODY_MAX:
-            metrics.DEADLINES.labels("too_large").inc()
+            self.metrics.deadlines.labels("too_large").inc()
             raise errors.TooLarge(f"the body is {length} bytes; at most {BODY_MAX}")
         if not length:
             return b""
         try:
             return await asyncio.wait_for(request.read(), self.settings.body_timeout_s)
         except TimeoutError:
-            metrics.DEADLINES.labels("body_timeout").inc()
+            self.metrics.deadlines.labels("body_timeout").inc()
             raise errors.TooSlow(f"the body did not arrive within {self.settings.body_timeout_s} s") from None
 
     def _slot(self, who: Identity) -> asyncio.Semaphore:
@@ -221,13 +226,13 @@ class Bank:
                 log.warning("expiry_failed", extra={"code": exc.code, "reason": exc.message})
 
 
-def _count_redemptions(results: list[dict[str, Any]]) -> None:
+def _count_redemptions(counter: Counter, results: list[dict[str, Any]]) -> None:
     tally: dict[str, int] = {}
     for r in results:
         key = r.get("code", "ok")
         tally[key] = tally.get(key, 0) + 1
     for key, n in tally.items():
-        metrics.REDEMPTIONS.labels(key).inc(n)
+        counter.labels(key).inc(n)
 
 
 def run(settings: BankSettings) -> int:

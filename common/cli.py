@@ -8,9 +8,13 @@ Expected errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+from ecoin.common.config import ConfigError
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 
@@ -39,3 +43,36 @@ def dispatch(
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return INTERRUPTED
+
+
+class ConfigFile:
+    """The services' one ``-c/--config`` convention: every subcommand takes the option, before
+    or after its name; without it the file is $ECOIN_<ROLE>_CONFIG, else
+    /etc/ecoin/<role>.toml, read when the command runs (not at import)."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.env = f"ECOIN_{role.upper()}_CONFIG"
+
+    @property
+    def default(self) -> str:
+        return os.environ.get(self.env, f"/etc/ecoin/{self.role}.toml")
+
+    def option(self) -> argparse.ArgumentParser:
+        """The parent parser (``parents=[...]``) of the command and of each subcommand."""
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument(
+            "-c",
+            "--config",
+            default=argparse.SUPPRESS,  # a subcommand's parser does not reset one given before it
+            help=f"TOML file with a [{self.role}] table "
+            f"(default ${self.env}, else /etc/ecoin/{self.role}.toml)",
+        )
+        return parent
+
+    def path(self, args: argparse.Namespace) -> str:
+        """The file to read; a ConfigError (exit 2) naming both ways to give it if it is not there."""
+        path = getattr(args, "config", None) or self.default
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such configuration file (pass -c/--config or set {self.env})")
+        return str(path)

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ecoin.common import logs
-from ecoin.common.cli import dispatch
+from ecoin.common.cli import ConfigFile, dispatch
 from ecoin.common.config import ConfigError
 
 from . import users
 from .settings import DashboardSettings, load
 
-DEFAULT_CONFIG = os.environ.get("ECOIN_DASHBOARD_CONFIG", "/etc/ecoin/dashboard.toml")
+CONFIG = ConfigFile("dashboard")
 log = logging.getLogger("ecoin.dashboard")
 
 
@@ -58,13 +57,7 @@ def cmd_user(s: DashboardSettings, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c",
-        "--config",
-        default=argparse.SUPPRESS,
-        help=f"TOML file with a [dashboard] table (default {DEFAULT_CONFIG})",
-    )
+    common = CONFIG.option()
     p = argparse.ArgumentParser(
         prog="ecoin-dashboard",
         description="The ecoin web dashboard for owners and operators.",
@@ -83,14 +76,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_path(args: argparse.Namespace) -> str:
-    path = getattr(args, "config", None) or DEFAULT_CONFIG
-    if not Path(path).is_file():
-        how = "pass -c/--config or set ECOIN_DASHBOARD_CONFIG"
-        raise ConfigError(f"{path}: no such configuration file ({how})")
-    return str(path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     return dispatch(
         "ecoin-dashboard",
@@ -98,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         usage=(ConfigError, ValueError),
         runtime=(OSError,),
-        call=lambda args: args.fn(load(config_path(args)), args),
+        call=lambda args: args.fn(load(CONFIG.path(args)), args),
     )
 
 

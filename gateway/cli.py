@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 
@@ -25,17 +24,11 @@ from ecoin.gateway.queue import QueueError
 from ecoin.gateway.topup import TopupError
 
 log = logging.getLogger("ecoin.gateway")
-DEFAULT_CONFIG = os.environ.get("ECOIN_GATEWAY_CONFIG", "/etc/ecoin/gateway.toml")
+CONFIG = cli.ConfigFile("gateway")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c",
-        "--config",
-        default=argparse.SUPPRESS,
-        help=f"TOML file with a [gateway] table (default $ECOIN_GATEWAY_CONFIG, else {DEFAULT_CONFIG})",
-    )
+    common = CONFIG.option()
     p = argparse.ArgumentParser(
         prog="ecoin-gateway",
         description="The ecoin edge gateway: routes device frames (MQTT and serial) to analysts "
@@ -57,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> gwconfig.Config:
-    cfg = gwconfig.load(getattr(args, "config", None) or DEFAULT_CONFIG)
+    cfg = gwconfig.load(CONFIG.path(args))
     logs.setup(cfg.log_level)
     return cfg
 

@@ -3,10 +3,13 @@ one test process). Children are bound once: the hot path only increments.
 
 Labels come from their source of truth, not from lists kept in step: the error kinds are
 the names of wire.py's ``E_*`` codes (``E_FAILED`` -> ``failed``), so a new code is counted
-without touching this file.
+without touching this file; the frame kinds are the router's own words, bound on first use
+(those below are bound, at 0, from the start), so a new frame type is counted likewise.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -19,10 +22,23 @@ ERROR_KIND = {
     if name.startswith("E_") and isinstance(code, int) and code in wire.ERROR_CODES
 }
 ERROR_KINDS = tuple(ERROR_KIND[code] for code in wire.ERROR_CODES)
-IN_KINDS = ("operation", "query", "topup")  # the frame types a device may send
-OUT_KINDS = ("result", "error", "status", "topup")  # the frame types a device is sent
+IN_KINDS = ("operation", "query", "topup")  # the frame types a device sends today
+OUT_KINDS = ("result", "error", "status", "topup")  # the frame types a device is sent today
 SOURCES = ("mqtt", "serial", "reply")
 LINKS = ("edge", "upstream")
+
+
+class Children(dict[str, Any]):
+    """A labelled metric's children by label, each bound once; an unknown label is bound when
+    first used instead of failing the hot path with a KeyError."""
+
+    def __init__(self, metric: Counter, labels: tuple[str, ...]) -> None:
+        super().__init__((k, metric.labels(k)) for k in labels)
+        self._metric = metric
+
+    def __missing__(self, label: str) -> Any:
+        child = self[label] = self._metric.labels(label)
+        return child
 
 
 class Metrics:
@@ -34,8 +50,8 @@ class Metrics:
             "ecoin_gateway_errors", "ERROR frames the gateway sent, by code", ["kind"], registry=r
         )
         malformed = Counter("ecoin_gateway_malformed", "Malformed frames dropped", ["source"], registry=r)
-        self.frames_in = {k: frames_in.labels(k) for k in IN_KINDS}
-        self.frames_out = {k: frames_out.labels(k) for k in OUT_KINDS}
+        self.frames_in = Children(frames_in, IN_KINDS)
+        self.frames_out = Children(frames_out, OUT_KINDS)
         self.errors = {k: errors.labels(k) for k in ERROR_KINDS}
         self.malformed = {k: malformed.labels(k) for k in SOURCES}
         self.forwarded = Counter("ecoin_gateway_forwarded", "Operations published upstream", registry=r)

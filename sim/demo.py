@@ -36,14 +36,13 @@ from typing import Any
 import tomli_w
 
 from ecoin.common.bank_client import BankClient
-from ecoin.gateway import brokerconf
-from ecoin.gateway.config import BrokerConf
 from ecoin.sim import demo_policy as policy_demo
 from ecoin.sim.device import SimDevice
 from ecoin.testing.analyst import AnalystProcess
 from ecoin.testing.bank import BankProcess
+from ecoin.testing.broker import generated_broker
 from ecoin.testing.dashboard import DashboardProcess
-from ecoin.testing.servers import Mosquitto, free_port, stop, wait_for_port
+from ecoin.testing.servers import free_port, stop, wait_for_port
 from ecoin.tools import pki
 from ecoin.tools.provisioning import sticker
 from ecoin.tools.provisioning.bundle import Broker, provision_device
@@ -185,25 +184,20 @@ class Demo:
         return pki_dir
 
     def start_broker(self, pki_dir: Path) -> dict[str, Any]:
-        conf = BrokerConf(
-            ca=str(pki_dir / "ca.crt"),
-            cert=str(pki_dir / "broker" / "broker.crt"),
-            key=str(pki_dir / "broker" / "broker.key"),
-            bind="127.0.0.1",
-            device_port=free_port(),
-            service_port=free_port(),
+        broker = generated_broker(
+            self.workdir / "broker",
+            pki_dir,
+            analysts=self.analysts(),
+            gateways=[GATEWAY],
             devices=[
                 *(self.device_name(i) for i in range(self.devices)),
                 policy_demo.DEVICE,
                 *([PRICED_DEVICE] if self.priced_ops else []),
             ],
-            analysts=self.analysts(),
-            gateways=[GATEWAY],
             device_tls=False,
         )
-        paths = brokerconf.generate(conf, self.workdir / "broker" / "conf")
-        mosquitto = Mosquitto(self.workdir / "broker", paths["conf"].read_text(), conf.service_port)
-        self.stack.enter_context(mosquitto)
+        conf, paths = broker.conf, broker.paths
+        self.stack.enter_context(broker.mosquitto)
         wait_for_port(conf.device_port)
         self.say(
             f"Mosquitto: devices on {conf.device_port} (passwords; plain TCP on loopback: the unix port has "

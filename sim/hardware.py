@@ -9,16 +9,16 @@ See docs/SIMULATOR_BOARD.md, "Board-faithful hardware"."""
 from __future__ import annotations
 
 import json
-import queue
 import socket
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ecoin.common import files
+from ecoin.testing.relay import Relay
+
 EPOCHS = {"esp32": 946684800, "pico_w": 1609459200}  # 2000-01-01, 2021-01-01: the ports' RTC defaults
 BOARDS = ("esp32", "pico_w", "kind")
-_Line = queue.Queue[tuple[float, bytes]]  # chunks on their way, with the time each is due
 
 
 @dataclass
@@ -68,11 +68,11 @@ class AccessPoint:
         return self.state()[0]
 
     def up(self) -> None:
-        self.file.write_text(f"up {self.outages}")
+        files.write_atomic(self.file, f"up {self.outages}")  # never read half written
 
     def down(self) -> None:
         self.outages += 1
-        self.file.write_text(f"down {self.outages}")
+        files.write_atomic(self.file, f"down {self.outages}")
 
 
 def _link(path: Path) -> str:
@@ -82,7 +82,7 @@ def _link(path: Path) -> str:
         return ""
 
 
-class Radio:
+class Radio(Relay):
     """A device's network path to (host, port): a TCP relay on 127.0.0.1:``port`` that
     passes traffic only while ``ap`` is up and the device's station is joined (its
     ``link_file`` says "up"), dropping every connection the moment either goes.
@@ -92,96 +92,12 @@ class Radio:
     def __init__(
         self, target: tuple[str, int], ap: AccessPoint, link_file: Path, latency: float = 0.0
     ) -> None:
-        self.target, self.ap, self.link_file, self.latency = target, ap, link_file, latency
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.srv.settimeout(0.05)
-        self.port = self.srv.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"radio-{self.port}")
-        self._thread.start()
+        self.ap, self.link_file = ap, link_file
+        super().__init__(target, self.joined, latency)
 
-    def passing(self) -> bool:
+    def joined(self) -> bool:
         up, n = self.ap.state()
         return up and _link(self.link_file) == f"up {n}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            if not self.passing():
-                self._drop_all()
-            try:
-                conn, _ = self.srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self.passing():
-                conn.close()  # no route: the device's connect fails
-                continue
-            try:
-                up = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                conn.close()
-                continue
-            # Only the connect is bounded: a quiet link (a device waiting for an answer, a
-            # broker with nothing to say) must not look like a dead one to the relay.
-            up.settimeout(None)
-            for c in (conn, up):
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the broker: no Nagle
-            with self._lock:
-                self._conns += [conn, up]
-            for a, b in ((conn, up), (up, conn)):
-                line: _Line = queue.Queue()
-                threading.Thread(target=self._receive, args=(a, line), daemon=True).start()
-                threading.Thread(target=self._deliver, args=(line, a, b), daemon=True).start()
-
-    def _receive(self, src: socket.socket, line: _Line) -> None:
-        """Reads src as fast as it sends, stamping every chunk with the time it is due at
-        the other end: each byte arrives ``latency`` after it was sent, in order, however
-        many follow it (a slow network, not a slow relay). b"" marks the end."""
-        try:
-            while True:
-                data = src.recv(65536)
-                line.put((time.monotonic() + self.latency, data))
-                if not data:
-                    return
-        except OSError:
-            line.put((0.0, b""))
-
-    def _deliver(self, line: _Line, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                due, data = line.get()
-                if not data:
-                    break
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _drop_all(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self.srv.close()
-        self._thread.join(2)
-        self._drop_all()
 
 
 class WatchdogMonitor:

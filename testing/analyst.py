@@ -48,21 +48,9 @@ def tls_broker(
 ) -> Mosquitto:
     """A Mosquitto configured by the gateway's generator (TLS, client certificates, ACLs);
     not started. Its ``port`` is the service listener (analysts and gateways)."""
-    from ecoin.gateway import brokerconf
-    from ecoin.gateway.config import BrokerConf
+    from ecoin.testing.broker import generated_broker
 
-    conf = BrokerConf(
-        ca=str(pki / "ca.crt"),
-        cert=str(pki / "broker" / "broker.crt"),
-        key=str(pki / "broker" / "broker.key"),
-        bind="127.0.0.1",
-        device_port=free_port(),
-        service_port=free_port(),
-        analysts=analysts,
-        gateways=list(gateways),
-    )
-    paths = brokerconf.generate(conf, workdir / "conf")
-    return Mosquitto(workdir, paths["conf"].read_text(), conf.service_port)
+    return generated_broker(workdir, pki, analysts=analysts, gateways=gateways).mosquitto
 
 
 # Coins and operations.

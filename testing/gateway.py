@@ -219,6 +219,8 @@ class Client:
         self.connected = threading.Event()
         self.dropped = threading.Event()
         self.refused: Any = None
+        self.subacks: list[list[Any]] = []  # each SUBACK's reason codes (a refusal is one too)
+        self.client.on_subscribe = lambda c, u, mid, codes, props: self.subacks.append(list(codes))
         self.client.on_message = lambda c, u, m: self.got.append((m.topic, bytes(m.payload)))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.dropped.set()

@@ -21,8 +21,9 @@ def parse(text: str) -> dict[str, float]:
 
 
 def metric(source: Any, key: str) -> float:
-    """One sample of ``source``'s registry (an object with ``.registry``, or with
-    ``.metrics.registry`` like a Gateway), 0 if it has not been observed yet."""
+    """One sample of ``source``'s registry, read from its exposition text: a service's
+    ``Metrics`` (``.registry``) or a service holding one (``.metrics``: a Gateway, Bank,
+    Analyst or Redeemer); 0 if it has not been observed yet."""
     registry = source.registry if hasattr(source, "registry") else source.metrics.registry
     return parse(generate_latest(registry).decode()).get(key, 0.0)
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
+from ecoin.testing.servers import wait_until
 
 MODES = ("ok", "error", "error99", "silent", "badtag", "badtag_first", "unavailable", "hold")
 
@@ -56,6 +57,8 @@ class Responder:
             paho.CallbackAPIVersion.VERSION2, client_id=f"responder-{os.getpid()}", protocol=paho.MQTTv311
         )
         self.client.on_connect = lambda c, *a: c.subscribe("ecoin/dev/+/up", qos=0)
+        self.subscriptions = 0  # SUBACKs received: one per (re)connection once it listens
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # type: ignore[arg-type]  # paho takes floats
         self.connected = self.client.is_connected
@@ -63,10 +66,12 @@ class Responder:
     def start(self) -> Responder:
         self.client.connect("127.0.0.1", self.port, keepalive=10)
         self.client.loop_start()
-        deadline = time.monotonic() + 10
-        while not self.client.is_connected() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: self.subscriptions, timeout=10, what="the responder subscribed")
         return self
+
+    def _on_subscribe(self, *_: object) -> None:
+        with self._lock:
+            self.subscriptions += 1
 
     def stop(self) -> None:
         self.client.loop_stop()

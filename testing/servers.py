@@ -35,13 +35,21 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
-def wait_until(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    """Polls ``cond`` until it is true; AssertionError naming ``what`` after ``timeout`` s."""
+def eventually(cond: Callable[[], object], timeout: float = 15.0, every: float = 0.02) -> bool:
+    """Polls ``cond`` until it is true (True) or ``timeout`` s have passed (its last answer),
+    for a test that asserts with its own message: ``assert eventually(...), dev.output()``."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+            return bool(cond())
+        time.sleep(every)
+    return True
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    """Polls ``cond`` until it is true; AssertionError naming ``what`` after ``timeout`` s."""
+    if not eventually(cond, timeout):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def find_program(name: str, *extra_dirs: str) -> str:

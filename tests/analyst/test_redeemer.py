@@ -12,6 +12,7 @@ import pytest
 from ecoin.analyst.redeemer import Backoff, Outcome, Redeemer, RedeemItem
 from ecoin.common.bank_client import RedeemResult
 from ecoin.common.bank_errors import BankError, NotFound, Unauthenticated, Unavailable
+from ecoin.testing.metrics import metric
 from ecoin.testing.servers import wait_until
 
 Step = Callable[[list[RedeemItem]], list[RedeemResult]]
@@ -84,6 +85,24 @@ def test_waiting_headers_leave_in_batches_of_at_most_batch_max() -> None:
     finally:
         r.close()
     assert [n for _, n in bank.calls] == [4, 4, 2]
+    assert metric(r.metrics, 'ecoin_analyst_redemptions_total{result="ok"}') == 10
+    assert metric(r.metrics, "ecoin_analyst_batch_size_count") == 3
+
+
+def test_two_redeemers_in_one_process_count_apart() -> None:
+    """Each has the registry it was given (an analyst's): nothing is shared between them."""
+    outs = [Outcomes(), Outcomes()]
+    pair = [Redeemer([ScriptedBank()]).start(), Redeemer([ScriptedBank(Unavailable("down"))]).start()]
+    try:
+        for r, out, n in zip(pair, outs, (3, 1), strict=True):
+            submit(r, out, n)
+            assert all(o.ok for o in out.wait(n).values())
+    finally:
+        for r in pair:
+            r.close()
+    ok = 'ecoin_analyst_redemptions_total{result="ok"}'
+    assert [metric(r.metrics, ok) for r in pair] == [3, 1]
+    assert [metric(r.metrics, "ecoin_analyst_bank_retries_total") for r in pair] == [0, 1]
 
 
 def test_transient_failures_are_retried_with_a_growing_pause() -> None:

@@ -3,65 +3,13 @@ broker re-sends them on the same session, and each is analysed and paid once."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from pathlib import Path
 
 from ecoin.testing.analyst import seal, withdraw
+from ecoin.testing.relay import Relay
 from ecoin.testing.servers import wait_until
 
 from .helpers import ANALYSTS, analyst, results
-
-
-class Proxy:
-    """A TCP relay in front of the broker that can cut every connection through it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self.lock:
-                self.conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.server.close()
-        self.cut()
 
 
 def test_operations_redelivered_after_a_broken_connection_are_answered_once(  # type: ignore[no-untyped-def]
@@ -69,7 +17,7 @@ def test_operations_redelivered_after_a_broken_connection_are_answered_once(  # 
 ) -> None:
     n = 24
     ops = seal(withdraw(bank_server, n, ANALYSTS), "slow")
-    proxy = Proxy(broker.port)
+    proxy = Relay(("127.0.0.1", broker.port))  # the network between the analyst and its broker
     a = analyst(
         tmp_path,
         pki,

@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 from ecoin.common import crypto, tls
 from ecoin.protocol import session, wire
 from ecoin.testing.analyst import seal, withdraw
+from ecoin.testing.servers import wait_until
 
 from .helpers import ANALYSTS, analyst, errors, kind, results
 
@@ -291,7 +292,8 @@ def test_operations_wait_for_an_unreachable_bank(tmp_path, pki, broker, gw, bank
     ) as a:  # a loaded machine restarts a bank slowly
         bank_server.kill()
         gw.send_all("average", ops[:4])
-        time.sleep(1.0)
+        retries = "ecoin_analyst_bank_retries_total"
+        wait_until(lambda: a.metrics().get(retries, 0) >= 2, what="the redeemer trying the bank again")
         assert not gw.replies  # nothing answered, nothing failed: they wait
         bank_server.start()
         assert gw.wait(4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from ecoin.analyst.plugins import InvalidReadings
 from ecoin.analyst.workers import AnalysisFailed, AnalysisTimeout, WorkerPool
+from ecoin.testing.servers import wait_until
 
 GOOD = json.dumps({"sensor": "t", "unit": "C", "start": 0, "interval": 1, "values": [1, 2, 3, 10]}).encode()
 
@@ -81,9 +81,7 @@ def _dead(pid: int) -> bool:
 def test_a_worker_killed_from_outside_while_idle_is_replaced(pool: WorkerPool) -> None:
     for pid in pool.pids():
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while not all(_dead(pid) for pid in pool.pids()) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: all(_dead(pid) for pid in pool.pids()), timeout=10, what="workers dead")
     for _ in range(3):
         assert result(pool.run("size", GOOD)) == {"service": "size", "result": 4}
     assert pool.replaced >= 1

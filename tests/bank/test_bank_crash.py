@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from ecoin.common import crypto
 from ecoin.common.bank_client import RedeemResult
 from ecoin.protocol import session
 from ecoin.testing.bank import BankProcess
+from ecoin.testing.servers import eventually
 
 from .helpers import DEVICE_KEY
 from .test_bank_concurrency import headers
@@ -94,10 +94,7 @@ def test_sigkill_during_redemptions_loses_nothing(
         assert "redeemed         2000" in audit.stdout and "refunded         0" in audit.stdout
         olive.close()
         # The killed bank's helper processes do not outlive it for long.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(helpers):
-            time.sleep(0.2)
-        assert not _alive(helpers)
+        assert eventually(lambda: not _alive(helpers), timeout=10)
     finally:
         bank.stop()
 

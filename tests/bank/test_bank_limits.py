@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.common.bank_client import RedeemItem
+from ecoin.common.bank_client import BankClient, RedeemItem
+from ecoin.common.bank_errors import BankError
 from ecoin.testing.bank import BankProcess, operation_item
+from ecoin.testing.servers import wait_until
 
 from .helpers import populate, tls_connect
 
@@ -89,6 +91,14 @@ class Closed:
             time.sleep(every)
 
 
+def _answers(client: BankClient) -> bool:
+    """True once ``client`` is served again (its refused connections are counted down)."""
+    try:
+        return bool(client.healthz())
+    except BankError:
+        return False
+
+
 def test_slow_and_unfinished_connections_are_closed_within_the_deadline(bank: BankProcess) -> None:
     slow = Closed()
     for _ in range(30):  # slowloris: a header block that never ends, one byte at a time
@@ -157,12 +167,4 @@ def test_connections_per_caller_are_capped(pki: Path, tmp_path: Path) -> None:
             conn.close()
         extra.close()
         with bank.client("analyst", "alice") as alice:  # and the caller's own count comes back down
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    assert alice.healthz()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+            wait_until(lambda: _answers(alice), timeout=10, what="alice served again")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ecoin.testing.servers import wait_until
+
 
 def test_demo_runs_the_whole_system_and_ends_with_a_json_summary(tmp_path):
     done = subprocess.run(
@@ -73,7 +75,6 @@ def _processes_under(path: Path) -> list[str]:
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     import signal
-    import time
 
     workdir = tmp_path / "demo"
     demo = subprocess.Popen(
@@ -87,8 +88,8 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
         for line in demo.stdout:  # wait until the devices run
             if "starting them" in line:
                 break
-        time.sleep(1.0)
-        assert len(_processes_under(workdir)) >= 10  # broker, bank, 2 analysts, gateway, 5 devices
+        # broker, bank, 2 analysts, gateway, 5 devices
+        wait_until(lambda: len(_processes_under(workdir)) >= 10, what="the demo's processes")
         demo.send_signal(signal.SIGINT)
         rest = demo.communicate(timeout=60)[0]
     finally:

@@ -14,21 +14,12 @@ import serial
 
 from ecoin.gateway import framing
 from ecoin.sim.ntp import NtpResponder
-from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
+from ecoin.testing.servers import Mosquitto, eventually, free_port, wait_for_port
 
 from .conftest import MakeDevice, faithful, micropython
 from ecoin.testing.responder import Responder
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(pred, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def test_tls_with_the_clock_at_2000_connects_once_ntp_answers(tmp_path: Path, pki: Path, coin_key, make_device):
@@ -85,7 +76,7 @@ def test_pico_w_rejoins_after_an_access_point_outage(
     time.sleep(1.0)  # an outage of a while; the device keeps sampling
     ap.up()
     seen = dev.output().count("result {")
-    assert _wait(lambda: dev.output().count("result {") > seen + 1, 60), dev.output()
+    assert eventually(lambda: dev.output().count("result {") > seen + 1, 60), dev.output()
     dev.stop()
     assert dev.watchdog_resets == 0
 

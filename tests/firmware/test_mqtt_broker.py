@@ -14,7 +14,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from ecoin.tools.provisioning.deploy import install_firmware
-from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
+from ecoin.testing.servers import Mosquitto, eventually, free_port, wait_for_port, wait_until
 from ecoin.tools import pki as pki_tool
 
 from .conftest import MakeDevice, micropython, nodelay_broker
@@ -63,19 +63,13 @@ def test_broker_restarted_mid_operation_then_the_device_finishes_it(
     responder.mode = "hold"  # the result waits until the broker has come back
     dev = make_device(broker.port, max_ops=1, op_timeout=30.0, io_timeout=1.0)
     dev.start()
-    deadline = time.monotonic() + 20
-    while not responder.ops and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert responder.ops, dev.output()
+    assert eventually(lambda: responder.ops, timeout=20), dev.output()
     broker.stop()  # mid-operation: the coin is out, the answer is not back
     assert dev.wait_for("mqtt: connection lost", timeout=10), dev.output()
     time.sleep(0.5)
     broker.start()
     assert dev.wait_for("mqtt: connected", count=2, timeout=20), dev.output()
-    deadline = time.monotonic() + 20
-    while not responder.client.is_connected() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # let the responder's own resubscription settle
+    wait_until(lambda: responder.subscriptions >= 2, timeout=20, what="the responder subscribed again")
     responder.flush_held()
     assert dev.wait(30) == 0
     out = dev.output()

@@ -1,10 +1,21 @@
-"""The trim list in firmware/start.py is what the sources say the device never calls."""
+"""The trim list firmware/start.py runs with is what the sources say the device never calls:
+installing the firmware writes it in, the tree's copy is empty."""
+
+from pathlib import Path
 
 from ecoin.tools.provisioning import trim
+from ecoin.tools.provisioning.deploy import install_firmware
 
 
-def test_start_py_trim_list_is_derived_from_the_sources():
-    assert trim.start_py_list() == trim.service_side(), "regenerate: python -m ecoin.tools.provisioning.trim"
+def test_installed_start_py_has_the_trim_list_derived_from_the_sources(tmp_path: Path) -> None:
+    install_firmware(tmp_path, "sim", mpy=False)
+    installed = trim.start_py_list((tmp_path / "start.py").read_text())
+    assert installed == trim.service_side() and any(names for _, names in installed)
+    tree = Path(__file__).resolve().parents[2] / "firmware" / "start.py"
+    assert trim.start_py_list(tree.read_text()) == ()  # nothing to keep in step by hand
+    # the rest of the file is the tree's, line for line
+    rest = (tmp_path / "start.py").read_text().replace(trim.render(), "_SERVICE_SIDE = ()")
+    assert rest == tree.read_text()
 
 
 def test_what_the_device_calls_is_kept():

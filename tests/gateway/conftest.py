@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
+from ecoin.testing.broker import generated_broker
 from ecoin.testing.gateway import EchoAnalyst, config, wait_until
-from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
+from ecoin.testing.servers import Mosquitto, wait_for_port
 
 
 @pytest.fixture
@@ -41,23 +41,11 @@ BROKER_DEVICES = ["dev-a", "dev-b", "dev-c"]
 def broker(tmp_path: Path, pki: Path) -> Iterator[tuple[gwconfig.BrokerConf, dict[str, str], Mosquitto]]:
     """A real Mosquitto run with exactly the files ``broker-config`` writes: (its BrokerConf,
     the device passwords, the broker). Analyst alice offers "echo"; the gateway is gw1."""
-    conf = gwconfig.BrokerConf(
-        ca=str(pki / "ca.crt"),
-        cert=str(pki / "broker" / "broker.crt"),
-        key=str(pki / "broker" / "broker.key"),
-        bind="127.0.0.1",
-        device_port=free_port(),
-        service_port=free_port(),
-        devices=BROKER_DEVICES,
-        analysts={"alice": ["echo"]},
-        gateways=["gw1"],
-    )
-    paths = brokerconf.generate(conf, tmp_path / "broker-conf")
-    creds = brokerconf.load_credentials(paths["credentials"])
-    assert paths["credentials"].stat().st_mode & 0o077 == 0
-    mosq = Mosquitto(tmp_path / "mosq", paths["conf"].read_text(), conf.device_port).start()
-    wait_for_port(conf.service_port)  # its second listener may open later (slow on arm64 under QEMU)
+    b = generated_broker(tmp_path / "mosq", pki, analysts={"alice": ["echo"]}, devices=BROKER_DEVICES)
+    assert b.paths["credentials"].stat().st_mode & 0o077 == 0
+    mosq = b.mosquitto.start()
+    wait_for_port(b.conf.device_port)  # its second listener may open later (slow on arm64 under QEMU)
     try:
-        yield conf, creds, mosq
+        yield b.conf, b.credentials(), mosq
     finally:
         mosq.stop()

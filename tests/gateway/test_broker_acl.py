@@ -5,7 +5,6 @@ another's results nor publish as another, and analysts stay on service topics.""
 from __future__ import annotations
 
 import ssl
-import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +64,7 @@ def test_devices_are_confined_to_their_own_topics(broker, pki: Path, tmp_path: P
         assert spy.connected.wait(5) and spy.refused is None
         for topic in ("ecoin/dev/dev-b/down", "ecoin/dev/+/down", "ecoin/dev/+/up", "ecoin/#"):
             spy.subscribe(topic)
+        wait_until(lambda: len(spy.subacks) == 4, what="the spy's subscriptions answered")
         # The legitimate path works through the TLS listeners and the ACLs.
         op_b = operation()
         assert wire.frame_type(dev_b.ask(op_b)) == (wire.T_RESULT, op_b[2:18])
@@ -114,7 +114,8 @@ def test_analysts_stay_on_service_topics(broker, pki: Path) -> None:  # type: ig
             alice.subscribe(topic)
         dev.subscribe("ecoin/dev/dev-a/down")
         gw.subscribe("ecoin/svc/+/analyst/+")
-        time.sleep(0.5)  # let the subscriptions settle (a denied one has no SUBACK to wait for)
+        # every SUBACK came (a denied subscription's too), so what follows meets them all
+        wait_until(lambda: [len(c.subacks) for c in (alice, dev, gw)] == [3, 1, 1], what="subscriptions")
         dev.publish("ecoin/dev/dev-a/up", b"device frame")
         alice.publish("ecoin/dev/dev-a/down", b"forged result")  # must not reach the device
         alice.publish("ecoin/svc/echo/analyst/bob", b"{}")  # must not pose as bob

@@ -1,6 +1,7 @@
-"""Store-and-forward across a real outage: the upstream broker is stopped for 30 s during
-traffic and restarted. Every queued operation is delivered afterwards, none twice to an
-analyst, the byte cap holds and what it dropped were the oldest operations."""
+"""Store-and-forward across a real outage: the upstream broker is stopped during traffic
+until the queue has overflowed (about 15 s), and restarted. Every queued operation is
+delivered afterwards, none twice to an analyst, the byte cap holds and what it dropped were
+the oldest operations."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, wait_u
 from ecoin.testing.metrics import metric
 from ecoin.testing.servers import Mosquitto, free_port
 
-OUTAGE_S = 30.0
+OUTAGE_S = 30.0  # the longest the outage may need (the devices wait this long and more)
 SPACING_S = 0.02  # one operation every 20 ms, round robin over the devices
 FRAME = len(operation())
-CAP_OPS = 600  # the queue's byte cap, in operations: the 30 s outage brings ~1,500
+CAP_OPS = 600  # the queue's byte cap, in operations (12 s of traffic)
+DROPS = 100  # the outage lasts until the full queue has dropped this many
 
 
 def test_upstream_outage(tmp_path: Path) -> None:
@@ -60,16 +62,18 @@ def test_upstream_outage(tmp_path: Path) -> None:
         wait_until(lambda: gw.edge.link.up and gw.directory.is_live("echo"), what="gateway up")
         for t in threads:
             t.start()
-        time.sleep(3)
+        wait_until(lambda: _answered(sent) >= 100, what="traffic flowing before the outage")
         upstream.stop()
         down_at = time.monotonic()
         wait_until(lambda: not gw.upstream.ready, what="upstream seen down")
-        time.sleep(OUTAGE_S)
+        dropped = 'ecoin_gateway_errors_total{kind="dropped"}'
+        wait_until(lambda: metric(gw, dropped) >= DROPS, timeout=OUTAGE_S, what="the full queue dropping")
         assert metric(gw, 'ecoin_gateway_link_up{link="upstream"}') == 0
         assert gw.status()["upstream"] is False and gw.status()["queue_depth"] > 0
         up_at = time.monotonic()
         upstream = Mosquitto.plain(tmp_path / "up2", up_port).start()
-        time.sleep(3)
+        # traffic goes on while the queue is replayed, until it is empty
+        wait_until(lambda: gw.upstream.ready and not gw.queue.depth, timeout=60, what="queue replayed")
         stop_sending.set()
         threads[0].join()
         wait_until(lambda: all(op_id in d.answers for _, op_id, d in sent), timeout=60, what="every answer")
@@ -114,6 +118,10 @@ def test_upstream_outage(tmp_path: Path) -> None:
         analyst.stop()
         upstream.stop()
         edge.stop()
+
+
+def _answered(sent: list[tuple[float, bytes, Device]]) -> int:
+    return sum(op_id in d.answers for _, op_id, d in list(sent))
 
 
 def _kind(frame: bytes) -> str:

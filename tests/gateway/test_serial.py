@@ -4,6 +4,7 @@ so the two implementations of PROTOCOL 7.2 are checked against each other."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -64,14 +65,20 @@ def test_corrupt_serial_frames_are_dropped_and_counted(serial_gateway) -> None: 
     )
 
 
-def test_port_that_vanishes_and_returns_recovers(serial_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_port_that_vanishes_and_returns_recovers(serial_gateway, caplog) -> None:  # type: ignore[no-untyped-def]
     gw, devices, links = serial_gateway
+    caplog.set_level(logging.INFO, logger="ecoin.gateway.serial")
+
+    def failed_opens() -> int:
+        records = caplog.records
+        return sum(r.msg == "serial_unavailable" and getattr(r, "device", "") == "ser-a" for r in records)
+
     link = gw.serial[0]
     assert wire.frame_type(devices[0].ask(operation()))[0] == wire.T_RESULT
     devices[0].close()  # unplugged: the pty is gone, the by-id link dangles
     links[0].unlink()
     wait_until(lambda: not link.is_open, what="port seen gone")
-    time.sleep(1.5)  # a few failed re-opens
+    wait_until(lambda: failed_opens() >= 2, what="two failed re-opens")  # it keeps trying
     devices[0] = PtyDevice(links[0])  # plugged back in, under the same stable name
     wait_until(lambda: link.is_open and link.opens == 2, what="port re-opened")
     for _ in range(5):

@@ -10,7 +10,6 @@ import select
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from ecoin.sim.hardware import Hardware
 from ecoin.sim.ntp import NtpResponder
 from ecoin.sim.replboard import ReplBoard
 from ecoin.testing.bank import operation_item
+from ecoin.testing.servers import eventually
 from ecoin.tools.provisioning import (
     BankParams,
     Broker,
@@ -349,7 +349,7 @@ def test_maintenance_on_a_board_whose_watchdog_runs(bank_server, owner, tmp_path
     try:
         with ReplBoard(board_flash, hardware=pico, run_main=True) as board:
             wdt = board.watchdog
-            assert wdt and _until(lambda: wdt.timeout_ms == 8388, 20)  # the firmware runs, watchdog armed
+            assert wdt and eventually(lambda: wdt.timeout_ms == 8388, 20)  # the firmware runs, watchdog armed
             assert "1000 coins left" in cli("status", "dev-5", "--port", board.port).stdout
             assert "doubts 2 left 997" in mpremote(board.port, "exec", MAKE_DOUBTS)
             bank = ["--bank", bank_server.url, "--pki", str(bank_server.pki), "--owner", "olive"]
@@ -363,12 +363,3 @@ def test_maintenance_on_a_board_whose_watchdog_runs(bank_server, owner, tmp_path
             assert board.watchdog_resets == 0 and board.error == ""
     finally:
         ntp.stop()
-
-
-def _until(pred, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ecoin.common import files
-from ecoin.tools.provisioning import flash
+from ecoin.tools.provisioning import flash, trim
 
 COIN = 32
 
@@ -70,15 +70,20 @@ def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = Non
     written = []
     for src in manifest(board):
         stem = src.stem
+        source = src
+        if src.name == "start.py":  # its trim list, derived from the sources now (trim.py)
+            source = flash_dir / src.name
+            source.write_text(trim.with_list(src.read_text()))
         if mpy and src.name not in ("main.py", "boot.py"):  # what a board runs at boot is source
             out = flash_dir / f"{stem}.mpy"
-            proc = subprocess.run([str(cross), "-o", str(out), str(src)], capture_output=True, text=True)
+            proc = subprocess.run([str(cross), "-o", str(out), str(source)], capture_output=True, text=True)
             if proc.returncode:
                 raise DeployError(f"mpy-cross failed on {src}: {proc.stderr.strip()}")
             (flash_dir / f"{stem}.py").unlink(missing_ok=True)
         else:
             out = flash_dir / src.name
-            shutil.copyfile(src, out)
+            if source != out:
+                shutil.copyfile(source, out)
             (flash_dir / f"{stem}.mpy").unlink(missing_ok=True)
         written.append(out)
     return written

@@ -4,14 +4,16 @@ firmware/start.py can delete them at boot and give their heap back.
 
 The source of truth is the code itself: the names the firmware modules use from those
 modules (``wire.x``, ``session.x``, ``cr.x``/``ucrypto.x``), closed over what every kept
-function uses in turn. ``python -m ecoin.tools.provisioning.trim`` prints the list as it
-belongs in start.py (``_SERVICE_SIDE``); tests/firmware/test_trim.py fails when start.py's
-copy is stale.
+function uses in turn. The tree's start.py holds an empty ``_SERVICE_SIDE``; installing the
+firmware (``deploy.install_firmware``) writes this list in its place, so a function added to
+the protocol modules changes no firmware file. ``python -m ecoin.tools.provisioning.trim``
+prints it.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def _refs(node: ast.AST, module: str, local: set[str]) -> set[tuple[str, str]]:
     return out
 
 
+@functools.cache  # the installed sources do not change while a process runs
 def service_side() -> tuple[tuple[str, tuple[str, ...]], ...]:
     """Per shared module, the functions no device code reaches, in source order."""
     defs: dict[str, dict[str, ast.AST]] = {}
@@ -64,19 +67,34 @@ def service_side() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
-def start_py_list() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The list as firmware/start.py has it."""
-    for node in _source("firmware", "start.py").body:
+def _assignment(tree: ast.Module) -> ast.Assign:
+    for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_SERVICE_SIDE":
-            return tuple(ast.literal_eval(node.value))
-    raise LookupError("firmware/start.py has no _SERVICE_SIDE")
+            return node
+    raise LookupError("start.py has no _SERVICE_SIDE")
+
+
+def start_py_list(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The list as a start.py's text has it."""
+    return tuple(ast.literal_eval(_assignment(ast.parse(text)).value))
+
+
+def render() -> str:
+    lines = ["_SERVICE_SIDE = ("]
+    lines += [f"    ({mod!r}, {names!r})," for mod, names in service_side()]
+    return "\n".join([*lines, ")"])
+
+
+def with_list(text: str) -> str:
+    """start.py's text with the derived list in place of its ``_SERVICE_SIDE``."""
+    node = _assignment(ast.parse(text))
+    lines = text.splitlines(keepends=True)
+    end = node.end_lineno or node.lineno
+    return "".join([*lines[: node.lineno - 1], render() + "\n", *lines[end:]])
 
 
 def main() -> None:
-    print("_SERVICE_SIDE = (")
-    for mod, names in service_side():
-        print(f"    ({mod!r}, {names!r}),")
-    print(")")
+    print(render())
 
 
 if __name__ == "__main__":
