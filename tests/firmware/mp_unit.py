@@ -648,6 +648,7 @@ def make_collector(batch_max=8, interval=0.5):
         "sample_interval": interval,
         "batch_seconds": 60,
         "batch_max": batch_max,
+        "max_price": 1,
     }
     return collector.Collector(cfg, Board(), Net(), None)
 
