@@ -91,109 +91,73 @@ def check_primitives(p, keys):
         check("oaep", oaep, v)
 
 
-def check_operation(v, keys):
-    n, d = rsa_key(keys, v["key"])
-    frame = x(v["frame"])
-    op_id, kid, service, header, ct, tag = wire.decode_operation(frame)
-    eq(op_id, x(v["op_id"]), "op_id")
-    eq(kid, session.key_id(cr, n), "kid")
-    if service != v["service"]:
-        raise AssertionError("service")
-    k_enc, k_mac = session.session_keys(cr, x(v["coin"]), op_id)
-    eq(k_enc, x(v["k_enc"]), "k_enc")
-    eq(k_mac, x(v["k_mac"]), "k_mac")
-    eq(session.open_operation(cr, frame, k_enc, k_mac, x(v["iv"])), x(v["readings"]), "readings")
-    digest = session.operation_digest(cr, frame)
-    eq(digest, x(v["digest"]), "digest")
-    eq(session.operation_tag(cr, k_mac, digest), tag, "tag over the digest")
-    seed, plain = oaep_seed(n, d, header, session.HEADER_LABEL)
-    eq(plain, x(v["coin"]) + x(v["iv"]) + op_id + x(v["service_tag"]), "header plaintext")
-    if session.coins_of(x(v["coin"])) != v["coins"] or len(plain) > 190:
-        raise AssertionError("coins in the header")
-    eq(session.seal_header(cr, (n, 65537), x(v["coin"]), x(v["iv"]), op_id, service, seed), header, "header")
-    again = session.seal_operation(
-        cr, (n, 65537), kid, x(v["coin"]), service, x(v["readings"]), op_id, x(v["iv"]), seed
-    )[3]
-    eq(again, frame, "resealed frame")
+MODULES = {"wire": wire, "session": session}
+
+
+def function(name):
+    module, attr = name.split(".")
+    return getattr(MODULES[module], attr)
+
+
+def value(v, name, keys):
+    """An argument or a result, named as the vector names it ("cr" is the device backend)."""
+    if name == "cr":
+        return cr
+    if name in ("pub", "n"):
+        n = rsa_key(keys, v["fields"]["key"])[0]
+        return (n, 65537) if name == "pub" else n
+    field = v["fields"][name]
+    return x(field["hex"]) if isinstance(field, dict) else field
+
+
+def plain(got):
+    if isinstance(got, (bytearray, memoryview)):
+        return bytes(got)
+    if isinstance(got, (tuple, list)):
+        return tuple(plain(g) for g in got)
+    return got
+
+
+def run(v, call, keys):
+    args = [value(v, a, keys) for a in call["args"]]
+    if "raises" in call:
+        try:
+            function(call["fn"])(*args)
+        except function(call["raises"]):
+            return
+        raise AssertionError(call["fn"] + " did not raise " + call["raises"])
+    want = call["returns"]
+    if isinstance(want, list):
+        expected = tuple(value(v, n, keys) for n in want)
+    else:
+        expected = value(v, want, keys)
+    if plain(function(call["fn"])(*args)) != expected:
+        raise AssertionError(call["fn"] + " differs")
+
+
+def check_message(v, keys):
+    """Every frame kind the same way: made, read and checked by the functions its vector names."""
+    calls = ([v["make"]] if "make" in v else []) + [v["read"]] + v["checks"]
+    for call in calls:
+        run(v, call, keys)
+    if "oaep" in v:
+        o = v["oaep"]
+        n, d = rsa_key(keys, o["key"])
+        ct, label = value(v, o["ciphertext"], keys), value(v, o["label"], keys)
+        seed, message = oaep_seed(n, d, ct, label)
+        eq(message, value(v, o["message"], keys), "header plaintext")
+        eq(cr.oaep_encrypt((n, 65537), message, label, seed), ct, "header")
 
 
 def check_messages(m, keys):
-    for v in m["operation"]:
-        check("operation", check_operation, v, keys)
-
-    def result(v):
-        args = (x(v["op_id"]), x(v["k_enc"]), x(v["k_mac"]))
-        eq(session.open_result(cr, x(v["frame"]), *args), x(v["result"]), "result")
-        eq(session.seal_result(cr, *args, x(v["result"]), x(v["iv"])), x(v["frame"]), "frame")
-
-    for v in m["result"]:
-        check("result", result, v)
-
-    def error(v):
-        eq(wire.encode_error(x(v["op_id"]), v["code"]), x(v["frame"]), "frame")
-        if wire.decode_error(x(v["frame"])) != (x(v["op_id"]), v["code"]):
-            raise AssertionError("decoded fields")
-
-    def status(v):
-        if not v.get("decode_only"):
-            eq(wire.encode_status(x(v["op_id"]), v["code"], v["price"] or 1), x(v["frame"]), "frame")
-        if wire.decode_status(x(v["frame"])) != (x(v["op_id"]), v["code"], v["price"]):
-            raise AssertionError("decoded fields (price)")
-
-    for v in m["error"]:
-        check("error", error, v)
-    for v in m["status"]:
-        check("status", status, v)
-
-    def query(v):
-        eq(wire.encode_query(x(v["op_id"]), v["service"]), x(v["frame"]), "frame")
-        if wire.decode_query(x(v["frame"]))[1] != v["service"]:
-            raise AssertionError("service")
-
-    for v in m["query"]:
-        check("query", query, v)
-
-    def topup_request(v):
-        _, frame = session.seal_topup_request(
-            cr, x(v["device_key"]), v["device_id"], v["counter"], v["count"], x(v["op_id"])
-        )
-        eq(frame, x(v["frame"]), "frame")
-        got = session.check_topup_request(cr, x(v["device_key"]), frame)
-        if got[1:] != (v["device_id"], v["counter"], v["count"]):
-            raise AssertionError("fields")
-
-    def topup_response(v):
-        key, op_id = x(v["device_key"]), x(v["op_id"])
-        frame = session.seal_topup_response(
-            cr, key, op_id, v["counter"], v["expires"], x(v["coins"]), x(v["iv"])
-        )
-        eq(frame, x(v["frame"]), "frame")
-        expires, coins = session.open_topup_response(cr, key, frame, op_id, v["counter"])
-        eq(coins, x(v["coins"]), "coins")
-        if expires != v["expires"]:
-            raise AssertionError("expires")
-
-    for v in m["topup_request"]:
-        check("topup_request", topup_request, v)
-    for v in m["topup_response"]:
-        check("topup_response", topup_response, v)
-
-
-DECODERS = {
-    "operation": wire.decode_operation,
-    "result": wire.decode_result,
-    "error": wire.decode_error,
-    "status": wire.decode_status,
-    "query": wire.decode_query,
-    "topup_request": wire.decode_topup_request,
-    "topup_response": wire.decode_topup_response,
-}
+    for v in m["vectors"]:
+        check(v["kind"], check_message, v, keys)
 
 
 def check_invalid(inv):
     def refuse(v):
         try:
-            DECODERS[v["kind"]](x(v["frame"]))
+            function(v["read"])(x(v["frame"]))
         except wire.InvalidFrame as exc:
             if v["match"] not in str(exc):
                 raise AssertionError("message " + repr(str(exc))) from None
@@ -204,12 +168,20 @@ def check_invalid(inv):
         check("invalid " + v["name"], refuse, v)
 
 
+def first(m, kind):
+    """The decoded fields of the first vector of a kind."""
+    for v in m["vectors"]:
+        if v["kind"] == kind:
+            return {k: x(f["hex"]) if isinstance(f, dict) else f for k, f in v["fields"].items()}
+    raise KeyError(kind)
+
+
 def check_bit_flips(m):
     """Every single-bit flip of an operation and of a result must be rejected."""
-    v = m["operation"][0]
-    k_enc, k_mac, iv = x(v["k_enc"]), x(v["k_mac"]), x(v["iv"])
-    r = m["result"][0]
-    rargs = (x(r["op_id"]), x(r["k_enc"]), x(r["k_mac"]))
+    v = first(m, "operation")
+    k_enc, k_mac, iv = v["k_enc"], v["k_mac"], v["iv"]
+    r = first(m, "result")
+    rargs = (r["op_id"], r["k_enc"], r["k_mac"])
 
     def flips(frame, opener):
         buf = bytearray(frame)
@@ -222,10 +194,8 @@ def check_bit_flips(m):
                 pass
             buf[i >> 3] ^= 1 << (i & 7)
 
-    check(
-        "bit flips operation", flips, x(v["frame"]), lambda b: session.open_operation(cr, b, k_enc, k_mac, iv)
-    )
-    check("bit flips result", flips, x(r["frame"]), lambda b: session.open_result(cr, b, *rargs))
+    check("bit flips operation", flips, v["frame"], lambda b: session.open_operation(cr, b, k_enc, k_mac, iv))
+    check("bit flips result", flips, r["frame"], lambda b: session.open_result(cr, b, *rargs))
 
 
 def make(out):
