@@ -387,11 +387,12 @@ def main(out: Path = OUT) -> None:
     old = out / "keys.json"  # kept across reruns: only the OAEP seeds are fresh then
     keys = json.loads(old.read_text())["keys"] if old.exists() else [test_key(2048), test_key(3072)]
     KEYS.update({int(str(k["bits"])): k for k in keys})
+    prims = primitives(keys)  # drawn first: a new message vector, appended last, changes no other
     msgs = messages()
     first = next(v for v in msgs if v["kind"] == "operation")["fields"]
     files = {
         "keys.json": {"comment": "TEST KEYS ONLY, published on purpose.", "keys": keys},
-        "primitives.json": primitives(keys),
+        "primitives.json": prims,
         "messages.json": {"vectors": msgs},
         "invalid.json": {"frames": invalid(bytes.fromhex(first["frame"]["hex"]))},
     }
