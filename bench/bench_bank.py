@@ -23,6 +23,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,10 @@ def rsa_private_per_s() -> float:
 
 # The load process: builds every header first, then times the redemptions alone.
 
+Headers = Callable[[tuple[int, int], bytes, list[bytes]], list[RedeemItem]]
 
-def _headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
+
+def v2_headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
     """Redemption items as an analyst sends them: the header as a device seals it, and a tag
     over a digest (random here: the bank never sees the frame the digest stands for)."""
     items = []
@@ -76,7 +79,7 @@ def _headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[Re
 
 
 def _load(args: dict[str, Any], out: Any) -> None:
-    items = _headers(args["public"], args["kid"], args["coins"])
+    items = args.get("headers", v2_headers)(args["public"], args["kid"], args["coins"])
     size, conns = args["batch"], args["connections"]
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     clients = [BankClient(args["url"], *args["tls"], timeout=120) for _ in range(conns)]
@@ -100,14 +103,18 @@ def _load(args: dict[str, Any], out: Any) -> None:
     out.put((sum(ok), elapsed))
 
 
-def redeem_rate(bank: BankProcess, coins: list[bytes], w: Any, batch: int, connections: int) -> float:
+def redeem_rate(
+    bank: BankProcess, coins: list[bytes], w: Any, batch: int, connections: int, headers: Headers = v2_headers
+) -> float:
+    """``headers`` builds the items (another protocol version's, say: bench_bank_vs_base)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     tls = tuple(str(bank.pki / "analyst" / f"alice.{ext}") for ext in ("crt", "key")) + (
         str(bank.pki / "ca.crt"),
     )
     args = {"url": bank.url, "tls": tls, "public": w.public_key, "kid": w.kid, "coins": coins}
-    proc = ctx.Process(target=_load, args=({**args, "batch": batch, "connections": connections}, out))
+    args |= {"headers": headers, "batch": batch, "connections": connections}
+    proc = ctx.Process(target=_load, args=(args, out))
     proc.start()
     ok, elapsed = out.get(timeout=600)
     proc.join()
@@ -154,7 +161,7 @@ def _p99(bank: BankProcess, items: list[RedeemItem]) -> float:
 def fairness(bank: BankProcess) -> tuple[float, float]:
     """(p99 alone, p99 during the flood), in seconds."""
     coins, w = withdraw(bank, 2 * FAIR_SAMPLES)
-    items = _headers(w.public_key, w.kid, coins)
+    items = v2_headers(w.public_key, w.kid, coins)
     alone = _p99(bank, items[:FAIR_SAMPLES])
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
