@@ -101,9 +101,11 @@ class WorkerPool:
             if task is None:  # closed
                 return
             try:
-                self._fair.done(task, self._call(k, task.job))
+                result = self._call(k, task.job)
             except BaseException as exc:
                 self._fair.done(task, exc=exc)
+            else:
+                self._fair.done(task, result)
 
     def _call(self, k: int, job: Any) -> Any:
         for attempt in (1, 2):

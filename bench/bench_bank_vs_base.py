@@ -20,6 +20,11 @@ Figures (``bank_ab_*``):
 - base_unbatched_per_s, new_unbatched_per_s, unbatched_new_vs_base: one header per request
   on 8 connections (where per-request overhead shows);
 - base_vs_rsa, new_vs_rsa: each best divided by ``rsa2048_private_per_s`` of this run;
+- base_cpu_ms_per_redeem, new_cpu_ms_per_redeem, cpu_new_vs_base (base / new: above 1
+  when the new bank needs less), and the same ``unbatched_``: the CPU time the bank's
+  processes (server and RSA workers) spent per redemption, median over the rounds. This
+  is the steadier figure on a shared machine: what a bank alone on its cores would turn
+  into throughput;
 - rounds, unbatched_rounds: every round's base/new per second, in order (the noise);
 - loadavg_start, loadavg_end: the 1-minute load average around the rounds (2 cores here).
 """
@@ -41,9 +46,9 @@ from ecoin.tools import pki as pki_tool
 from . import bench_bank
 
 BASELINE = os.environ.get("ECOIN_BENCH_BASELINE", "6f58217")
-ROUNDS = 4  # per bank; the order alternates, so each goes first as often as second
-BATCHED_COINS = 5_120  # 20 batches of 256 per round
-UNBATCHED_COINS = 1_000
+ROUNDS = 6  # per bank; the order alternates, so each goes first as often as second
+BATCHED_COINS = 3_072  # 12 batches of 256 per round
+UNBATCHED_COINS = 600
 V1_HEADER_LABEL = b"ecoin/v1 coin header"  # protocol v1's labels (v2 renamed them all)
 V1_SERVICE_LABEL = b"ecoin/v1 service\x00"
 REPO = Path(__file__).resolve().parent.parent
@@ -81,23 +86,63 @@ def _prepare(bank: BankProcess, coins: int) -> None:
         olive.register_device("dev1", bench_bank.DEVICE_KEY)
 
 
-def _round(bank: BankProcess, coins: int, batch: int, connections: int, v1: bool) -> float:
+def _stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used: user + system) of every process we can read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its live descendants (a bank and its RSA
+    workers): unlike a rate, barely moved by what else the machine runs."""
+    stats = _stats()
+    tree, total, i = [pid], 0.0, 0
+    while i < len(tree):
+        total += stats.get(tree[i], (0, 0.0))[1]
+        tree += [p for p, (parent, _) in stats.items() if parent == tree[i]]
+        i += 1
+    return total
+
+
+def _round(bank: BankProcess, coins: int, batch: int, connections: int, v1: bool) -> tuple[float, float]:
+    """(redemptions per second, the bank's CPU milliseconds per redemption)."""
     minted, w = bench_bank.withdraw(bank, coins)
     headers = v1_headers if v1 else bench_bank.v2_headers
-    return bench_bank.redeem_rate(bank, minted, w, batch, connections, headers)
+    assert bank.proc is not None
+    before = cpu_seconds(bank.proc.pid)
+    rate = bench_bank.redeem_rate(bank, minted, w, batch, connections, headers)
+    return rate, (cpu_seconds(bank.proc.pid) - before) * 1000 / coins
 
 
 def side_by_side(banks: dict[str, BankProcess], coins: int, batch: int, conns: int) -> dict[str, Any]:
-    """ROUNDS rounds per bank, alternating; the rates per bank and the pairwise ratios."""
+    """ROUNDS rounds per bank, alternating: the best rate and the median CPU per redemption
+    of each, and the medians of the pairwise ratios new / base."""
     rates: dict[str, list[float]] = {name: [] for name in banks}
+    cpu: dict[str, list[float]] = {name: [] for name in banks}
     for r in range(ROUNDS):
         order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
         for name in order:
-            rates[name].append(_round(banks[name], coins, batch, conns, name == "base"))
+            rate, ms = _round(banks[name], coins, batch, conns, name == "base")
+            rates[name].append(rate)
+            cpu[name].append(ms)
     pairs = [n / b for n, b in zip(rates["new"], rates["base"], strict=True)]
+    cpu_pairs = [b / n for n, b in zip(cpu["new"], cpu["base"], strict=True)]
     rounds = " ".join(f"{b:.0f}/{n:.0f}" for b, n in zip(rates["base"], rates["new"], strict=True))
-    best = {name: max(r) for name, r in rates.items()}
-    return {**best, "ratio": statistics.median(pairs), "rounds": rounds}
+    return {
+        **{name: max(r) for name, r in rates.items()},
+        **{f"{name}_cpu": statistics.median(c) for name, c in cpu.items()},
+        "ratio": statistics.median(pairs),
+        "cpu_ratio": statistics.median(cpu_pairs),
+        "rounds": rounds,
+    }
 
 
 def run(workdir: Path) -> dict[str, float | int | str]:
@@ -132,6 +177,12 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         "bank_ab_base_unbatched_per_s": round(single["base"], 1),
         "bank_ab_new_unbatched_per_s": round(single["new"], 1),
         "bank_ab_unbatched_new_vs_base": round(single["ratio"], 3),
+        "bank_ab_base_cpu_ms_per_redeem": round(batched["base_cpu"], 3),
+        "bank_ab_new_cpu_ms_per_redeem": round(batched["new_cpu"], 3),
+        "bank_ab_cpu_new_vs_base": round(batched["cpu_ratio"], 3),
+        "bank_ab_base_unbatched_cpu_ms": round(single["base_cpu"], 3),
+        "bank_ab_new_unbatched_cpu_ms": round(single["new_cpu"], 3),
+        "bank_ab_unbatched_cpu_new_vs_base": round(single["cpu_ratio"], 3),
         "bank_ab_rounds": batched["rounds"],
         "bank_ab_unbatched_rounds": single["rounds"],
         "bank_ab_loadavg_start": round(load_start, 2),
