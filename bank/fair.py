@@ -5,8 +5,8 @@ per caller. Each worker's thread (``workers.py``) takes the next chunk when its 
 free, from the waiting caller with the fewest chunks in the workers (among equals, the
 one served longest ago, a newcomer first). A caller flooding the bank with 256-header
 batches of junk (each header costs a private-key operation before it can be called junk)
-then waits behind its own chunks, while another caller's one header goes to the very next
-free worker: the work costs the sender, not everyone. Measured by ``bank_fairness_ratio``
+then waits behind its own chunks, while another caller's one header is the next chunk
+the first free worker takes: the work costs the sender, not everyone. Measured by ``bank_fairness_ratio``
 (bench/bench_bank.py).
 
 Why "fewest in flight" and not plain turns: a caller that arrives while the flooder holds
@@ -74,11 +74,13 @@ class FairQueue(Generic[T, R]):
             raise batch.error
         return batch.results
 
-    def take(self) -> Task[T] | None:
-        """For a worker's thread: blocks until a job waits, and returns the fairest one
-        (``done`` must follow); None once the queue is closed."""
+    def take(self, wait: bool = True) -> Task[T] | None:
+        """For a worker's thread: the fairest waiting job (``done`` must follow); blocks
+        until one waits, unless ``wait`` is false; None once the queue is closed."""
         with self._cond:
             while not self._queues and not self._closed:
+                if not wait:
+                    return None
                 self._cond.wait()
             if self._closed:
                 return None

@@ -1,14 +1,15 @@
 """The RSA worker processes, each driven over its own pipe by one thread of the bank.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: the fair queue needs chunks of a few
-headers (a newcomer waits for at most one chunk), and the executor's path for one chunk
+headers (a newcomer waits for a chunk or two), and the executor's path for one chunk
 (its manager and feeder threads, a shared result queue under a lock, three futures and
 their callbacks) cost the bank's process ~0.8 ms of CPU per chunk: a fifth more CPU per
 redemption than the RSA itself leaves room for (``bank_ab_cpu_new_vs_base``, make bench).
-Here one thread per worker takes the next chunk from the fair queue when its worker is
-free, sends it, and waits for the answer: one pickle each way and two thread wake-ups.
-A worker busy only with our chunk also means the chunk chosen last is the one that runs
-next: nothing queues in front of a newcomer.
+Here one thread per worker takes the next chunk from the fair queue, sends it, and reads
+the answer: one pickle each way. It keeps DEPTH = 2 chunks at its worker, so that the next
+one is already in the pipe when the worker finishes one, whenever the bank's thread gets
+the CPU back (on a busy host that can take milliseconds); a newcomer therefore waits for
+at most the chunk running and the one queued at the first worker to free up.
 
 A worker that dies (the OOM killer, say) is replaced by its thread, and the chunk it was
 on is tried once more on the new one. A worker leaves when its pipe closes: when the bank
@@ -19,15 +20,17 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .fair import FairQueue
+from .fair import FairQueue, Task
 
 READY_TIMEOUT_S = 60.0
+DEPTH = 2  # chunks at a worker at once: one running, the next already in its pipe
 Work = Callable[[Any], Any]
 
 
@@ -96,34 +99,60 @@ class WorkerPool:
         return proc, conn
 
     def _drive(self, k: int) -> None:
+        """Keeps up to DEPTH chunks at worker ``k``: when it finishes one, the next is
+        already in its pipe, whenever this thread gets the CPU back."""
+        sent: deque[Task[Any]] = deque()
+        retried: set[int] = set()
         while True:
-            task = self._fair.take()
-            if task is None:  # closed
-                return
+            if len(sent) < DEPTH:
+                task = self._fair.take(wait=not sent)
+                if task is not None:
+                    sent.append(task)
+                    if not self._send(k, task):
+                        self._recover(k, sent, retried)
+                    continue
+                if not sent:  # closed, and nothing left at the worker
+                    return
             try:
-                result = self._call(k, task.job)
-            except BaseException as exc:
-                self._fair.done(task, exc=exc)
-            else:
-                self._fair.done(task, result)
-
-    def _call(self, k: int, job: Any) -> Any:
-        for attempt in (1, 2):
-            proc, conn = self._workers[k]
-            try:
-                conn.send(job)
-                ok, value = conn.recv()
+                ok, value = self._workers[k][1].recv()
             except (EOFError, OSError):
-                conn.close()
-                proc.join(5)
-                if attempt == 2 or self._closed:
-                    raise BrokenProcessPool("a decryption worker died") from None
-                self._workers[k] = self._ready(*self._spawn())
+                self._recover(k, sent, retried)
                 continue
-            if not ok:
-                raise value
-            return value
-        raise AssertionError("unreachable")
+            task = sent.popleft()
+            retried.discard(id(task))
+            if ok:
+                self._fair.done(task, value)
+            else:
+                self._fair.done(task, exc=value)
+
+    def _send(self, k: int, task: Task[Any]) -> bool:
+        try:
+            self._workers[k][1].send(task.job)
+            return True
+        except OSError:
+            return False
+
+    def _recover(self, k: int, sent: deque[Task[Any]], retried: set[int]) -> None:
+        """Worker ``k`` died: a new one gets the chunks it had, once; a chunk that was
+        already tried again fails."""
+        proc, conn = self._workers[k]
+        conn.close()
+        proc.join(5)
+        for task in [t for t in sent if id(t) in retried or self._closed]:
+            sent.remove(task)
+            retried.discard(id(task))
+            self._fair.done(task, exc=BrokenProcessPool("a decryption worker died"))
+        if not sent:
+            return
+        try:
+            self._workers[k] = self._ready(*self._spawn())
+        except BrokenProcessPool as exc:
+            while sent:
+                self._fair.done(sent.popleft(), exc=exc)
+            return
+        for task in sent:
+            retried.add(id(task))
+            self._send(k, task)  # a failure shows at the next receive
 
     def close(self) -> None:
         self._closed = True
