@@ -14,6 +14,7 @@ its hash and the session keys only.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,15 +122,20 @@ class CoinKeys:
 _worker_keys: CoinKeys | None = None
 
 
-# Workers are not niced: on a host shared with other work a niced worker yields to every
-# other process and the bank's throughput halved (bench bank_vs_base, side by side with an
-# un-niced bank), while the fair queue and the GIL switch interval (server.py) keep a small
-# request quick without it (bank_fairness_ratio).
+# RSA is bulk work: the process that speaks HTTP and SQL runs first. Without it a small
+# request's ~6 thread wake-ups each wait for a timeslice behind the workers of a flood
+# (bank_fairness_ratio 7.5 on a quiet host). On a host shared with other work the niced
+# workers also yield to that work (bench bank_vs_base: the un-niced old bank gains then).
+WORKER_NICE = 10
 
 
 def _init_worker(pki_dir: str) -> None:
     global _worker_keys
     _worker_keys = CoinKeys.load(pki_dir)
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:
+        pass
 
 
 def _open_chunk(items: list[Item]) -> list[Opened | Refused]:
