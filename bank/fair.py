@@ -1,80 +1,135 @@
 """A fair queue in front of the RSA worker processes.
 
 Every caller's batch is cut into chunks of a few headers; the chunks wait in one queue
-per caller, and the callers are served in turn, one chunk each, with never more chunks
-in the workers than there are workers plus one (the one queued keeps every worker busy
-between two chunks). A caller flooding the bank with 256-header batches of junk (each
-header costs a private-key operation before it can be called junk) then waits behind its
-own chunks, while another caller's one header waits for at most the chunks already
-started: the work costs the sender, not everyone. Measured by ``bank_fairness_ratio``
+per caller. Each worker's thread (``workers.py``) takes the next chunk when its worker is
+free, from the waiting caller with the fewest chunks in the workers (among equals, the
+one served longest ago, a newcomer first). A caller flooding the bank with 256-header
+batches of junk (each header costs a private-key operation before it can be called junk)
+then waits behind its own chunks, while another caller's one header is the next chunk
+the first free worker takes: the work costs the sender, not everyone. Measured by ``bank_fairness_ratio``
 (bench/bench_bank.py).
+
+Why "fewest in flight" and not plain turns: a caller that arrives while the flooder holds
+every worker must not wait for the flooder's next turn first (a turn order puts the
+newcomer after the flooder, who was served last but is also next), and a caller with
+many small requests in parallel must not get a turn per request.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable
-from concurrent.futures import Future
-from functools import partial
-from typing import Generic, TypeVar
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Closed(RuntimeError):
+    """The queue was closed (the bank is stopping) before the job ran."""
+
+
+@dataclass
+class _Batch:
+    """One ``run`` call: its results, and the event its caller waits on."""
+
+    left: int
+    results: list[Any]
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Task(Generic[T]):
+    caller: str
+    job: T
+    batch: _Batch
+    index: int
+
+
 class FairQueue(Generic[T, R]):
-    def __init__(self, submit: Callable[[T], Future[R]], slots: int) -> None:
-        if slots < 1:
-            raise ValueError("a fair queue needs at least one slot")
-        self._submit = submit
-        self.slots = slots
-        self._queues: OrderedDict[str, deque[tuple[T, Future[R]]]] = OrderedDict()
-        self._in_flight = 0
-        self._lock = threading.Lock()
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[Task[T]]] = {}
+        self._running: Counter[str] = Counter()  # chunks in the workers, per caller
+        self._served: dict[str, int] = {}  # when each active caller was last served
+        self._turn = 0
+        self._closed = False
+        self._cond = threading.Condition()
 
     def run(self, caller: str, jobs: list[T]) -> list[R]:
-        """Runs ``jobs`` for ``caller`` in their turn; blocks until all are done."""
-        outs: list[Future[R]] = [Future() for _ in jobs]
-        with self._lock:
-            self._queues.setdefault(caller, deque()).extend(zip(jobs, outs, strict=True))
-        self._pump()
-        return [f.result() for f in outs]
+        """Runs ``jobs`` for ``caller`` in their turn; blocks until all are done. The
+        first job that failed raises here, after all have finished."""
+        if not jobs:
+            return []
+        batch = _Batch(len(jobs), [None] * len(jobs))
+        with self._cond:
+            if self._closed:
+                raise Closed("the bank is stopping")
+            queue = self._queues.setdefault(caller, deque())
+            queue.extend(Task(caller, job, batch, i) for i, job in enumerate(jobs))
+            self._cond.notify(len(jobs))
+        batch.finished.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.results
+
+    def take(self, wait: bool = True) -> Task[T] | None:
+        """For a worker's thread: the fairest waiting job (``done`` must follow); blocks
+        until one waits, unless ``wait`` is false; None once the queue is closed."""
+        with self._cond:
+            while not self._queues and not self._closed:
+                if not wait:
+                    return None
+                self._cond.wait()
+            if self._closed:
+                return None
+            caller = min(self._queues, key=lambda c: (self._running[c], self._served.get(c, -1)))
+            queue = self._queues[caller]
+            task = queue.popleft()
+            if not queue:
+                del self._queues[caller]
+            self._running[caller] += 1
+            self._turn += 1
+            self._served[caller] = self._turn
+            return task
+
+    def done(self, task: Task[T], result: R | None = None, exc: BaseException | None = None) -> None:
+        with self._cond:
+            self._running[task.caller] -= 1
+            if self._running[task.caller] <= 0:
+                del self._running[task.caller]
+                if task.caller not in self._queues:
+                    del self._served[task.caller]  # idle: it owes nobody a turn
+            last = _settle(task.batch, task.index, result, exc)
+        if last:
+            task.batch.finished.set()
+
+    def close(self) -> None:
+        """Wakes every worker's thread to leave; jobs still waiting fail with Closed."""
+        with self._cond:
+            self._closed = True
+            left = [t for q in self._queues.values() for t in q]
+            self._queues.clear()
+            self._cond.notify_all()
+            ended = [t.batch for t in left if _settle(t.batch, t.index, None, Closed("the bank is stopping"))]
+        for batch in ended:
+            batch.finished.set()
 
     @property
     def waiting(self) -> int:
-        with self._lock:
+        with self._cond:
             return sum(len(q) for q in self._queues.values())
 
-    def _pump(self) -> None:
-        """Starts the next chunks, one per caller in turn, while a slot is free."""
-        while True:
-            with self._lock:
-                if self._in_flight >= self.slots or not self._queues:
-                    return
-                caller, queue = next(iter(self._queues.items()))
-                job, out = queue.popleft()
-                if queue:
-                    self._queues.move_to_end(caller)  # its next chunk after everyone else's
-                else:
-                    del self._queues[caller]
-                self._in_flight += 1
-            try:
-                fut = self._submit(job)
-            except BaseException as exc:  # the pool is gone: this job fails, the next may not
-                self._settle(out, None, exc)
-                continue
-            fut.add_done_callback(partial(self._done, out))
+    def in_flight(self, caller: str) -> int:
+        with self._cond:
+            return self._running[caller]
 
-    def _done(self, out: Future[R], fut: Future[R]) -> None:
-        exc = fut.exception()
-        self._settle(out, None if exc else fut.result(), exc)
 
-    def _settle(self, out: Future[R], result: R | None, exc: BaseException | None) -> None:
-        with self._lock:
-            self._in_flight -= 1
-        if exc is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(result)  # type: ignore[arg-type]
-        self._pump()
+def _settle(batch: _Batch, index: int, result: Any, exc: BaseException | None) -> bool:
+    """Under the queue's lock: records one job's outcome; True when it was the last."""
+    if exc is not None and batch.error is None:
+        batch.error = exc
+    batch.results[index] = result
+    batch.left -= 1
+    return batch.left == 0

@@ -5,22 +5,18 @@ checks that each file is 0600 and matches its kid). Every key in ``DIR/coin`` st
 usable, so coins issued under an older key remain redeemable after a rotation; new coins
 are issued under ``DIR/coin/current``.
 
-RSA decryption holds the GIL, so ``Opener`` spreads a batch over a pool of worker
-processes (each loads the keys once, when it starts), in chunks of ``CHUNK`` headers
-through a fair queue (``fair.py``): callers are served in turn, named by the server with
+RSA decryption holds the GIL, so ``Opener`` spreads a batch over worker processes
+(``workers.py``; each loads the keys once, when it starts), in chunks of ``CHUNK`` headers
+through a fair queue (``fair.py``): callers are served fairly, named by the server with
 ``on_behalf_of``. A coin never leaves the worker that decrypted it: the worker sends back
 its hash and the session keys only.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +29,7 @@ from ecoin.protocol import session
 
 from .fair import FairQueue
 from .vault import coin_hash
+from .workers import WorkerPool
 
 CHUNK = 4  # headers per task of a worker: a few milliseconds, so no caller holds a worker long
 
@@ -121,11 +118,15 @@ class CoinKeys:
         return Opened(hashes, op_id, item.service, item.digest, k_enc, k_mac, iv, item.not_after)
 
 
-# Worker processes: each holds its own CoinKeys, loaded once by the pool's initializer.
+# Worker processes: each holds its own CoinKeys, loaded once when it starts.
 _worker_keys: CoinKeys | None = None
 
 
-WORKER_NICE = 10  # RSA is bulk work: the process that speaks HTTP and SQL runs first
+# RSA is bulk work: the process that speaks HTTP and SQL runs first. Without it a small
+# request's ~6 thread wake-ups each wait for a timeslice behind the workers of a flood
+# (bank_fairness_ratio 7.5 on a quiet host). On a host shared with other work the niced
+# workers also yield to that work (bench bank_vs_base: the un-niced old bank gains then).
+WORKER_NICE = 10
 
 
 def _init_worker(pki_dir: str) -> None:
@@ -135,26 +136,12 @@ def _init_worker(pki_dir: str) -> None:
         os.nice(WORKER_NICE)
     except OSError:
         pass
-    parent = os.getppid()
-    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
-
-
-def _watch_parent(parent: int) -> None:
-    """A worker outlives a bank killed with SIGKILL (its queue never reports EOF): leave
-    as soon as the bank is gone."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
 
 
 def _open_chunk(items: list[Item]) -> list[Opened | Refused]:
     if _worker_keys is None:
         raise RuntimeError("coin keys are not loaded in this worker")
     return [_worker_keys.open(item) for item in items]
-
-
-def _ready() -> bool:
-    return _worker_keys is not None
 
 
 _caller = threading.local()
@@ -178,84 +165,19 @@ class Opener:
         self.pki_dir = str(pki_dir)
         self.keys = CoinKeys.load(pki_dir)
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        self._restart = threading.Lock()
-        self._fair: FairQueue[list[Item], list[Opened | Refused]] | None = None
+        self._fair: FairQueue[list[Item], list[Opened | Refused]] = FairQueue()
+        self._pool: WorkerPool | None = None
         if workers > 0:
-            self._pool = self._start()
-            self._fair = FairQueue(self._submit, workers + 1)  # one queued: no worker waits for work
-
-    def _start(self) -> ProcessPoolExecutor:
-        # After a kill -9, multiprocessing's resource tracker (a process that outlives us, on
-        # our stderr) frees the pool's semaphores and warns about them in a non-JSON line:
-        # that cleanup is the expected outcome, so it is told to stay quiet about it.
-        quiet = "ignore:resource_tracker:UserWarning"
-        if quiet not in os.environ.get("PYTHONWARNINGS", ""):
-            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
-        pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),  # never fork a threaded server
-            initializer=_init_worker,
-            initargs=(self.pki_dir,),
-        )
-        # Start them now: a key problem shows at start, and the first request pays nothing.
-        for fut in [pool.submit(_ready) for _ in range(self.workers)]:
-            fut.result()
-        return pool
+            self._pool = WorkerPool(workers, self._fair, _init_worker, (self.pki_dir,), _open_chunk)
 
     def open(self, items: list[Item]) -> list[Opened | Refused]:
-        if self._pool is None or self._fair is None:
+        if self._pool is None:
             return [self.keys.open(item) for item in items]
         chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
         parts = self._fair.run(getattr(_caller, "name", ""), chunks)
         return [r for part in parts for r in part]
 
-    def _submit(self, chunk: list[Item]) -> Future[list[Opened | Refused]]:
-        """One chunk to the pool; a pool broken by a dead worker (the OOM killer, say) is
-        replaced and the chunk tried once more."""
-        out: Future[list[Opened | Refused]] = Future()
-        pool = self._pool
-        if pool is None:
-            raise BrokenProcessPool("the opener is closed")
-
-        def retry(first: Future[list[Opened | Refused]]) -> None:
-            exc = first.exception()
-            if not isinstance(exc, BrokenProcessPool):
-                _copy(first, out)
-                return
-            try:
-                _copy_when_done(self._replace(pool).submit(_open_chunk, chunk), out)
-            except BaseException as again:
-                out.set_exception(again)
-
-        try:
-            pool.submit(_open_chunk, chunk).add_done_callback(retry)
-        except BrokenProcessPool:
-            _copy_when_done(self._replace(pool).submit(_open_chunk, chunk), out)
-        return out
-
-    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        with self._restart:
-            if self._pool is broken:  # not already replaced by another thread
-                broken.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._start()
-            if self._pool is None:
-                raise BrokenProcessPool("the opener is closed")
-            return self._pool
-
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
             self._pool = None
-
-
-def _copy(src: Future[list[Opened | Refused]], dst: Future[list[Opened | Refused]]) -> None:
-    exc = src.exception()
-    if exc is not None:
-        dst.set_exception(exc)
-    else:
-        dst.set_result(src.result())
-
-
-def _copy_when_done(src: Future[list[Opened | Refused]], dst: Future[list[Opened | Refused]]) -> None:
-    src.add_done_callback(lambda f: _copy(f, dst))

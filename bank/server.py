@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ log = logging.getLogger("ecoin.bank")
 MAX_LINE = 2048
 MAX_FIELD = 2048
 MAX_HEADERS = 16
+GIL_SWITCH_S = 0.0005
 
 
 class Bank:
@@ -237,6 +239,10 @@ def _count_redemptions(counter: Counter, results: list[dict[str, Any]]) -> None:
 
 def run(settings: BankSettings) -> int:
     logs.setup(settings.log_level)
+    # A thread that wants the GIL waits up to this long for a busy one to let go: one
+    # small request's path crosses ~6 threads (loop, request, RSA driver), so CPython's
+    # 5 ms default could add tens of ms behind another caller's large batch.
+    sys.setswitchinterval(GIL_SWITCH_S)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)  # its per-request debug chatter
     Bank(settings).serve()
     return 0

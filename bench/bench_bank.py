@@ -12,7 +12,8 @@ Figures:
   outstanding, minted through the ledger's own bulk path (target <= 40).
 - bank_fairness_ratio: a well-behaved analyst's p99 time to redeem one header while another
   analyst floods the bank with 256-header batches of junk on FLOOD_CONNECTIONS connections,
-  divided by its p99 alone (target <= 3). Junk costs a private-key operation per header.
+  divided by its p99 alone (target <= 3), alone and flooded alternating in FAIR_PHASES
+  phases. Junk costs a private-key operation per header.
 - bank_fair_p99_alone_ms, bank_fair_p99_flood_ms: the two p99s.
 """
 
@@ -23,6 +24,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ CONNECTIONS = 4
 MILLION = 1_000_000
 FAIR_SAMPLES = 200
 FLOOD_CONNECTIONS = 4
+FAIR_PHASES = 4
 DEVICE_KEY = bytes(32)
 
 
@@ -62,8 +65,10 @@ def rsa_private_per_s() -> float:
 
 # The load process: builds every header first, then times the redemptions alone.
 
+Headers = Callable[[tuple[int, int], bytes, list[bytes]], list[RedeemItem]]
 
-def _headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
+
+def v2_headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
     """Redemption items as an analyst sends them: the header as a device seals it, and a tag
     over a digest (random here: the bank never sees the frame the digest stands for)."""
     items = []
@@ -76,7 +81,7 @@ def _headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[Re
 
 
 def _load(args: dict[str, Any], out: Any) -> None:
-    items = _headers(args["public"], args["kid"], args["coins"])
+    items = args.get("headers", v2_headers)(args["public"], args["kid"], args["coins"])
     size, conns = args["batch"], args["connections"]
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     clients = [BankClient(args["url"], *args["tls"], timeout=120) for _ in range(conns)]
@@ -100,14 +105,18 @@ def _load(args: dict[str, Any], out: Any) -> None:
     out.put((sum(ok), elapsed))
 
 
-def redeem_rate(bank: BankProcess, coins: list[bytes], w: Any, batch: int, connections: int) -> float:
+def redeem_rate(
+    bank: BankProcess, coins: list[bytes], w: Any, batch: int, connections: int, headers: Headers = v2_headers
+) -> float:
+    """``headers`` builds the items (another protocol version's, say: bench_bank_vs_base)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     tls = tuple(str(bank.pki / "analyst" / f"alice.{ext}") for ext in ("crt", "key")) + (
         str(bank.pki / "ca.crt"),
     )
     args = {"url": bank.url, "tls": tls, "public": w.public_key, "kid": w.kid, "coins": coins}
-    proc = ctx.Process(target=_load, args=({**args, "batch": batch, "connections": connections}, out))
+    args |= {"headers": headers, "batch": batch, "connections": connections}
+    proc = ctx.Process(target=_load, args=(args, out))
     proc.start()
     ok, elapsed = out.get(timeout=600)
     proc.join()
@@ -116,9 +125,10 @@ def redeem_rate(bank: BankProcess, coins: list[bytes], w: Any, batch: int, conne
     return ok / elapsed
 
 
-def _flood(args: dict[str, Any], ready: Any, stop: Any) -> None:
+def _flood(args: dict[str, Any], go: Any, stop: Any, busy: Any, answered: Any) -> None:
     """Another analyst's junk: batches of random headers under a real kid, as fast as the
-    bank answers them, on several connections."""
+    bank answers them, on several connections, while ``go`` is set; ``busy`` counts the
+    batches at the bank, ``answered`` those answered."""
     clients = [BankClient(args["url"], *args["tls"], timeout=120) for _ in range(FLOOD_CONNECTIONS)]
     junk = [
         RedeemItem(args["kid"], os.urandom(256), os.urandom(16), "average", os.urandom(32), os.urandom(32))
@@ -128,17 +138,25 @@ def _flood(args: dict[str, Any], ready: Any, stop: Any) -> None:
     def work(client: BankClient) -> None:
         client.healthz()
         while not stop.is_set():
-            client.redeem(junk)
+            if not go.wait(0.1):
+                continue
+            with busy.get_lock():
+                busy.value += 1
+            try:
+                client.redeem(junk)
+            finally:
+                with busy.get_lock():
+                    busy.value -= 1
+                    answered.value += 1
 
     threads = [threading.Thread(target=work, args=(c,)) for c in clients]
     for t in threads:
         t.start()
-    ready.set()
     for t in threads:
         t.join()
 
 
-def _p99(bank: BankProcess, items: list[RedeemItem]) -> float:
+def _times(bank: BankProcess, items: list[RedeemItem]) -> list[float]:
     times = []
     with bank.client("analyst", "alice") as alice:
         alice.healthz()
@@ -147,30 +165,52 @@ def _p99(bank: BankProcess, items: list[RedeemItem]) -> float:
             if not alice.redeem([item])[0].ok:
                 raise RuntimeError("a valid header was refused")
             times.append(time.perf_counter() - started)
-    times.sort()
+    return times
+
+
+def _p99(times: list[float]) -> float:
+    times = sorted(times)
     return times[int(len(times) * 0.99) - 1]
 
 
+def _until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
 def fairness(bank: BankProcess) -> tuple[float, float]:
-    """(p99 alone, p99 during the flood), in seconds."""
+    """(p99 alone, p99 during the flood), in seconds. Alone and flooded alternate in
+    FAIR_PHASES phases, so that the machine's other load weighs on both alike."""
     coins, w = withdraw(bank, 2 * FAIR_SAMPLES)
-    items = _headers(w.public_key, w.kid, coins)
-    alone = _p99(bank, items[:FAIR_SAMPLES])
+    items = v2_headers(w.public_key, w.kid, coins)
     ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
+    go, stop = ctx.Event(), ctx.Event()
+    busy, answered = ctx.Value("i", 0), ctx.Value("i", 0)
     base = bank.pki / "analyst" / "bob"
     tls = (f"{base}.crt", f"{base}.key", str(bank.pki / "ca.crt"))
-    proc = ctx.Process(target=_flood, args=({"url": bank.url, "tls": tls, "kid": w.kid}, ready, stop))
+    args = ({"url": bank.url, "tls": tls, "kid": w.kid}, go, stop, busy, answered)
+    proc = ctx.Process(target=_flood, args=args)
     proc.start()
+    alone: list[float] = []
+    flooded: list[float] = []
+    n = FAIR_SAMPLES // FAIR_PHASES
     try:
-        if not ready.wait(60):
-            raise RuntimeError("the flood did not start")
-        time.sleep(1.0)  # let the flood fill the bank's queues first
-        flooded = _p99(bank, items[FAIR_SAMPLES:])
+        for phase in range(FAIR_PHASES):
+            _until(lambda: busy.value == 0, "the flood to pause")
+            alone += _times(bank, items[2 * phase * n : (2 * phase + 1) * n])
+            seen = answered.value
+            go.set()  # the bank's queues are full once every connection had a batch answered
+            _until(lambda seen=seen: answered.value >= seen + FLOOD_CONNECTIONS, "the flood")
+            flooded += _times(bank, items[(2 * phase + 1) * n : (2 * phase + 2) * n])
+            go.clear()
     finally:
         stop.set()
+        go.clear()
         proc.join(120)
-    return alone, flooded
+    return _p99(alone), _p99(flooded)
 
 
 def withdraw(bank: BankProcess, n: int) -> tuple[list[bytes], Any]:

@@ -5,6 +5,7 @@
     bank.admin.create_account("olive", "owner")                  # a ready admin client
     olive = bank.client("owner", "olive")                        # any party of the PKI
     bank.kill()   # SIGKILL;  bank.start() again;  bank.stop() (SIGTERM)
+    old = BankProcess(d, pki_dir, env={"PYTHONPATH": tree})     # another tree's bank (bench)
 
 It writes its own ``bank.toml`` (master key and SQLite file in ``workdir``), runs
 ``ecoin-bank init``, and waits until the API answers. Only its own process is ever stopped.
@@ -55,9 +56,11 @@ class BankProcess:
         pki_dir: Path,
         db: str | None = None,
         workers: int = 1,
+        env: dict[str, str] | None = None,
         **settings: Any,
     ) -> None:
         self.workdir = Path(workdir)
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}  # env: another tree, say
         self.pki = Path(pki_dir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -96,7 +99,7 @@ class BankProcess:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Runs ``ecoin-bank -c bank.toml ARGS`` and returns its result."""
         cmd = [sys.executable, "-m", "ecoin.bank.cli", "-c", str(self.config), *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=self.env)
         if check and done.returncode != 0:
             raise RuntimeError(f"ecoin-bank {' '.join(args)} failed ({done.returncode}): {done.stderr}")
         return done
@@ -106,7 +109,7 @@ class BankProcess:
             self.cli("init")
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
         cmd = [sys.executable, "-m", "ecoin.bank.cli", "-c", str(self.config), "serve"]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
         log.close()
         deadline = time.monotonic() + timeout
         with self.client("admin", "admin", timeout=2.0) as probe:

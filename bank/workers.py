@@ -1,0 +1,166 @@
+"""The RSA worker processes, each driven over its own pipe by one thread of the bank.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: the fair queue needs chunks of a few
+headers (a newcomer waits for a chunk or two), and the executor's path for one chunk
+(its manager and feeder threads, a shared result queue under a lock, three futures and
+their callbacks) cost the bank's process ~0.8 ms of CPU per chunk: a fifth more CPU per
+redemption than the RSA itself leaves room for (``bank_ab_cpu_new_vs_base``, make bench).
+Here one thread per worker takes the next chunk from the fair queue, sends it, and reads
+the answer: one pickle each way. It keeps DEPTH = 2 chunks at its worker, so that the next
+one is already in the pipe when the worker finishes one, whenever the bank's thread gets
+the CPU back (on a busy host that can take milliseconds); a newcomer therefore waits for
+at most the chunk running and the one queued at the first worker to free up.
+
+A worker that dies (the OOM killer, say) is replaced by its thread, and the chunk it was
+on is tried once more on the new one. A worker leaves when its pipe closes: when the bank
+closes it, or when the bank itself is gone (even after SIGKILL).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .fair import FairQueue, Task
+
+READY_TIMEOUT_S = 60.0
+DEPTH = 2  # chunks at a worker at once: one running, the next already in its pipe
+Work = Callable[[Any], Any]
+
+
+def _serve(
+    conn: Connection, init: Callable[..., None], args: tuple[Any, ...], work: Callable[[Any], Any]
+) -> None:
+    """A worker's life: ``init(*args)`` once, then ``work`` on every job received."""
+    init(*args)
+    conn.send((True, None))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer = (True, work(job))
+        except Exception as exc:  # a bug in ``work``: the caller gets it, the worker lives on
+            answer = (False, exc)
+        try:
+            conn.send(answer)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class WorkerPool:
+    """``count`` processes running ``work(job)`` for the jobs of ``fair``."""
+
+    def __init__(
+        self,
+        count: int,
+        fair: FairQueue[Any, Any],
+        init: Callable[..., None],
+        args: tuple[Any, ...],
+        work: Work,
+    ) -> None:
+        self._ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
+        self._fair = fair
+        self._target = (init, args, work)
+        self._closed = False
+        # Started together, then awaited: a key problem shows at start.
+        started = [self._spawn() for _ in range(count)]
+        self._workers = [self._ready(*w) for w in started]
+        self._threads = [
+            threading.Thread(target=self._drive, args=(k,), name=f"rsa-{k}", daemon=True)
+            for k in range(count)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _spawn(self) -> tuple[BaseProcess, Connection]:
+        mine, theirs = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, args=(theirs, *self._target), daemon=True)
+        proc.start()
+        theirs.close()  # ours is the only other end: its EOF says the worker is gone
+        return proc, mine
+
+    @staticmethod
+    def _ready(proc: BaseProcess, conn: Connection) -> tuple[BaseProcess, Connection]:
+        if not conn.poll(READY_TIMEOUT_S):
+            proc.kill()
+            raise BrokenProcessPool("a decryption worker did not start")
+        try:
+            conn.recv()
+        except (EOFError, OSError):
+            raise BrokenProcessPool(f"a decryption worker exited at start ({proc.exitcode})") from None
+        return proc, conn
+
+    def _drive(self, k: int) -> None:
+        """Keeps up to DEPTH chunks at worker ``k``: when it finishes one, the next is
+        already in its pipe, whenever this thread gets the CPU back."""
+        sent: deque[Task[Any]] = deque()
+        retried: set[int] = set()
+        while True:
+            if len(sent) < DEPTH:
+                task = self._fair.take(wait=not sent)
+                if task is not None:
+                    sent.append(task)
+                    if not self._send(k, task):
+                        self._recover(k, sent, retried)
+                    continue
+                if not sent:  # closed, and nothing left at the worker
+                    return
+            try:
+                ok, value = self._workers[k][1].recv()
+            except (EOFError, OSError):
+                self._recover(k, sent, retried)
+                continue
+            task = sent.popleft()
+            retried.discard(id(task))
+            if ok:
+                self._fair.done(task, value)
+            else:
+                self._fair.done(task, exc=value)
+
+    def _send(self, k: int, task: Task[Any]) -> bool:
+        try:
+            self._workers[k][1].send(task.job)
+            return True
+        except OSError:
+            return False
+
+    def _recover(self, k: int, sent: deque[Task[Any]], retried: set[int]) -> None:
+        """Worker ``k`` died: a new one gets the chunks it had, once; a chunk that was
+        already tried again fails."""
+        proc, conn = self._workers[k]
+        conn.close()
+        proc.join(5)
+        for task in [t for t in sent if id(t) in retried or self._closed]:
+            sent.remove(task)
+            retried.discard(id(task))
+            self._fair.done(task, exc=BrokenProcessPool("a decryption worker died"))
+        if not sent:
+            return
+        try:
+            self._workers[k] = self._ready(*self._spawn())
+        except BrokenProcessPool as exc:
+            while sent:
+                self._fair.done(sent.popleft(), exc=exc)
+            return
+        for task in sent:
+            retried.add(id(task))
+            self._send(k, task)  # a failure shows at the next receive
+
+    def close(self) -> None:
+        self._closed = True
+        self._fair.close()
+        for t in self._threads:
+            t.join(10)
+        for proc, conn in self._workers:
+            conn.close()
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
