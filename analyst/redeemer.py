@@ -61,6 +61,7 @@ class Outcome:
 
     keys: tuple[bytes, bytes, bytes] | None  # (k_enc, k_mac, iv)
     reason: str = ""  # refused:<code>, bank_unreachable, bank_error:<code>, shutdown
+    coins: int = 1  # when ok: the coins the bank spent (the price), told to the device as "paid"
 
     @property
     def ok(self) -> bool:
@@ -286,7 +287,7 @@ class Redeemer:
                 return
             self._recovered()
             for p, r in zip(batch, results, strict=True):
-                outcome = Outcome((r.k_enc, r.k_mac, r.iv)) if r.ok else Outcome(None, f"refused:{r.code}")
+                outcome = Outcome((r.k_enc, r.k_mac, r.iv), coins=r.coins) if r.ok else Outcome(None, f"refused:{r.code}")
                 self.metrics.redemptions.labels("ok" if r.ok else r.code).inc()
                 p.answer(outcome)
             return

@@ -36,6 +36,7 @@ from ecoin.protocol import session, wire
 from .link import Link
 from .metrics import Metrics
 from .plugins import Analyser, InvalidReadings
+from .readings import InvalidResult, with_paid
 from .redeemer import Bank, Outcome, Redeemer, RedeemItem
 from .settings import Settings
 from .workers import AnalysisFailed, AnalysisTimeout, WorkerPool
@@ -287,6 +288,10 @@ class Analyst:
             self.metrics.workers_replaced.inc()
             return self._fail(op, "analysis_timeout", str(exc))
         except AnalysisFailed as exc:
+            return self._fail(op, "analysis_failed", str(exc))
+        try:
+            result = with_paid(result, outcome.coins)
+        except InvalidResult as exc:
             return self._fail(op, "analysis_failed", str(exc))
         analysed = time.monotonic()
         frame = session.seal_result(crypto, op.op_id, k_enc, k_mac, result)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ecoin.common import bank_errors as errors
@@ -252,8 +252,10 @@ class Ledger:
     def redeem(self, analyst: str, items: list[Item]) -> list[dict[str, Any]]:
         """One result per item, in order. Every check (key, header, service, the operation's
         tag, the analyst's ``not_after``, the price, the owner's policy) comes before the
-        spend, and a refused coin stays unspent. A header's coins are spent all together or
-        not at all (``spend``), bound to the operation's digest: the same analyst retrying
+        spend, and a refused coin stays unspent. A header pays exactly the analyst's price:
+        the first ``price`` of its coins are spent all together or not at all (``spend``),
+        and any others stay outstanding for the owner's claim. A spend is bound to the
+        operation's digest: the same analyst retrying
         the same operation gets the same keys again; anything else for a spent coin is
         "already spent"."""
         account = self._analysts.get(analyst)
@@ -274,8 +276,8 @@ class Ledger:
             elif len(o.hashes) < items[i].price:  # the device agreed to less: nothing is spent
                 paid = f"the header pays {len(o.hashes)} coins, the price is {items[i].price}"
                 results[i] = _refused("price_not_covered", paid)
-            else:
-                todo.append((i, o))
+            else:  # more coins than the price (a gateway told the device more): the first price
+                todo.append((i, replace(o, hashes=o.hashes[: items[i].price])))
         if todo:
             for i, result in self.store.run(lambda tx: self._spend(tx, account, todo)).items():
                 results[i] = result

@@ -48,6 +48,7 @@ R_BAD_TAG = const(11)  # a RESULT whose tag, op_id or padding did not check out
 R_NOT_SENT = const(12)  # the broker never acknowledged the OPERATION (it may have left)
 R_RESTART = const(13)  # the operation was cut: power lost, restart, Ctrl-C, error
 R_BAD_RESULT = const(14)  # the result decrypted but is not the JSON the protocol says
+R_OVERPAID = const(15)  # answered, but charged fewer coins than the header held: the rest
 
 
 class NoCoins(Exception):

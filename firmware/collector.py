@@ -180,15 +180,19 @@ class Collector:
             result = json.loads(value)
             if not isinstance(result, dict) or result.get("service") != self.cfg["service"]:
                 raise ValueError()
-            self.store.settle(op_id)
+            paid = result.get("paid")
+            paid = paid if isinstance(paid, int) and 0 < paid < len(coins) // 32 else 0
+            if not paid:  # charged less: the doubt stays, the claim refunds the coins not spent
+                self.store.settle(op_id)
         except (session.InvalidTag, wire.InvalidFrame, ValueError, MemoryError, OSError):
             self.log("collector: late answer ignored")  # the current operation goes on
             return
         finally:
             if held:
                 self._keep_room()
-        self.log("collector: op %s late result %s; coin settled"
-                 % (hexlify(op_id[:4]).decode(), value.decode()))
+        self.log("collector: op %s late result %s; %s"
+                 % (hexlify(op_id[:4]).decode(), value.decode(),
+                    "charged %d: kept for refund" % paid if paid else "coin settled"))
         if self.on_result:
             self.on_result(op_id, result)
 
@@ -301,7 +305,13 @@ class Collector:
             self.log("collector: op %s failed (%s); coin in doubt; %d left"
                      % (short, "error %d" % value if what == "error" else what, store.left()))
             return False
-        store.spent()
+        paid = result.get("paid", price)  # absent: an analyst before it, charged them all
+        if isinstance(paid, int) and 0 < paid < price:  # told more than the analyst's price
+            store.doubt(coinstore.R_OVERPAID, paid)  # the rest is refundable by the claim
+            self.log("collector: op %s charged %d of %d coins; %d kept for refund"
+                     % (short, paid, price, price - paid))
+        else:
+            store.spent()
         self.results += 1
         self.log("collector: op %s result %s; %d left; in %d ms"
                  % (short, value.decode(), store.left(), time.ticks_diff(time.ticks_ms(), began)))

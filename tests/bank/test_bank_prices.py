@@ -48,11 +48,30 @@ def test_a_header_below_the_price_spends_nothing_and_is_refunded(ledger, make_it
     audit_ok(ledger)
 
 
-def test_more_coins_than_the_price_pay_what_the_device_agreed_to(ledger, make_item):
-    coins = ledger.withdraw("olive", "dev1", 2, "w1").coins
-    [r] = ledger.redeem("alice", [make_item(b"".join(coins))])  # price 1, the device paid 2
+def test_more_coins_than_the_price_spend_exactly_the_price(ledger, make_item):
+    """A gateway told the device a price above the analyst's (STATUS is unauthenticated):
+    the bank spends and credits the first ``price`` coins of the header, the others stay
+    outstanding and the owner's claim refunds them; retries give the same answer."""
+    coins = ledger.withdraw("olive", "dev1", 3, "w1").coins
+    item = priced(make_item(b"".join(coins)), 2)
+    [r] = ledger.redeem("alice", [item])
     assert r["status"] == "ok" and r["coins"] == 2
+    assert (r["k_enc"], r["k_mac"]) == keys_of(b"".join(coins), item.op_id)  # the header's keys
     assert ledger.balance("alice").balance == 2
+    assert ledger.redeem("alice", [item]) == [r]  # idempotent: no new spend, no new credit
+    assert ledger.balance("alice").balance == 2
+    states = [c["state"] for c in ledger.claim("olive", "dev1", coins)]
+    assert states == ["redeemed", "redeemed", "refunded"]
+    assert ledger.redeem("alice", [item]) == [r]  # the refund does not touch what was paid
+    audit_ok(ledger)
+
+
+def test_an_analyst_before_prices_is_paid_one_coin_of_a_larger_header(ledger, make_item):
+    coins = ledger.withdraw("olive", "dev1", 2, "w1").coins
+    [r] = ledger.redeem("alice", [make_item(b"".join(coins))])  # no price: 1
+    assert r["status"] == "ok" and r["coins"] == 1
+    assert ledger.balance("alice").balance == 1
+    assert [c["state"] for c in ledger.claim("olive", "dev1", coins)] == ["redeemed", "refunded"]
     audit_ok(ledger)
 
 
@@ -71,7 +90,7 @@ def test_one_spent_coin_in_a_header_spends_none_of_the_others(ledger, make_item)
 
 def test_two_headers_sharing_a_coin_in_one_batch_pay_once(ledger, make_item):
     coins = ledger.withdraw("olive", "dev1", 3, "w1").coins
-    a, b = make_item(b"".join(coins[:2])), make_item(b"".join(coins[1:]))
+    a, b = priced(make_item(b"".join(coins[:2])), 2), priced(make_item(b"".join(coins[1:])), 2)
     results = ledger.redeem("alice", [a, b])
     assert [r.get("code") for r in results] == [None, "already_spent"]
     assert ledger.balance("alice").balance == 2
@@ -89,7 +108,7 @@ def test_a_coin_twice_in_one_header_pays_nothing(ledger, make_item):
 
 def test_an_unknown_coin_in_a_header_leaves_the_good_ones_outstanding(ledger, make_item):
     coins = ledger.withdraw("olive", "dev1", 2, "w1").coins
-    [r] = ledger.redeem("alice", [make_item(coins[0] + bytes(32) + coins[1])])
+    [r] = ledger.redeem("alice", [priced(make_item(coins[0] + bytes(32) + coins[1]), 3)])
     assert r["code"] == "unknown_coin"
     assert [c["state"] for c in ledger.claim("olive", "dev1", coins, refund=False)] == ["outstanding"] * 2
     audit_ok(ledger)

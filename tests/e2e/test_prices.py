@@ -6,7 +6,10 @@ real broker, gateway, analysts and bank.
   keep working beside it.
 - A director that rewrites the advertised price cannot make a device pay more than its
   maximum: above it the device refuses and spends nothing; below the analyst's price the
-  bank refuses and spends nothing (the claim refunds the coin); honest, it pays in full.
+  bank refuses and spends nothing (the claim refunds the coin); above the analyst's price
+  but within the maximum, the bank spends only the price, the device learns it from the
+  authenticated RESULT (``paid``) and keeps the excess coin for the claim, which refunds
+  it; honest, it pays in full.
 """
 
 from __future__ import annotations
@@ -103,8 +106,9 @@ def test_a_director_rewriting_the_price_cannot_make_the_device_pay_more(tmp_path
     }
     flash = provision_sim(owner, tmp_path, "dev-p1", mosquitto.port, 20, config)
     # Told 4 and 255 (above its maximum of 3): refused, nothing spent. Told 1 (below alice's
-    # price of 2): it pays 1, the bank refuses the header whole. Then the truth, twice.
-    director = HostileDirector(mosquitto.port, {}, prices=[4, 255, 1, 2, 2]).start()
+    # price of 2): it pays 1, the bank refuses the header whole. Told 3 (above alice's price,
+    # within the maximum): it seals 3, the bank spends 2. Then the truth.
+    director = HostileDirector(mosquitto.port, {}, prices=[4, 255, 1, 3, 2]).start()
     device = SimDevice(flash, runtime="micropython").start()
     try:
         assert device.wait(timeout=120) == 0, device.output()
@@ -116,12 +120,19 @@ def test_a_director_rewriting_the_price_cannot_make_the_device_pay_more(tmp_path
     assert refused == ["4", "255"], console
     assert len(re.findall(r"collector: op \w{8} result ", console)) == 2, console
     assert len(re.findall(r"collector: op \w{8} failed ", console)) == 1, console
+    assert len(re.findall(r"collector: op \w{8} charged 2 of 3 coins; 1 kept for refund", console)) == 1, console
     state = flash_store.read_state(flash)
-    assert state.next == 1 + 2 + 2  # the coins it agreed to, and no more
+    assert state.next == 1 + 3 + 2  # the coins it agreed to, and no more
+    coins = flash_store.read_coins(flash, state)[: state.next]
+    paid = [p is not None for p in spends(tmp_path / "bank" / "bank.sqlite3", coins)]
+    assert paid == [False, True, True, False, True, True]  # the told-3 header's third is not spent
+    doubt = flash_store.read_in_doubt(flash)
+    assert [(d.coin, d.reason) for d in doubt] == [(coins[0], 1), (coins[3], 15)], doubt
     balances = {a["id"]: a["balance"] for a in bank.admin.accounts()}
-    assert balances["alice"] == 4  # two operations at 2 coins
+    assert balances["alice"] == 4  # two operations at 2 coins: the real price, never more
     report = claim_refunds(owner, "dev-p1", flash_dir=flash)
-    assert [c.state for c in report.claims] == ["refunded"]  # the 1-coin header paid nothing
-    assert owner.balance() == 100 - 20 + 1
+    # The 1-coin header paid nothing; the excess coin of the told-3 one was never spent.
+    assert [c.state for c in report.claims] == ["refunded", "refunded"]
+    assert owner.balance() == 100 - 20 + 2
     audit = bank.cli("audit", check=False)
     assert audit.returncode == 0, audit.stdout + audit.stderr

@@ -36,6 +36,7 @@ REASONS = {
     layout.R_NOT_SENT: "not acknowledged by the broker",
     layout.R_RESTART: "operation cut (power lost, restart or device error)",
     layout.R_BAD_RESULT: "bad result",
+    layout.R_OVERPAID: "charged less than the header held (the rest refundable)",
 }
 
 
