@@ -154,7 +154,7 @@ def with_paid(data: bytes, paid: int) -> bytes:
     """``data`` (from ``encode_result``) with ``"paid": n``, the coins the bank spent for the
     operation: inside the authenticated result, so the device learns what it was charged
     whatever price a gateway told it (PROTOCOL.md 5)."""
-    out = b"%s,\"paid\":%d}" % (data[:-1], paid)
+    out = b'%s,"paid":%d}' % (data[:-1], paid)
     if len(out) > wire.PAYLOAD_MAX:
         raise InvalidResult(f"result is {len(out)} bytes with its price, more than {wire.PAYLOAD_MAX}")
     return out

@@ -287,7 +287,9 @@ class Redeemer:
                 return
             self._recovered()
             for p, r in zip(batch, results, strict=True):
-                outcome = Outcome((r.k_enc, r.k_mac, r.iv), coins=r.coins) if r.ok else Outcome(None, f"refused:{r.code}")
+                outcome = Outcome(None, f"refused:{r.code}")
+                if r.ok:
+                    outcome = Outcome((r.k_enc, r.k_mac, r.iv), coins=r.coins)
                 self.metrics.redemptions.labels("ok" if r.ok else r.code).inc()
                 p.answer(outcome)
             return

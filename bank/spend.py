@@ -2,11 +2,11 @@
 
 A header pays with 1 to 4 coins (PROTOCOL.md 4.1); the ledger hands over only the first
 ``price`` of them (the analyst's price: the others stay outstanding, refundable), and those
-are paid in full or not at all: one conditional statement spends every outstanding coin of the batch, each header then
-keeps its coins only if *all* of them were spent now and by no earlier header of the batch,
-and the coins of a header that could not take all of its own go back to outstanding before
-the transaction ends (nobody else ever saw them spent). The analyst is credited one unit
-per coin spent, so a 3-coin header credits 3.
+are paid in full or not at all: one conditional statement spends every outstanding coin of
+the batch, each header then keeps its coins only if *all* of them were spent now and by no
+earlier header of the batch, and the coins of a header that could not take all of its own
+go back to outstanding before the transaction ends (nobody else ever saw them spent). The
+analyst is credited one unit per coin spent, so a 3-coin price credits 3.
 
 A spend stores, per coin, the analyst, op_id and digest: the same analyst retrying the same
 operation (same op_id and digest for every coin of the header) gets the same keys again;

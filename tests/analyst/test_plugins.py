@@ -153,6 +153,14 @@ def test_results_must_be_small_finite_json() -> None:
         readings_mod.encode_result("x", "a" * 4096)
 
 
+def test_a_result_says_what_the_bank_charged() -> None:
+    data = readings_mod.encode_result("size", {"n": 3})
+    assert readings_mod.with_paid(data, 2) == b'{"service":"size","result":{"n":3},"paid":2}'
+    almost = readings_mod.encode_result("x", "a" * (4096 - 30))  # fits, but not with "paid"
+    with pytest.raises(InvalidResult, match="more than 4096"):
+        readings_mod.with_paid(almost, 1)
+
+
 # The Analyser type and discovery.
 
 

@@ -99,7 +99,8 @@ def test_a_third_party_analyser_is_discovered_and_served(
     with analyst(tmp_path, pki, broker.port, bank_server, ["median"], plugin_site=plugin_site):
         gw.send("median", op.frame, b"m")
         assert gw.wait(1)
-    assert op.open(gw.reply(b"m") or b"") == {"service": "median", "result": 5}
+    # "paid": the coins the bank spent, inside the authenticated result (PROTOCOL.md 5)
+    assert op.open(gw.reply(b"m") or b"") == {"service": "median", "result": 5, "paid": 1}
 
 
 def test_a_duplicate_operation_is_answered_once(tmp_path, pki, broker, gw, bank_server) -> None:  # type: ignore[no-untyped-def]
