@@ -169,6 +169,14 @@ def test_an_operation_takes_its_price_in_coins_and_puts_them_all_in_doubt():
     check(s.left() == 6, "nothing taken")
 
 
+def test_an_operation_charged_less_keeps_only_the_coins_beyond_paid_in_doubt():
+    s = fresh_store()
+    s.take(b"O" * 16, 3)
+    s.doubt(coinstore.R_OVERPAID, 2)  # the result said "paid": 2
+    check(doubts() == [(b"O" * 16, COINS[2], coinstore.R_OVERPAID)], "only the third coin")
+    check(s.op_id is None and state()[5] == 0 and s.left() == 7, "the operation is over")
+
+
 def test_restart_puts_every_coin_of_the_pending_operation_in_doubt_once():
     s = fresh_store()
     s.take(b"R" * 16, 4)
@@ -771,6 +779,7 @@ GROUPS = {
         test_power_loss_between_record_and_state_adds_no_duplicate,
         test_torn_doubt_record_is_trimmed,
         test_an_operation_takes_its_price_in_coins_and_puts_them_all_in_doubt,
+        test_an_operation_charged_less_keeps_only_the_coins_beyond_paid_in_doubt,
         test_restart_puts_every_coin_of_the_pending_operation_in_doubt_once,
         test_interrupted_rename_and_orphans_are_repaired,
         test_settled_records_leave_the_doubt_store,
