@@ -323,13 +323,16 @@ class Collector:
 
     def step(self):
         self.idle()
-        if self.n and time.ticks_diff(time.ticks_ms(), self._batch_at) >= 0:
-            self.operate()
-        elif self.store.left() < self.cfg["low_coins"] and time.ticks_diff(time.ticks_ms(), self.topup_at) >= 0:
+        # A due top-up goes first: with batches always due (operations slower than
+        # batch_seconds) it would otherwise never run, and the coins would run out.
+        # A failed one waits topup_retry, so operations go on meanwhile.
+        if self.store.left() < self.cfg["low_coins"] and time.ticks_diff(time.ticks_ms(), self.topup_at) >= 0:
             import topup  # rarely needed: loaded for the occasion, then dropped
 
             try:
                 topup.run(self)
             finally:
                 del sys.modules["topup"]
+        elif self.n and time.ticks_diff(time.ticks_ms(), self._batch_at) >= 0:
+            self.operate()
         self.net.poll(max(0, min(100, time.ticks_diff(self._next, time.ticks_ms()))))
