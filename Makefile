@@ -33,8 +33,14 @@ typecheck: setup
 	$(BIN)/mypy --linecount-report build/typecheck/report
 	$(BIN)/python tests/checked_files.py mypy $(ROOMS) < build/typecheck/report/linecount.txt
 
+# Test modules run JOBS at a time (pytest-xdist; a module stays in one process, so its
+# fixtures are built once). Most of a test's time is spent waiting on real servers and
+# MicroPython processes; JOBS=1 runs them one by one.
+JOBS ?= 4
+XDIST = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
+
 unit: setup
-	$(BIN)/pytest --ignore=tests/arm64 $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/arm64 $(XDIST) $(PYTEST_ARGS)
 
 # The gateway on a Raspberry Pi's architecture: arm64 under QEMU, in a Debian root built once
 # per machine (deploy/arm64-root.sh: 9-14 min, kept in /var/cache/ecoin), then ~3 min a run.
@@ -51,7 +57,7 @@ wheel: setup
 
 # The inner loop: everything not marked slow (under 90 s here). `make test` runs it all.
 test-fast: setup
-	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
+	$(BIN)/pytest -m 'not slow' $(XDIST) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench.run

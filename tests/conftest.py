@@ -65,8 +65,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = Path(__file__).resolve().parent.parent
     for item in items:
         rel = item.path.resolve().relative_to(root).as_posix()
-        if any(rel == m or rel.startswith(m + "/") for m in SLOW_MODULES):
+        if any(rel == m or rel.startswith(m + "/") for m in SLOW_MODULES) or _on_postgres(item):
             item.add_marker(pytest.mark.slow)
+
+
+def _on_postgres(item: pytest.Item) -> bool:
+    """Each PostgreSQL case starts its own cluster (seconds); the SQLite case stays fast."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgres" in callspec.id
 
 
 # Issued on top of what `init` makes (CA, bank, broker, admin, auditor, one 2048-bit coin key).

@@ -189,6 +189,7 @@ def test_builtins_are_discovered() -> None:
         discovery.load("nope")
 
 
+@pytest.mark.slow
 def test_a_pip_installed_package_adds_analysers(with_plugins: Path) -> None:
     found = discovery.discover()
     assert found.analysers["median"].run(readings(values=[5, 1, 3, 2])) == 2.5

@@ -207,6 +207,7 @@ def test_connections_persist(bank):
         assert first is not None and alice._conn is not None and alice._conn.sock is first
 
 
+@pytest.mark.slow
 def test_database_unavailable_gives_503_and_changes_nothing(pki, tmp_path):
     with BankProcess(tmp_path / "bank", pki, workers=0, busy_timeout_ms=200) as bank:
         bank.admin.create_account("olive", "owner")

@@ -83,6 +83,7 @@ def test_honest_ledger_passes(offline):
         ),
     ],
 )
+@pytest.mark.slow
 def test_tampering_is_named(offline, sql, params, says):
     bank, _ = offline
     tamper(bank, sql, *params)
@@ -103,6 +104,7 @@ def test_no_coin_and_no_device_key_at_rest(offline):
     assert DEVICE_KEY.hex() not in bank.log.read_text() if bank.log.exists() else True
 
 
+@pytest.mark.slow
 def test_insecure_master_key_is_refused(offline):
     bank, _ = offline
     key = bank.workdir / "master.key"

@@ -109,6 +109,7 @@ def test_a_v1_ledger_is_refused_then_migrated_and_reconciles(kind, tmp_path, pki
     store.close()
 
 
+@pytest.mark.slow
 def test_the_bank_refuses_to_serve_a_v1_ledger_until_it_is_migrated(pki, tmp_path):
     bank = BankProcess(tmp_path / "bank", pki)
     bank.cli("init")

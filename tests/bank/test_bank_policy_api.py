@@ -52,6 +52,7 @@ def _items(w, coins, service="average"):
     return [RedeemItem(*operation_item(w.public_key, w.kid, c, service)) for c in coins]
 
 
+@pytest.mark.slow
 def test_each_rule_refuses_a_real_redemption_and_the_claim_refunds(bank):
     now = int(time.time())
     rules = [
@@ -128,6 +129,7 @@ def _provision(bank, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bank", ["sqlite"], indirect=True)
 def test_the_command_lines_set_policies_and_print_statements(bank):
     done = _provision(bank, "policy", "set", "--device", "dev1", "--service", "stats", "--daily-cap", "5")

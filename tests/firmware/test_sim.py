@@ -45,6 +45,7 @@ def test_deploy_refuses_a_flash_that_holds_coins(tmp_path: Path, coin_key):
         deploy_device(tmp_path / "e", "dev1", {"service": "average"}, b"short", os.urandom(32), coin_key[1])
 
 
+@pytest.mark.slow
 def test_cli_deploys_runs_a_fleet_and_reports(
     tmp_path: Path, broker: Mosquitto, responder: Responder, coin_key
 ):

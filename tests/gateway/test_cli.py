@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ecoin.gateway import config as gwconfig
@@ -22,6 +23,7 @@ from ecoin.testing.servers import Mosquitto, free_port
 CLI = [sys.executable, "-m", "ecoin.gateway.cli"]
 
 
+@pytest.mark.slow
 def test_help_and_bad_config(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "--help"], capture_output=True, text=True, check=True).stdout
     assert "serve" in out and "broker-config" in out and "ECOIN_GATEWAY_CONFIG" in out

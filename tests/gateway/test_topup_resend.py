@@ -51,6 +51,7 @@ def _balance(bank: BankProcess) -> int:
         return olive.balance()
 
 
+@pytest.mark.slow
 def test_the_resend_of_a_lost_answer_gets_the_same_coins(
     relay: Gateway, mosquitto: Mosquitto, bank: BankProcess
 ) -> None:
@@ -69,6 +70,7 @@ def test_the_resend_of_a_lost_answer_gets_the_same_coins(
     assert metric(relay, 'ecoin_gateway_ops_out_total{kind="topup"}') == 2
 
 
+@pytest.mark.slow
 def test_the_resend_after_a_failed_relay_gets_the_coins(
     relay: Gateway, mosquitto: Mosquitto, bank: BankProcess
 ) -> None:

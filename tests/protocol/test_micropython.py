@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ecoin.common import crypto as cr
 from ecoin.protocol import session, wire
 
@@ -27,6 +29,7 @@ def run_mp(*args: str, heap: str = "4M", path: Path = PROTOCOL_SRC) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_cpython_vectors_verify_under_micropython():
     out = run_mp(str(HERE / "mp_vectors.py"), "check", str(VECTORS))
     assert "FAIL" not in out, out

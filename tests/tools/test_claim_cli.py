@@ -45,6 +45,7 @@ def test_claim_uri_round_trip_and_refusals():
         assert "short-secret" not in str(exc.value)
 
 
+@pytest.mark.slow
 def test_new_prints_a_sticker_and_owners_claim_transfer_and_decommission(bank_server, tmp_path):
     admin = bank_server.admin
     for owner in ("olive", "oscar"):
