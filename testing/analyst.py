@@ -229,6 +229,9 @@ class AnalystProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> AnalystProcess:
+        if self.proc and self.proc.poll() is None:
+            # A second process would leak the first (``with AnalystProcess(...).start():``).
+            raise RuntimeError("the analyst is already running; stop() it first")
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
         cmd = [sys.executable, "-m", "ecoin.analyst.cli", "serve", "--config", str(self.config)]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)

@@ -87,7 +87,7 @@ def priced_system(tmp_path: Path, pki: Path, mosquitto):
             "alice",
             broker={"tls": False},
             offers=offers,
-        ).start():
+        ):
             yield bank, mosquitto
 
 
