@@ -28,25 +28,19 @@ CONFIG = cli.ConfigFile("gateway")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = CONFIG.option()
-    p = argparse.ArgumentParser(
-        prog="ecoin-gateway",
-        description="The ecoin edge gateway: routes device frames (MQTT and serial) to analysts "
+    cmds = CONFIG.commands(
+        "ecoin-gateway",
+        "The ecoin edge gateway: routes device frames (MQTT and serial) to analysts "
         "and the bank. It never decrypts, holds no coin keys and logs no payloads.",
-        parents=[common],
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="run the gateway until SIGTERM or SIGINT").set_defaults(
-        fn=cmd_serve
-    )
-    gen = sub.add_parser(
+    cmds.add("serve", "run the gateway until SIGTERM or SIGINT", cmd_serve)
+    gen = cmds.add(
         "broker-config",
-        parents=[common],
-        help="write mosquitto.conf, passwords and ACLs from the [gateway.broker] table",
+        "write mosquitto.conf, passwords and ACLs from the [gateway.broker] table",
+        cmd_broker_config,
     )
     gen.add_argument("--out", help="output directory (default: gateway.broker.out_dir)")
-    gen.set_defaults(fn=cmd_broker_config)
-    return p
+    return cmds.parser
 
 
 def _config(args: argparse.Namespace) -> gwconfig.Config:
