@@ -27,7 +27,7 @@ log = logging.getLogger("ecoin.gateway")
 CONFIG = cli.ConfigFile("gateway")
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     cmds = CONFIG.commands(
         "ecoin-gateway",
         "The ecoin edge gateway: routes device frames (MQTT and serial) to analysts "
@@ -82,7 +82,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     return cli.dispatch(
         "ecoin-gateway",
-        _parser(),
+        parser(),
         argv,
         usage=(ConfigError,),
         runtime=(QueueError, LinkError, TopupError, OSError),

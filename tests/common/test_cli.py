@@ -18,7 +18,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "bank": bank_cli.parser,
     "dashboard": dashboard_cli.parser,
     "analyst": analyst_cli.parser,
-    "gateway": gateway_cli._parser,
+    "gateway": gateway_cli.parser,
 }
 # Commands that read no configuration file.
 WITHOUT_CONFIG = {("analyst", "list")}
