@@ -109,22 +109,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ecoin-analyst",
-        description="An ecoin analyst: paid analyses over MQTT, redeemed at the bank.",
+    cmds = CONFIG.commands(
+        "ecoin-analyst", "An ecoin analyst: paid analyses over MQTT, redeemed at the bank."
     )
-    sub = p.add_subparsers(dest="command", required=True)
     for name, fn, text in (
         ("serve", cmd_serve, "run the service until SIGTERM"),
         ("check", cmd_check, "read the configuration, the certificates and the analysers, then exit"),
     ):
-        cmd = sub.add_parser(name, help=text, parents=[CONFIG.option()])
+        cmd = cmds.add(name, text, fn)
         cmd.add_argument("--instance", help="overrides analyst.instance (several processes of one analyst)")
-        cmd.set_defaults(fn=fn)
-    lst = sub.add_parser("list", help="list the installed analysers (entry-point group ecoin.analysers)")
+    lst = cmds.add(
+        "list", "list the installed analysers (entry-point group ecoin.analysers)", cmd_list, config=False
+    )
     lst.add_argument("--json", action="store_true", help="machine-readable, with schemas and options")
-    lst.set_defaults(fn=cmd_list)
-    return p
+    return cmds.parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -152,68 +152,44 @@ def cmd_expire(s: BankSettings, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = CONFIG.option()
-    p = argparse.ArgumentParser(
-        prog="ecoin-bank",
-        description="The ecoin bank: a one-time coin ledger behind mutual TLS.",
-        parents=[common],
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="run the HTTPS API").set_defaults(fn=cmd_serve)
-    sub.add_parser("init", parents=[common], help="create the master key and the ledger").set_defaults(
-        fn=cmd_init
-    )
+    cmds = CONFIG.commands("ecoin-bank", "The ecoin bank: a one-time coin ledger behind mutual TLS.")
+    cmds.add("serve", "run the HTTPS API", cmd_serve)
+    cmds.add("init", "create the master key and the ledger", cmd_init)
+    cmds.add("migrate", "upgrade the ledger's schema to this bank's version", cmd_migrate)
 
-    sub.add_parser(
-        "migrate", parents=[common], help="upgrade the ledger's schema to this bank's version"
-    ).set_defaults(fn=cmd_migrate)
-
-    acc = sub.add_parser("account", parents=[common], help="create, fund and list accounts")
-    acc.set_defaults(fn=cmd_account)
-    acc_sub = acc.add_subparsers(dest="action", required=True)
-    create = acc_sub.add_parser("create", parents=[common], help="create an owner or analyst account")
+    acc = cmds.group("account", "create, fund and list accounts", cmd_account)
+    create = acc.add("create", "create an owner or analyst account")
     create.add_argument("id", help="account id = the CN of its certificate")
     create.add_argument("--kind", choices=("owner", "analyst"), required=True)
     create.add_argument("--service", action="append", help="a service the analyst offers (repeat)")
-    fund = acc_sub.add_parser("fund", parents=[common], help="credit an owner account")
+    fund = acc.add("fund", "credit an owner account")
     fund.add_argument("id")
     fund.add_argument("amount", type=int)
     fund.add_argument("--request-id", help="makes a repeat of this command a no-op")
-    acc_sub.add_parser("list", parents=[common], help="list accounts and balances")
+    acc.add("list", "list accounts and balances")
 
-    dev = sub.add_parser("device", parents=[common], help="register and list devices")
-    dev.set_defaults(fn=cmd_device)
-    dev_sub = dev.add_subparsers(dest="action", required=True)
-    add = dev_sub.add_parser("add", parents=[common], help="register a device and its key")
+    dev = cmds.group("device", "register and list devices", cmd_device)
+    add = dev.add("add", "register a device and its key")
     add.add_argument("id", help="device id")
     add.add_argument("--owner", required=True)
     add.add_argument("--key-file", required=True, help="the 32-byte device key (raw or 64 hex digits)")
-    dev_sub.add_parser("list", parents=[common], help="list devices")
+    dev.add("list", "list devices")
 
-    pol = sub.add_parser("policy", parents=[common], help="set, show and clear an owner's policies")
-    pol.set_defaults(fn=cmd_policy)
-    pol_sub = pol.add_subparsers(dest="action", required=True)
-    pset = pol_sub.add_parser("set", parents=[common], help="set a device's policy or the owner's default")
+    pol = cmds.group("policy", "set, show and clear an owner's policies", cmd_policy)
+    pset = pol.add("set", "set a device's policy or the owner's default")
     pset.add_argument("owner")
     policy_cli.add_policy_flags(pset)
-    pshow = pol_sub.add_parser("show", parents=[common], help="print an owner's policies as JSON")
-    pshow.add_argument("owner")
-    pclear = pol_sub.add_parser("clear", parents=[common], help="remove a device's policy or the default")
+    pol.add("show", "print an owner's policies as JSON").add_argument("owner")
+    pclear = pol.add("clear", "remove a device's policy or the default")
     pclear.add_argument("owner")
     pclear.add_argument("--device", help="the device (default: the owner's default policy)")
 
-    st = sub.add_parser("statement", parents=[common], help="an owner's or analyst's statement")
+    st = cmds.add("statement", "an owner's or analyst's statement", cmd_statement)
     st.add_argument("account")
     policy_cli.add_period_flags(st)
-    st.set_defaults(fn=cmd_statement)
-
-    sub.add_parser("audit", parents=[common], help="verify the audit chain and reconcile").set_defaults(
-        fn=cmd_audit
-    )
-    sub.add_parser("expire", parents=[common], help="refund and purge expired coins").set_defaults(
-        fn=cmd_expire
-    )
-    return p
+    cmds.add("audit", "verify the audit chain and reconcile", cmd_audit)
+    cmds.add("expire", "refund and purge expired coins", cmd_expire)
+    return cmds.parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

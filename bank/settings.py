@@ -23,11 +23,9 @@ without a ``[bank]`` table, unknown keys, wrong types and values out of range
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ecoin.common import config
 from ecoin.common.config import ConfigError
@@ -92,6 +90,9 @@ _POSITIVE = (
 )
 
 
+_PATHS = ("pki", "cert", "key", "ca", "master_key", "db")  # db: unless a postgresql:// URL
+
+
 def check(s: BankSettings) -> BankSettings:
     """Refuses values the bank cannot run with, naming the key."""
     for name in ("port", "metrics_port"):
@@ -104,25 +105,12 @@ def check(s: BankSettings) -> BankSettings:
         raise ConfigError("bank.workers: -1 (one per CPU), 0 (none) or a number of processes")
     if s.coin_expiry_days < 0 or s.expire_every_s < 0:
         raise ConfigError("bank.coin_expiry_days and bank.expire_every_s: must be >= 0")
-    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("bank.log_level: debug, info, warning or error")
     return s
 
 
 def load(path: str | Path) -> BankSettings:
-    """The settings of the ``[bank]`` table of ``path``, relative paths resolved."""
-    if "bank" not in config.read(path):
-        raise ConfigError(f"{path}: no [bank] table")
-    settings = config.load(BankSettings, path, "bank")
-    base = Path(path).resolve().parent
-    fixed: dict[str, Any] = {}
-    for name in ("pki", "cert", "key", "ca", "master_key", "db"):
-        value = getattr(settings, name)
-        if name == "db" and settings.postgres:
-            continue
-        if value and not Path(value).is_absolute():
-            fixed[name] = str(base / value)
-    return check(dataclasses.replace(settings, **fixed))
+    """The settings of the ``[bank]`` table of ``path``, relative paths resolved, checked."""
+    return config.load_section(BankSettings, path, "bank", _PATHS, check)
 
 
 def open_store(settings: BankSettings) -> Store:

@@ -70,9 +70,39 @@ class ConfigFile:
         )
         return parent
 
+    def commands(self, prog: str, description: str) -> Commands:
+        """The command's parser, ready for its subcommands, each taking this option."""
+        parent = self.option()
+        return Commands(argparse.ArgumentParser(prog=prog, description=description, parents=[parent]), parent)
+
     def path(self, args: argparse.Namespace) -> str:
         """The file to read; a ConfigError (exit 2) naming both ways to give it if it is not there."""
         path = getattr(args, "config", None) or self.default
         if not Path(path).is_file():
             raise ConfigError(f"{path}: no such configuration file (pass -c/--config or set {self.env})")
         return str(path)
+
+
+class Commands:
+    """A parser's subcommands (``args.command``; ``args.action`` one level down), each taking
+    the ``-c/--config`` option of its ``ConfigFile`` unless added with ``config=False``, and
+    each running ``args.fn`` (see ``dispatch``)."""
+
+    def __init__(
+        self, parser: argparse.ArgumentParser, parent: argparse.ArgumentParser, dest: str = "command"
+    ):
+        self.parser = parser
+        self._parent = parent
+        self._sub = parser.add_subparsers(dest=dest, required=True)
+
+    def add(
+        self, name: str, help: str, fn: Callable[..., int] | None = None, *, config: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = self._sub.add_parser(name, help=help, parents=[self._parent] if config else [])
+        if fn is not None:
+            sub.set_defaults(fn=fn)
+        return sub
+
+    def group(self, name: str, help: str, fn: Callable[..., int]) -> Commands:
+        """A subcommand with subcommands of its own (``account create``), told by ``args.action``."""
+        return Commands(self.add(name, help, fn), self._parent, "action")

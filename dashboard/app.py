@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,18 @@ async def index(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/{session.role}" if session else "/login")
 
 
+def _page(
+    role: str, template: str, view: Callable[[web.Request, Session], Awaitable[dict[str, Any]]]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler of a page (or its live fragment) drawn from ``view`` for ``role``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        session = session_of(request, role)
+        return render(request, template, **await view(request, session))
+
+    return handler
+
+
 # Owner.
 
 
@@ -159,14 +172,8 @@ async def _owner_view(request: web.Request, session: Session) -> dict[str, Any]:
     }
 
 
-async def owner_page(request: web.Request) -> web.Response:
-    session = session_of(request, "owner")
-    return render(request, "owner.html", **await _owner_view(request, session))
-
-
-async def owner_live(request: web.Request) -> web.Response:
-    session = session_of(request, "owner")
-    return render(request, "owner_live.html", **await _owner_view(request, session))
+owner_page = _page("owner", "owner.html", _owner_view)
+owner_live = _page("owner", "owner_live.html", _owner_view)
 
 
 async def device_page(request: web.Request) -> web.Response:
@@ -184,38 +191,43 @@ async def device_page(request: web.Request) -> web.Response:
     return render(request, "device.html", session=session, device=device, chart=chart)
 
 
-async def _act(request: web.Request, session: Session, what: str, call: Any) -> web.Response:
-    """Runs a claim or transfer; the bank's refusal is shown with its own status."""
+async def _action(
+    request: web.Request, what: str, call: Callable[[Session, dict[str, str]], Awaitable[dict[str, Any]]]
+) -> web.Response:
+    """An owner's form (claim, transfer): the session's CSRF token checked, then ``call``
+    asks the bank and we redirect with a note. A form that does not parse is a 400, the
+    bank's refusal is shown with its own status (502 for its own failures)."""
+    session = session_of(request, "owner")
+    form = await _form(request, session)
     try:
-        done = await call
+        done = await call(session, form)
+    except ClaimUriError as exc:
+        status, message = 400, str(exc)
     except errors.BankError as exc:
         log.info("action_refused", extra={"user": session.user, "action": what, "code": exc.code})
-        view = await _owner_view(request, session)
-        status = exc.status if 400 <= exc.status < 500 else 502
-        return render(request, "owner.html", status=status, message=f"{what} refused: {exc.message}", **view)
-    raise web.HTTPSeeOther(f"/owner?done={what}&device={done['device_id']}")
+        status, message = (exc.status if 400 <= exc.status < 500 else 502), exc.message
+    else:
+        raise web.HTTPSeeOther(f"/owner?done={what}&device={done['device_id']}")
+    view = await _owner_view(request, session)
+    return render(request, "owner.html", status=status, message=f"{what} refused: {message}", **view)
 
 
 async def claim(request: web.Request) -> web.Response:
-    session = session_of(request, "owner")
-    form = await _form(request, session)
-    try:
+    async def call(session: Session, form: dict[str, str]) -> dict[str, Any]:
         uri = ClaimUri.parse(form.get("uri", ""))
-    except ClaimUriError as exc:
-        view = await _owner_view(request, session)
-        return render(request, "owner.html", status=400, message=f"claim refused: {exc}", **view)
-    return await _act(
-        request, session, "claim", request.app[SOURCE].claim(session.user, uri.device_id, uri.secret)
-    )
+        return await request.app[SOURCE].claim(session.user, uri.device_id, uri.secret)
+
+    return await _action(request, "claim", call)
 
 
 async def transfer(request: web.Request) -> web.Response:
-    session = session_of(request, "owner")
-    form = await _form(request, session)
-    device_id, to = request.match_info["id"], form.get("to", "")
-    if not (names.is_id(device_id) and names.is_id(to)):
-        raise web.HTTPNotFound(text="no such device or owner")
-    return await _act(request, session, "transfer", request.app[SOURCE].transfer(session.user, device_id, to))
+    async def call(session: Session, form: dict[str, str]) -> dict[str, Any]:
+        device_id, to = request.match_info["id"], form.get("to", "")
+        if not (names.is_id(device_id) and names.is_id(to)):
+            raise web.HTTPNotFound(text="no such device or owner")
+        return await request.app[SOURCE].transfer(session.user, device_id, to)
+
+    return await _action(request, "transfer", call)
 
 
 # Operator.
@@ -237,14 +249,8 @@ async def _operator_view(request: web.Request, session: Session) -> dict[str, An
     }
 
 
-async def operator_page(request: web.Request) -> web.Response:
-    session = session_of(request, "operator")
-    return render(request, "operator.html", **await _operator_view(request, session))
-
-
-async def operator_live(request: web.Request) -> web.Response:
-    session = session_of(request, "operator")
-    return render(request, "operator_live.html", **await _operator_view(request, session))
+operator_page = _page("operator", "operator.html", _operator_view)
+operator_live = _page("operator", "operator_live.html", _operator_view)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -57,23 +57,15 @@ def cmd_user(s: DashboardSettings, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = CONFIG.option()
-    p = argparse.ArgumentParser(
-        prog="ecoin-dashboard",
-        description="The ecoin web dashboard for owners and operators.",
-        parents=[common],
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="serve the dashboard").set_defaults(fn=cmd_serve)
-    user = sub.add_parser("user", parents=[common], help="add and list who may log in")
-    user.set_defaults(fn=cmd_user)
-    acts = user.add_subparsers(dest="action", required=True)
-    add = acts.add_parser("add", parents=[common], help="add or replace a user (password from stdin)")
+    cmds = CONFIG.commands("ecoin-dashboard", "The ecoin web dashboard for owners and operators.")
+    cmds.add("serve", "serve the dashboard", cmd_serve)
+    user = cmds.group("user", "add and list who may log in", cmd_user)
+    add = user.add("add", "add or replace a user (password from stdin)")
     add.add_argument("name", help="an owner's account id at the bank, or an operator's name")
     add.add_argument("--role", choices=users.ROLES, required=True)
     add.add_argument("--password-file", help="read the password from this file instead of stdin")
-    acts.add_parser("list", parents=[common], help="list users and roles")
-    return p
+    user.add("list", "list users and roles")
+    return cmds.parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,10 +18,8 @@ wrong type is a ``ConfigError`` (``ecoin-dashboard`` exits 2), as for every ecoi
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ecoin.common import config
 from ecoin.common.config import ConfigError
@@ -55,6 +53,9 @@ class DashboardSettings:
         )
 
 
+_PATHS = ("pki", "cert", "key", "ca", "users", "session_key")
+
+
 def check(s: DashboardSettings) -> DashboardSettings:
     if not 0 <= s.port <= 65535:
         raise ConfigError("dashboard.port: must be 0 to 65535")
@@ -66,20 +67,9 @@ def check(s: DashboardSettings) -> DashboardSettings:
     for label, url in s.health.items():
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"dashboard.health.{label}: an http(s):// URL of a /healthz")
-    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("dashboard.log_level: debug, info, warning or error")
     return s
 
 
 def load(path: str | Path) -> DashboardSettings:
-    """The ``[dashboard]`` table of ``path``, relative paths resolved against the file."""
-    if "dashboard" not in config.read(path):
-        raise ConfigError(f"{path}: no [dashboard] table")
-    settings = config.load(DashboardSettings, path, "dashboard")
-    base = Path(path).resolve().parent
-    fixed: dict[str, Any] = {}
-    for name in ("pki", "cert", "key", "ca", "users", "session_key"):
-        value = getattr(settings, name)
-        if value and not Path(value).is_absolute():
-            fixed[name] = str(base / value)
-    return check(dataclasses.replace(settings, **fixed))
+    """The ``[dashboard]`` table of ``path``, relative paths resolved against the file, checked."""
+    return config.load_section(DashboardSettings, path, "dashboard", _PATHS, check)

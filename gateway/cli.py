@@ -27,26 +27,20 @@ log = logging.getLogger("ecoin.gateway")
 CONFIG = cli.ConfigFile("gateway")
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = CONFIG.option()
-    p = argparse.ArgumentParser(
-        prog="ecoin-gateway",
-        description="The ecoin edge gateway: routes device frames (MQTT and serial) to analysts "
+def parser() -> argparse.ArgumentParser:
+    cmds = CONFIG.commands(
+        "ecoin-gateway",
+        "The ecoin edge gateway: routes device frames (MQTT and serial) to analysts "
         "and the bank. It never decrypts, holds no coin keys and logs no payloads.",
-        parents=[common],
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="run the gateway until SIGTERM or SIGINT").set_defaults(
-        fn=cmd_serve
-    )
-    gen = sub.add_parser(
+    cmds.add("serve", "run the gateway until SIGTERM or SIGINT", cmd_serve)
+    gen = cmds.add(
         "broker-config",
-        parents=[common],
-        help="write mosquitto.conf, passwords and ACLs from the [gateway.broker] table",
+        "write mosquitto.conf, passwords and ACLs from the [gateway.broker] table",
+        cmd_broker_config,
     )
     gen.add_argument("--out", help="output directory (default: gateway.broker.out_dir)")
-    gen.set_defaults(fn=cmd_broker_config)
-    return p
+    return cmds.parser
 
 
 def _config(args: argparse.Namespace) -> gwconfig.Config:
@@ -88,7 +82,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     return cli.dispatch(
         "ecoin-gateway",
-        _parser(),
+        parser(),
         argv,
         usage=(ConfigError,),
         runtime=(QueueError, LinkError, TopupError, OSError),

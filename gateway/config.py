@@ -7,7 +7,6 @@ Relative paths are taken from the configuration file's directory.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,25 +110,17 @@ class Config:
 
 
 SECTION = "gateway"
-# (table, keys) holding file paths: resolved against the configuration file's directory.
-_PATHS = {
-    "edge": ("ca", "cert", "key"),
-    "upstream": ("ca", "cert", "key"),
-    "bank": ("ca", "cert", "key"),
-    "queue": ("path",),
-    "broker": ("out_dir", "ca", "cert", "key"),
-}
+# Keys holding file paths (``table.key``): resolved against the configuration file's directory.
+_PATHS = (
+    *(f"{table}.{key}" for table in ("edge", "upstream", "bank") for key in ("ca", "cert", "key")),
+    "queue.path",
+    *(f"broker.{key}" for key in ("out_dir", "ca", "cert", "key")),
+)
 
 
 def from_table(table: dict[str, Any], where: str = SECTION) -> Config:
-    """The settings of one ``[gateway]`` table (already read), checked."""
-    table = dict(table)
-    ports = table.pop("serial", [])
-    if not isinstance(ports, list) or not all(isinstance(p, dict) for p in ports):
-        raise cfg.ConfigError(f"{where}.serial: expected an array of tables ([[{where}.serial]])")
-    serial = [cfg.build(SerialPort, p, f"{where}.serial[{i}]") for i, p in enumerate(ports)]
+    """The settings of one ``[gateway]`` table (already read, paths as given), checked."""
     config = cfg.build(Config, table, where)
-    config = Config(**{**config.__dict__, "serial": serial})
     check(config)
     return config
 
@@ -137,25 +128,7 @@ def from_table(table: dict[str, Any], where: str = SECTION) -> Config:
 def load(path: str | Path) -> Config:
     """Reads the ``[gateway]`` table of a TOML file; relative paths are taken from the file's
     directory (so a configuration directory can be moved whole)."""
-    document = cfg.read(path)
-    table = document.get(SECTION)
-    if not isinstance(table, dict):
-        stray = sorted(k for k in document if k in {f.name for f in dataclasses.fields(Config)})
-        hint = f" (found {', '.join(stray)} outside it)" if stray else ""
-        raise cfg.ConfigError(f"{path}: no [{SECTION}] table{hint}; the gateway's settings live in one")
-    return resolve_paths(from_table(table, f"{path}: {SECTION}"), Path(path).resolve().parent)
-
-
-def resolve_paths(c: Config, base: Path) -> Config:
-    def fix(value: str) -> str:
-        return str(base / value) if value and value != ":memory:" and not Path(value).is_absolute() else value
-
-    tables = {
-        name: dataclasses.replace(sub, **{k: fix(getattr(sub, k)) for k in keys})
-        for name, keys in _PATHS.items()
-        for sub in (getattr(c, name),)
-    }
-    return dataclasses.replace(c, **tables)
+    return cfg.load_section(Config, path, SECTION, _PATHS, check)
 
 
 def check(c: Config) -> None:

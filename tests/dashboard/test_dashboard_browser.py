@@ -160,6 +160,8 @@ def test_an_owner_claims_a_device_by_its_uri_once(world: World):
     assert "used before" in text(world, "#message")
     status, _ = http(world, "POST", "/owner/claim", {"csrf": csrf(world), "uri": world.uri})
     assert status == 409
+    status, body = http(world, "POST", "/owner/claim", {"csrf": csrf(world), "uri": "ecoin:nonsense"})
+    assert status == 400 and "claim refused" in body  # no bank call for what is not a claim URI
 
 
 def test_an_owner_transfers_a_device_in_the_browser(world: World):

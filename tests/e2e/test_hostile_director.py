@@ -12,19 +12,17 @@ import os
 import queue
 import re
 import threading
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from ecoin.common import crypto
 from ecoin.protocol import session, wire
-from ecoin.sim.device import SimDevice
-from ecoin.testing.analyst import AnalystProcess
-from ecoin.testing.bank import BankProcess
-from ecoin.testing.hostile import HostileDirector, provision_sim
+from ecoin.testing.hostile import HostileDirector
 from ecoin.tools.provisioning.flash import read_in_doubt
 from ecoin.tools.provisioning.refund import claim_refunds
+
+from .conftest import QUICK
 
 PLAN = {
     1: "tamper_op",
@@ -46,45 +44,19 @@ UNSPENT = {1, 4, 5, 6, 7, 10}  # tampered, held, spliced, rerouted, dropped: the
 
 
 @pytest.fixture
-def system(tmp_path: Path, pki: Path, mosquitto):
-    with BankProcess(tmp_path / "bank", pki, workers=1) as bank:
-        bank.admin.create_account("olive", "owner")
-        bank.admin.fund("olive", 100, request_id="fund-1")
-        bank.admin.create_account("alice", "analyst", ["average"])
-        bank.admin.create_account("bob", "analyst", ["stats"])
-        analysts = [
-            AnalystProcess(
-                tmp_path / name, pki, mosquitto.port, bank.url, [svc], name, broker={"tls": False}
-            ).start()
-            for name, svc in (("alice", "average"), ("bob", "stats"))
-        ]
-        try:
-            yield bank, mosquitto
-        finally:
-            for a in analysts:
-                a.stop()
+def system(analysts):
+    """alice sells average, bob sells stats."""
+    analysts("alice", "average")
+    analysts("bob", "stats")
 
 
-def test_a_hostile_director_cannot_forge_replay_splice_reroute_or_double_spend(tmp_path, pki, system):
-    bank, mosquitto = system
+def test_a_hostile_director_cannot_forge_replay_splice_reroute_or_double_spend(
+    tmp_path, mosquitto, bank, system, directed
+):
     owner = bank.client("owner", "olive")
-    config = {
-        "sample_interval": 0.01,
-        "batch_seconds": 0.2,
-        "batch_max": 8,
-        "max_ops": OPS,
-        "op_timeout": 4.0,
-        "query_timeout": 4.0,
-        "low_coins": 0,
-    }
-    flash = provision_sim(owner, tmp_path, "dev-h1", mosquitto.port, 20, config)
-    director = HostileDirector(mosquitto.port, PLAN).start()
-    device = SimDevice(flash, runtime="micropython").start()
-    try:
-        assert device.wait(timeout=120) == 0, device.output()
-    finally:
-        device.stop()
-        director.stop()
+    director = HostileDirector(mosquitto.port, PLAN)
+    device = directed("dev-h1", 20, {**QUICK, "max_ops": OPS}, director)
+    flash = device.flash_dir
     console = device.output()
     assert len(director.ops) == OPS, director.log
 
@@ -126,11 +98,10 @@ def test_a_hostile_director_cannot_forge_replay_splice_reroute_or_double_spend(t
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
-def test_one_coin_sent_three_times_buys_one_analysis(system):
+def test_one_coin_sent_three_times_buys_one_analysis(mosquitto, bank, system):
     """A device that cheats: one coin, one op_id, three different readings (each with a valid
     tag: the device holds the keys), sent from three device topics. One analysis comes back,
     the other two get FAILED, the analyst is paid once."""
-    bank, mosquitto = system
     owner = bank.client("owner", "olive")
     owner.register_device("cheat", os.urandom(32))
     w = owner.withdraw("cheat", 1, request_id="cheat-1")

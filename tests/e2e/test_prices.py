@@ -19,16 +19,13 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from ecoin.bank.vault import coin_hash
 from ecoin.sim.demo import Demo
-from ecoin.sim.device import SimDevice
-from ecoin.testing.analyst import AnalystProcess
-from ecoin.testing.bank import BankProcess
-from ecoin.testing.hostile import HostileDirector, provision_sim
+from ecoin.testing.hostile import HostileDirector
 from ecoin.tools.provisioning import flash as flash_store
 from ecoin.tools.provisioning.refund import claim_refunds
+
+from .conftest import QUICK
 
 
 def spends(ledger: Path, coins: list[bytes]) -> list[tuple[str, bytes] | None]:
@@ -70,51 +67,18 @@ def test_a_three_coin_operation_credits_three_and_spends_exactly_those_coins(tmp
     assert list(Counter(ops).values()) == [3, 3, 3] and ops == sorted(ops, key=ops.index)
 
 
-@pytest.fixture
-def priced_system(tmp_path: Path, pki: Path, mosquitto):
-    """alice sells average at 2 coins an operation, through a hostile director."""
-    with BankProcess(tmp_path / "bank", pki, workers=1) as bank:
-        bank.admin.create_account("olive", "owner")
-        bank.admin.fund("olive", 100, request_id="fund-1")
-        bank.admin.create_account("alice", "analyst", ["average"])
-        offers = {"average": {"price": 2, "version": "2"}}
-        with AnalystProcess(
-            tmp_path / "alice",
-            pki,
-            mosquitto.port,
-            bank.url,
-            ["average"],
-            "alice",
-            broker={"tls": False},
-            offers=offers,
-        ):
-            yield bank, mosquitto
-
-
-def test_a_director_rewriting_the_price_cannot_make_the_device_pay_more(tmp_path, pki, priced_system):
-    bank, mosquitto = priced_system
+def test_a_director_rewriting_the_price_cannot_make_the_device_pay_more(
+    tmp_path, mosquitto, bank, analysts, directed
+):
+    analysts("alice", "average", offers={"average": {"price": 2, "version": "2"}})  # 2 coins an operation
     owner = bank.client("owner", "olive")
-    config = {
-        "sample_interval": 0.01,
-        "batch_seconds": 0.2,
-        "batch_max": 8,
-        "max_ops": 3,
-        "op_timeout": 6.0,
-        "query_timeout": 4.0,
-        "low_coins": 0,
-        "max_price": 3,
-    }
-    flash = provision_sim(owner, tmp_path, "dev-p1", mosquitto.port, 20, config)
     # Told 4 and 255 (above its maximum of 3): refused, nothing spent. Told 1 (below alice's
     # price of 2): it pays 1, the bank refuses the header whole. Told 3 (above alice's price,
     # within the maximum): it seals 3, the bank spends 2. Then the truth.
-    director = HostileDirector(mosquitto.port, {}, prices=[4, 255, 1, 3, 2]).start()
-    device = SimDevice(flash, runtime="micropython").start()
-    try:
-        assert device.wait(timeout=120) == 0, device.output()
-    finally:
-        device.stop()
-        director.stop()
+    director = HostileDirector(mosquitto.port, {}, prices=[4, 255, 1, 3, 2])
+    config = {**QUICK, "max_ops": 3, "op_timeout": 6.0, "max_price": 3}
+    device = directed("dev-p1", 20, config, director)
+    flash = device.flash_dir
     console = device.output()
     refused = re.findall(r"collector: price (\d+) coins is above max_price 3 .*nothing spent", console)
     assert refused == ["4", "255"], console

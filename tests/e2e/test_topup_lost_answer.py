@@ -3,38 +3,25 @@ repeats the identical request and the bank answers it with the same coins."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ecoin.sim.device import SimDevice
-from ecoin.testing.bank import BankProcess
-from ecoin.testing.hostile import HostileDirector, provision_sim
+from ecoin.testing.hostile import HostileDirector
 
 
-def test_a_lost_top_up_answer_is_repeated_not_paid_twice(tmp_path: Path, pki: Path, mosquitto):
-    with BankProcess(tmp_path / "bank", pki, workers=1) as bank:
-        bank.admin.create_account("olive", "owner")
-        bank.admin.fund("olive", 100, request_id="fund-1")
-        owner = bank.client("owner", "olive")
-        config = {
-            "low_coins": 10,
-            "topup_count": 20,
-            "topup_retry": 0.5,
-            "op_timeout": 2.0,
-            "batch_seconds": 3600.0,
-        }
-        flash = provision_sim(owner, tmp_path, "dev-t1", mosquitto.port, 5, config)
-        with bank.client("gateway", "gw1") as gateway_bank:
-            director = HostileDirector(mosquitto.port, {}, bank=gateway_bank, drop_topup_answers=2).start()
-            device = SimDevice(flash, runtime="micropython").start()
-            try:
-                assert device.wait_for("topup: 20 coins added", timeout=60), device.output()
-            finally:
-                device.stop()
-                director.stop()
-        # Three identical requests reached the bank; it minted and charged once.
-        assert len(director.topups) == 3 and len(set(director.topups)) == 1, director.log
-        assert owner.balance() == 100 - 5 - 20
-        state = device.state()
-        assert (state.left, state.counter) == (5 + 20, 1)
-        audit = bank.cli("audit", check=False)
-        assert audit.returncode == 0, audit.stdout + audit.stderr
+def test_a_lost_top_up_answer_is_repeated_not_paid_twice(mosquitto, bank, directed):
+    owner = bank.client("owner", "olive")
+    config = {
+        "low_coins": 10,
+        "topup_count": 20,
+        "topup_retry": 0.5,
+        "op_timeout": 2.0,
+        "batch_seconds": 3600.0,
+    }
+    with bank.client("gateway", "gw1") as gateway_bank:
+        director = HostileDirector(mosquitto.port, {}, bank=gateway_bank, drop_topup_answers=2)
+        device = directed("dev-t1", 5, config, director, until="topup: 20 coins added", timeout=60)
+    # Three identical requests reached the bank; it minted and charged once.
+    assert len(director.topups) == 3 and len(set(director.topups)) == 1, director.log
+    assert owner.balance() == 100 - 5 - 20
+    state = device.state()
+    assert (state.left, state.counter) == (5 + 20, 1)
+    audit = bank.cli("audit", check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr

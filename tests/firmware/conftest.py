@@ -15,16 +15,12 @@ from ecoin.sim import SimDevice
 from ecoin.sim.device import hardware_dir
 from ecoin.sim.hardware import AccessPoint, Hardware, Radio
 from ecoin.sim.ntp import NtpResponder
-from ecoin.tools.provisioning.deploy import deploy_device
-from ecoin.tools.provisioning.deploy import find_tool
-from ecoin.testing.servers import Mosquitto, free_port
-from ecoin.tools import pki as pki_tool
-
 from ecoin.testing.firmware import FAST, nodelay_broker
 from ecoin.testing.responder import Responder
+from ecoin.testing.servers import Mosquitto
+from ecoin.tools.provisioning.deploy import deploy_device, find_tool
 
 __all__ = ["FAST", "nodelay_broker"]  # the firmware tests import them from here
-
 
 
 def faithful(**kw: Any) -> Hardware:
@@ -93,8 +89,15 @@ def make_device(
     devices: list[SimDevice] = []
     radios: list[Radio] = []
 
-    def make(port: int, name: str = "dev1", coins: int = 100, heap: str = "96K",
-             hardware: Hardware | None = None, latency: float = 0.0, **config: Any) -> SimDevice:
+    def make(
+        port: int,
+        name: str = "dev1",
+        coins: int = 100,
+        heap: str = "96K",
+        hardware: Hardware | None = None,
+        latency: float = 0.0,
+        **config: Any,
+    ) -> SimDevice:
         minted = [os.urandom(32) for _ in range(coins)]
         key = os.urandom(32)
         hw = hardware or faithful()

@@ -718,7 +718,9 @@ def test_an_operation_that_never_left_keeps_its_coin():
 
 def test_an_operation_written_but_not_acknowledged_is_in_doubt():
     _unacknowledged_operation(left=True)
-    check(state()[2] == 1 and [d[2] for d in doubts()] == [coinstore.R_NOT_SENT], "in doubt: %r" % (doubts(),))
+    check(
+        state()[2] == 1 and [d[2] for d in doubts()] == [coinstore.R_NOT_SENT], "in doubt: %r" % (doubts(),)
+    )
 
 
 def test_readings_json_is_valid_and_complete():

@@ -14,15 +14,17 @@ import serial
 
 from ecoin.gateway import framing
 from ecoin.sim.ntp import NtpResponder
+from ecoin.testing.responder import Responder
 from ecoin.testing.servers import Mosquitto, eventually, free_port, wait_for_port
 
 from .conftest import MakeDevice, faithful, micropython
-from ecoin.testing.responder import Responder
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_tls_with_the_clock_at_2000_connects_once_ntp_answers(tmp_path: Path, pki: Path, coin_key, make_device):
+def test_tls_with_the_clock_at_2000_connects_once_ntp_answers(
+    tmp_path: Path, pki: Path, coin_key, make_device
+):
     """Defect 1: the broker's certificate is not yet valid at 2000-01-01; NTP sets the clock."""
     plain, tls = free_port(), free_port()
     conf = (
@@ -36,8 +38,17 @@ def test_tls_with_the_clock_at_2000_connects_once_ntp_answers(tmp_path: Path, pk
         wait_for_port(tls)
         r = Responder(broker.port, coin_key[0]).start()
         try:
-            dev = make_device(tls, heap="128K", broker_host="localhost", tls=True, max_ops=2, ntp_port=ntp.port,
-                              ntp_timeout=0.3, ntp_retry=1.0, clock_floor=0)
+            dev = make_device(
+                tls,
+                heap="128K",
+                broker_host="localhost",
+                tls=True,
+                max_ops=2,
+                ntp_port=ntp.port,
+                ntp_timeout=0.3,
+                ntp_retry=1.0,
+                clock_floor=0,
+            )
             shutil.copyfile(pki / "ca.crt", dev.flash_dir / "ca.crt")
             dev.start()
             assert dev.wait_for("certificate not valid at the board's time", timeout=30), dev.output()
@@ -81,14 +92,21 @@ def test_pico_w_rejoins_after_an_access_point_outage(
     assert dev.watchdog_resets == 0
 
 
-def test_serial_only_device_boots_and_operates_through_the_serial_framing(
-    make_device: MakeDevice, coin_key
-):
+def test_serial_only_device_boots_and_operates_through_the_serial_framing(make_device: MakeDevice, coin_key):
     """Defect 3: no WiFi settings, a UART id with its pins (the sim wires UART 1 to a port)."""
     port = free_port()
     hw = faithful(uart_tcp={"1": port})
-    dev = make_device(0, transport="serial", wifi_ssid=None, serial_port=1, serial_tx=17, serial_rx=16,
-                      max_ops=3, query_timeout=1.0, hardware=hw)
+    dev = make_device(
+        0,
+        transport="serial",
+        wifi_ssid=None,
+        serial_port=1,
+        serial_tx=17,
+        serial_rx=16,
+        max_ops=3,
+        query_timeout=1.0,
+        hardware=hw,
+    )
     dev.start()
     assert dev.wait_for("via serial 1", timeout=20), dev.output()
     answerer = Responder(0, coin_key[0])
@@ -112,8 +130,14 @@ def test_serial_only_device_boots_and_operates_through_the_serial_framing(
 
 
 def test_a_uart_without_pins_is_a_configuration_error_that_waits(make_device: MakeDevice):
-    dev = make_device(0, name="nopins", transport="serial", wifi_ssid=None, serial_port=1,
-                      hardware=faithful(uart_tcp={"1": free_port()}))
+    dev = make_device(
+        0,
+        name="nopins",
+        transport="serial",
+        wifi_ssid=None,
+        serial_port=1,
+        hardware=faithful(uart_tcp={"1": free_port()}),
+    )
     dev.start()
     assert dev.wait_for("waiting for maintenance", timeout=20), dev.output()
     assert "serial_tx" in dev.output() and dev.running and dev.resets == 0
@@ -137,15 +161,25 @@ def test_a_connect_over_a_slow_link_feeds_the_pico_w_watchdog(
     broker: Mosquitto, responder: Responder, make_device: MakeDevice
 ):
     """Defect 7: 2.5 s each way; CONNACK and SUBACK take 10 s, longer than 8.4 s."""
-    dev = make_device(broker.port, max_ops=1, hardware=faithful(board="pico_w"), latency=2.5, io_timeout=8.0,
-                      query_timeout=20.0, op_timeout=20.0, keepalive=60)
+    dev = make_device(
+        broker.port,
+        max_ops=1,
+        hardware=faithful(board="pico_w"),
+        latency=2.5,
+        io_timeout=8.0,
+        query_timeout=20.0,
+        op_timeout=20.0,
+        keepalive=60,
+    )
     dev.start()
     assert dev.wait(120) == 0, dev.output()
     assert "ops=1 results=1 doubts=0" in dev.output(), dev.output()
     assert dev.watchdog_resets == 0
 
 
-def test_pico_w_random_bytes_are_conditioned(broker: Mosquitto, responder: Responder, make_device: MakeDevice):
+def test_pico_w_random_bytes_are_conditioned(
+    broker: Mosquitto, responder: Responder, make_device: MakeDevice
+):
     """Defect 10: the raw source repeats after every reset; op_ids must not."""
     dev = make_device(broker.port, max_ops=2, hardware=faithful(board="pico_w"))
     for _ in range(3):
@@ -162,8 +196,9 @@ def test_a_board_without_a_set_clock_sends_no_timestamps(
     silent = NtpResponder().start()
     silent.silent = True
     try:
-        dev = make_device(broker.port, max_ops=2, hardware=faithful(board="pico_w"), ntp_port=silent.port,
-                          ntp_timeout=0.3)
+        dev = make_device(
+            broker.port, max_ops=2, hardware=faithful(board="pico_w"), ntp_port=silent.port, ntp_timeout=0.3
+        )
         dev.start()
         assert dev.wait(30) == 0, dev.output()
     finally:
@@ -185,6 +220,12 @@ def test_the_original_esp32_refuses_its_uncalibrated_sensor(tmp_path: Path):
         "try:\n    board.setup({'sensor_pin': None})\n    print('accepted')\n"
         "except ValueError as e:\n    print('refused:', e)\n"
     )
-    out = subprocess.run([micropython(), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=30,
-                         env={"MICROPYPATH": f"{tmp_path}:.frozen"})
+    out = subprocess.run(
+        [micropython(), "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"MICROPYPATH": f"{tmp_path}:.frozen"},
+    )
     assert "refused: sensor_pin" in out.stdout, out.stdout + out.stderr

@@ -6,11 +6,11 @@ top-up, and many operations without a MemoryError."""
 from __future__ import annotations
 
 from ecoin.sim import SimDevice
+from ecoin.testing.responder import Responder
 from ecoin.testing.servers import Mosquitto, eventually, wait_until
 from ecoin.tools.provisioning.refund import device_status
 
 from .conftest import MakeDevice
-from ecoin.testing.responder import Responder
 
 
 def run_to_end(dev: SimDevice, timeout: float = 60) -> str:

@@ -54,8 +54,20 @@ def test_boards_import_without_touching_hardware(tmp_path: Path, board: str) -> 
     install_firmware(tmp_path, board, mpy=True)
     names = ["setup", "read_sensor", "watchdog", "led", "uart", "now"]
     if board != "sim":  # optional on the kind sim board (the faithful one has them)
-        names += ["connect_network", "clock", "set_time", "reset", "maintenance", "running", "wifi_board", "random"]
-    code = f"import board; board.setup({{'sensor_pin': 4}}); print([callable(getattr(board, n)) for n in {names!r}])"
+        names += [
+            "connect_network",
+            "clock",
+            "set_time",
+            "reset",
+            "maintenance",
+            "running",
+            "wifi_board",
+            "random",
+        ]
+    code = (
+        "import board; board.setup({'sensor_pin': 4}); "
+        f"print([callable(getattr(board, n)) for n in {names!r}])"
+    )
     proc = subprocess.run(
         [micropython(), "-X", "heapsize=64K", "-c", code],
         capture_output=True,

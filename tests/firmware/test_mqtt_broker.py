@@ -13,12 +13,12 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from ecoin.tools.provisioning.deploy import install_firmware
+from ecoin.testing.responder import Responder
 from ecoin.testing.servers import Mosquitto, eventually, free_port, wait_for_port, wait_until
 from ecoin.tools import pki as pki_tool
+from ecoin.tools.provisioning.deploy import install_firmware
 
 from .conftest import MakeDevice, micropython, nodelay_broker
-from ecoin.testing.responder import Responder
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,11 +8,11 @@ import random
 import time
 
 from ecoin.sim import SimDevice
-from ecoin.tools.provisioning.flash import read_coins
+from ecoin.testing.responder import Responder
 from ecoin.testing.servers import Mosquitto
+from ecoin.tools.provisioning.flash import read_coins
 
 from .conftest import MakeDevice, faithful
-from ecoin.testing.responder import Responder
 
 KILLS = 200
 R_RESTART = 13
@@ -23,7 +23,12 @@ def test_sigkill_at_200_random_moments(broker: Mosquitto, responder: Responder, 
     # The faithful board (clock at 2000-01-01 until NTP, watchdog running, sensor timeouts),
     # with the station joining at once: the kills are about the coin store, not WiFi.
     dev: SimDevice = make_device(
-        broker.port, coins=2000, batch_max=4, sample_interval=0.001, batch_seconds=0.002, op_timeout=2.0,
+        broker.port,
+        coins=2000,
+        batch_max=4,
+        sample_interval=0.001,
+        batch_seconds=0.002,
+        op_timeout=2.0,
         hardware=faithful(assoc_s=0.0),
     )
     responder.delay = 0.02  # an analysis takes a while: more cuts land while a coin is out

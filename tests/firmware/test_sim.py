@@ -15,12 +15,11 @@ import serial
 
 from ecoin.gateway import framing
 from ecoin.sim import SimDevice
-from ecoin.tools.provisioning.deploy import deploy_device
-from ecoin.tools.provisioning.deploy import DeployError
+from ecoin.testing.responder import Responder
 from ecoin.testing.servers import Mosquitto, free_port
+from ecoin.tools.provisioning.deploy import DeployError, deploy_device
 
 from .conftest import FAST, MakeDevice
-from ecoin.testing.responder import Responder
 
 SIM = [sys.executable, "-m", "ecoin.sim.cli"]
 
@@ -102,8 +101,15 @@ def test_serial_transport_through_the_gateways_framing(tmp_path: Path, make_devi
     """The device speaks COBS+CRC frames on its "UART" (a TCP port on the sim board); this
     side reads and writes them with ecoin.gateway.framing through pyserial, as a gateway would."""
     port = free_port()
-    dev = make_device(0, transport="serial", serial_port=f"tcp:{port}", serial_tx=17, serial_rx=16, max_ops=3,
-                      query_timeout=1.0)
+    dev = make_device(
+        0,
+        transport="serial",
+        serial_port=f"tcp:{port}",
+        serial_tx=17,
+        serial_rx=16,
+        max_ops=3,
+        query_timeout=1.0,
+    )
     dev.start()
     assert dev.wait_for("via serial tcp:", timeout=20), dev.output()
     answerer = Responder(0, coin_key[0])

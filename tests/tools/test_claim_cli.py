@@ -7,25 +7,11 @@ chain, and the audit passes."""
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ecoin.common.claim_uri import ClaimUri, ClaimUriError
 from ecoin.tools.provisioning.bundle import flash_files
-
-PROVISION = str(Path(sys.executable).with_name("ecoin-provision"))
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [PROVISION, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
-    )
-    if check and done.returncode != 0:
-        pytest.fail(f"ecoin-provision {args[0]} exited {done.returncode}: {done.stdout}{done.stderr}")
-    return done
 
 
 def test_claim_uri_round_trip_and_refusals():
@@ -46,7 +32,7 @@ def test_claim_uri_round_trip_and_refusals():
 
 
 @pytest.mark.slow
-def test_new_prints_a_sticker_and_owners_claim_transfer_and_decommission(bank_server, tmp_path):
+def test_new_prints_a_sticker_and_owners_claim_transfer_and_decommission(bank_server, tmp_path, provision):
     admin = bank_server.admin
     for owner in ("olive", "oscar"):
         admin.create_account(owner, "owner")
@@ -54,7 +40,9 @@ def test_new_prints_a_sticker_and_owners_claim_transfer_and_decommission(bank_se
     out, pki = tmp_path / "devices", str(bank_server.pki)
     as_oscar = ["--bank", bank_server.url, "--pki", pki, "--owner", "oscar"]
     as_olive = ["--bank", bank_server.url, "--pki", pki, "--owner", "olive"]
-    made = cli("new", "dev-q", "--service", "average", "--coins", "6", "--out", str(out), *as_oscar).stdout
+    made = provision(
+        "new", "dev-q", "--service", "average", "--coins", "6", "--out", str(out), *as_oscar
+    ).stdout
     bundle = out / "dev-q"
     text = (bundle / "sticker" / "claim.txt").read_text().strip()
     uri = ClaimUri.parse(text)
@@ -65,14 +53,14 @@ def test_new_prints_a_sticker_and_owners_claim_transfer_and_decommission(bank_se
     for name in ("claim.png", "claim.svg", "claim.txt"):
         assert stat.S_IMODE((bundle / "sticker" / name).stat().st_mode) == 0o600
     assert "sticker" not in flash_files(bundle)  # the secret never goes onto the device
-    again = cli("new", "dev-q", "--service", "average", "--coins", "6", "--out", str(out), *as_oscar)
+    again = provision("new", "dev-q", "--service", "average", "--coins", "6", "--out", str(out), *as_oscar)
     assert "ecoin:claim" not in again.stdout  # a finished bundle keeps its sticker
 
-    claimed = cli("claim", text, "--pki", pki, "--owner", "olive").stdout  # the bank from the URI
+    claimed = provision("claim", text, "--pki", pki, "--owner", "olive").stdout  # the bank from the URI
     assert "dev-q: claimed; it is olive's now (was oscar's)" in claimed
-    twice = cli("claim", text, "--pki", pki, "--owner", "oscar", check=False)
+    twice = provision("claim", text, "--pki", pki, "--owner", "oscar", check=False)
     assert twice.returncode == 1 and "used before" in twice.stderr
-    bad = cli("claim", "ecoin:claim?v=9", "--pki", pki, "--owner", "oscar", check=False)
+    bad = provision("claim", "ecoin:claim?v=9", "--pki", pki, "--owner", "oscar", check=False)
     assert bad.returncode == 2 and "version" in bad.stderr
     log = (bank_server.workdir / "bank.log").read_text()
     assert '"claim_refused"' in log and "already_claimed" in log and uri.secret not in log
@@ -80,12 +68,12 @@ def test_new_prints_a_sticker_and_owners_claim_transfer_and_decommission(bank_se
     with bank_server.client("owner", "olive") as olive:
         assert [d["id"] for d in olive.overview()["devices"]] == ["dev-q"]
         assert olive.overview()["devices"][0]["coins_left"] == 6
-    theft = cli("transfer", "dev-q", "--to", "olive", *as_oscar, check=False)
+    theft = provision("transfer", "dev-q", "--to", "olive", *as_oscar, check=False)
     assert theft.returncode == 1 and "no device dev-q of oscar" in theft.stderr
-    cli("transfer", "dev-q", "--to", "oscar", *as_olive)
-    refused = cli("decommission", "dev-q", *as_oscar, check=False)
+    provision("transfer", "dev-q", "--to", "oscar", *as_olive)
+    refused = provision("decommission", "dev-q", *as_oscar, check=False)
     assert refused.returncode == 1 and "--yes" in refused.stderr
-    done = cli("decommission", "dev-q", "--yes", *as_oscar).stdout
+    done = provision("decommission", "dev-q", "--yes", *as_oscar).stdout
     assert "6 coins refunded" in done
     assert next(a["balance"] for a in admin.accounts() if a["id"] == "oscar") == 100  # paid 6, got 6
     audit = bank_server.cli("audit").stdout

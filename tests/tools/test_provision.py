@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import select
 import stat
 import subprocess
 import sys
@@ -33,7 +32,6 @@ from ecoin.tools.provisioning import (
 )
 from ecoin.tools.provisioning.deploy import find_tool
 
-PROVISION = str(Path(sys.executable).with_name("ecoin-provision"))
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 # The firmware's own coin store puts coins in doubt: two failed operations and one cut short.
 MAKE_DOUBTS = (
@@ -44,35 +42,6 @@ MAKE_DOUBTS = (
     "s.take(b'\\x33' * 16)\n"  # still pending (power lost mid-operation)
     "print('doubts', s.doubt_count(), 'left', s.left())\n"
 )
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [PROVISION, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
-    )
-    if check and done.returncode != 0:
-        pytest.fail(f"ecoin-provision {args[0]} exited {done.returncode}: {done.stdout}{done.stderr}")
-    return done
-
-
-def cli_on_a_terminal(answer: str, *args: str) -> tuple[int, str]:
-    """Runs ecoin-provision with a terminal on stdin and stderr, answering its prompt."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen([PROVISION, *args], stdin=slave, stderr=slave, stdout=subprocess.DEVNULL)
-    os.close(slave)
-    os.write(master, answer.encode() + b"\n")  # waits in the terminal's line buffer for input()
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                seen += os.read(master, 4096)
-            except OSError:  # the child closed its side
-                break
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    return proc.wait(timeout=60), seen.decode(errors="replace")
 
 
 def mpremote(port: str, *args: str) -> str:
@@ -105,24 +74,24 @@ def assert_no_secret(text: str, bundle: Path) -> None:
         assert secret.hex() not in text and base64.b64encode(secret).decode() not in text
 
 
-def test_help_texts():
-    top = cli("--help").stdout
+def test_help_texts(provision):
+    top = provision("--help").stdout
     for command in ("new", "flash", "deploy-sim", "refund", "status"):
         assert command in top
     assert (
-        "--owner-cert" in cli("new", "--help").stdout
-        and "--broker-credentials" in cli("new", "--help").stdout
+        "--owner-cert" in provision("new", "--help").stdout
+        and "--broker-credentials" in provision("new", "--help").stdout
     )
-    flash_help = cli("flash", "--help").stdout
+    flash_help = provision("flash", "--help").stdout
     assert "--port" in flash_help and "--yes" in flash_help and "--device" in flash_help
-    assert "--flash" in cli("deploy-sim", "--help").stdout
-    assert "redeemed" in cli("refund", "--help").stdout
-    assert "in doubt" in cli("status", "--help").stdout
-    missing = cli("refund", "dev-1", check=False)  # neither --port nor --flash
+    assert "--flash" in provision("deploy-sim", "--help").stdout
+    assert "redeemed" in provision("refund", "--help").stdout
+    assert "in doubt" in provision("status", "--help").stdout
+    missing = provision("refund", "dev-1", check=False)  # neither --port nor --flash
     assert missing.returncode == 2 and "--port" in missing.stderr
 
 
-def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path):
+def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path, provision):
     out = tmp_path / "devices"
     creds = tmp_path / "credentials.toml"
     creds.write_text('[devices]\ndev-1 = "from-broker-config"\n')
@@ -132,8 +101,8 @@ def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path):
         f'[provision]\nbank = "{bank_server.url}"\npki = "{pki}"\nowner = "olive"\nservice = "average"\n'
         f'out = "{out}"\ncoins = 7\n[provision.device]\nbatch_max = 16\n'
     )
-    first = cli("new", "dev-1", "--config", str(config), "--coins", "1000", "--broker-port", "8883",
-                "--broker-credentials", str(creds))  # fmt: skip
+    first = provision("new", "dev-1", "--config", str(config), "--coins", "1000", "--broker-port", "8883",
+                      "--broker-credentials", str(creds))  # fmt: skip
     bundle = out / "dev-1"
     assert_no_secret(first.stdout + first.stderr, bundle)
     assert balance(bank_server, "olive") == 4000  # 1,000 coins paid for
@@ -155,7 +124,7 @@ def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path):
     with bank_server.client("owner", "olive") as olive:  # the bank knows them as dev-1's, unspent
         assert {r["state"] for r in olive.claim("dev-1", coins[:5], refund=False)} == {"outstanding"}
 
-    again = cli("new", "dev-1", "--config", str(config), "--coins", "1000")
+    again = provision("new", "dev-1", "--config", str(config), "--coins", "1000")
     assert "nothing withdrawn" in again.stdout
     assert balance(bank_server, "olive") == 4000 and coins_of(bundle) == coins
 
@@ -163,13 +132,13 @@ def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path):
     meta = json.loads((bundle / "provision.json").read_text())
     (bundle / "provision.json").write_text(json.dumps({**meta, "state": "registered"}))
     (bundle / "state.bin").unlink()
-    cli("new", "dev-1", "--config", str(config), "--coins", "1000")
+    provision("new", "dev-1", "--config", str(config), "--coins", "1000")
     assert balance(bank_server, "olive") == 4000 and coins_of(bundle) == coins
     assert flash.read_state(bundle).count == 1000
 
-    refused = cli("new", "dev-1", "--config", str(config), "--coins", "1000", "--renew", check=False)
+    refused = provision("new", "dev-1", "--config", str(config), "--coins", "1000", "--renew", check=False)
     assert refused.returncode == 1 and "--yes" in refused.stderr and balance(bank_server, "olive") == 4000
-    renewed = cli("new", "dev-1", "--config", str(config), "--coins", "1000", "--renew", "--yes")
+    renewed = provision("new", "dev-1", "--config", str(config), "--coins", "1000", "--renew", "--yes")
     assert "generation 2" in renewed.stdout and balance(bank_server, "olive") == 3000
     assert coins_of(bundle) != coins and (bundle / "archive" / "g1" / "coins.0.bin").read_bytes() == b"".join(
         coins
@@ -183,19 +152,19 @@ def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path):
     provision_device(owner, "dev-9", "average", coins=4000, out_dir=out)
     assert balance(bank_server, "olive") == 0 and len(coins_of(out / "dev-9")) == 4000
 
-    taken = cli("new", "dev-1", "--config", str(config), "--out", str(tmp_path / "other"), check=False)
+    taken = provision("new", "dev-1", "--config", str(config), "--out", str(tmp_path / "other"), check=False)
     assert taken.returncode == 1 and "already registered" in taken.stderr
     assert not (tmp_path / "other" / "dev-1").exists() and balance(bank_server, "olive") == 0
 
 
-def test_mpremote_flashes_the_bundle_onto_the_simulated_board(owner, tmp_path):
+def test_mpremote_flashes_the_bundle_onto_the_simulated_board(owner, tmp_path, provision):
     out = tmp_path / "devices"
     bundle = provision_device(owner, "dev-2", "average", out_dir=out, broker=Broker(port=1884))
     board_flash = tmp_path / "board"
     board_flash.mkdir()
     with ReplBoard(board_flash) as board:
         # The form `make flash BOARD=sim PORT=...` runs: the only bundle in --out.
-        done = cli("flash", "--board", "sim", "--port", board.port, "--out", str(out))
+        done = provision("flash", "--board", "sim", "--port", board.port, "--out", str(out))
         assert "sizes and coin store checked" in done.stdout
         assert_no_secret(done.stdout + done.stderr, bundle)
         names = sorted(p.name for p in bundle.iterdir() if p.name != "provision.json")
@@ -208,17 +177,17 @@ def test_mpremote_flashes_the_bundle_onto_the_simulated_board(owner, tmp_path):
         # The device spends a coin and tops up once; a second flash must not silently undo that.
         mpremote(board.port, "exec", "import start\ns = start.open_store()\ns.take(b'1' * 16)\ns.spent()\n"
                  "s.counter = 7\ns.save()")  # fmt: skip
-        refused = cli("flash", "dev-2", "--port", board.port, "--out", str(out), check=False)
+        refused = provision("flash", "dev-2", "--port", board.port, "--out", str(out), check=False)
         assert refused.returncode == 1 and "already holds a coin store" in refused.stderr
         assert "999 coins left" in refused.stderr
         assert flash.read_state(board_flash).next == 1  # untouched
-        wrong = cli("flash", "--board", "esp32", "--port", board.port, "--out", str(out), check=False)
+        wrong = provision("flash", "--board", "esp32", "--port", board.port, "--out", str(out), check=False)
         assert wrong.returncode == 1 and "for board 'sim'" in wrong.stderr
 
-        cli("flash", "--device", "dev-2", "--port", board.port, "--out", str(out), "--yes")
+        provision("flash", "--device", "dev-2", "--port", board.port, "--out", str(out), "--yes")
         state = flash.read_state(board_flash)
         assert (state.next, state.count, state.counter) == (0, 1000, 7)  # the top-up counter carried over
-        status = cli("status", "dev-2", "--port", board.port).stdout
+        status = provision("status", "dev-2", "--port", board.port).stdout
         assert "1000 coins left" in status and "top-up counter 7" in status
 
         # New settings reach the device without touching its coins.
@@ -228,12 +197,12 @@ def test_mpremote_flashes_the_bundle_onto_the_simulated_board(owner, tmp_path):
             json.loads((bundle / "config.json").read_text())["broker_port"] == 1884
         )  # a re-run changes nothing
         provision_device(owner, "dev-2", "average", out_dir=out, broker=Broker(port=1999), reconfigure=True)
-        cli("flash", "dev-2", "--port", board.port, "--out", str(out), "--firmware-only")
+        provision("flash", "dev-2", "--port", board.port, "--out", str(out), "--firmware-only")
         assert json.loads((board_flash / "config.json").read_text())["broker_port"] == 1999
         assert flash.read_state(board_flash).next == 1  # the coin store stayed
 
 
-def test_refund_of_in_doubt_coins_from_a_board(bank_server, owner, tmp_path):
+def test_refund_of_in_doubt_coins_from_a_board(bank_server, owner, tmp_path, provision):
     out = tmp_path / "devices"
     bundle = provision_device(owner, "dev-3", "average", out_dir=out)
     coins = coins_of(bundle)
@@ -246,14 +215,14 @@ def test_refund_of_in_doubt_coins_from_a_board(bank_server, owner, tmp_path):
     board_flash = tmp_path / "board"
     board_flash.mkdir()
     with ReplBoard(board_flash) as board:
-        cli("flash", "dev-3", "--port", board.port, "--out", str(out))
+        provision("flash", "dev-3", "--port", board.port, "--out", str(out))
         assert "doubts 2 left 997" in mpremote(board.port, "exec", MAKE_DOUBTS)
-        status = cli("status", "dev-3", "--port", board.port).stdout
+        status = provision("status", "dev-3", "--port", board.port).stdout
         assert "997 coins left" in status and "2 in doubt" in status and "pending" in status
 
         before = balance(bank_server, "olive")
         bank = ["--bank", bank_server.url, "--pki", str(bank_server.pki), "--owner", "olive"]
-        done = cli("refund", "dev-3", "--port", board.port, *bank)
+        done = provision("refund", "dev-3", "--port", board.port, *bank)
         assert_no_secret(done.stdout + done.stderr, bundle)
         lines = done.stdout.splitlines()
         assert lines[0].endswith("[in doubt: timeout (gateway)]") and "refunded (+1" in lines[0]
@@ -264,17 +233,17 @@ def test_refund_of_in_doubt_coins_from_a_board(bank_server, owner, tmp_path):
         assert "marked 2 settled on the device" in done.stdout
         assert balance(bank_server, "olive") == before + 2
 
-        again = json.loads(cli("refund", "dev-3", "--port", board.port, *bank, "--json").stdout)
+        again = json.loads(provision("refund", "dev-3", "--port", board.port, *bank, "--json").stdout)
         # Only the coin whose operation is still pending stays listed; claiming it again pays nothing.
         assert [(c["state"], c["pending"]) for c in again["claims"]] == [("already_refunded", True)]
         assert balance(bank_server, "olive") == before + 2
 
 
-def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, mosquitto, tmp_path):
+def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, mosquitto, tmp_path, provision):
     out = tmp_path / "devices"
     provision_device(owner, "dev-4", "average", out_dir=out, broker=Broker(port=mosquitto.port))
     sim = tmp_path / "sim" / "dev-4"
-    cli("deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
+    provision("deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
     # The real firmware boots from what was deployed: settings, bank key, device key, coins.
     device = SimDevice(sim, runtime="micropython").start()
     try:
@@ -283,14 +252,16 @@ def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, mosqui
         device.stop()
     assert "collector dev-4: service average via mqtt" in device.output()
     assert "1000 coins left, 0 in doubt" in device.output()
-    refused = cli("deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out), check=False)
+    refused = provision("deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out), check=False)
     assert refused.returncode == 1 and "already holds a coin store" in refused.stderr
-    elsewhere = cli("deploy-sim", "dev-4", "--flash", str(tmp_path / "sim2"), "--out", str(out), check=False)
+    elsewhere = provision(
+        "deploy-sim", "dev-4", "--flash", str(tmp_path / "sim2"), "--out", str(out), check=False
+    )
     assert elsewhere.returncode == 1 and "already deployed" in elsewhere.stderr
     # On a terminal it asks: "no" keeps the store, "yes" replaces it.
-    code, seen = cli_on_a_terminal("no", "deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
+    code, seen = provision.on_a_terminal("no", "deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
     assert code == 1 and "already holds a coin store" in seen and "Type yes" in seen
-    code, seen = cli_on_a_terminal("yes", "deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
+    code, seen = provision.on_a_terminal("yes", "deploy-sim", "dev-4", "--flash", str(sim), "--out", str(out))
     assert code == 0, seen
 
     micropython = find_tool("micropython")
@@ -322,7 +293,9 @@ def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, mosqui
         (esp / "wifi.pass").stat().st_mode
     ) == 0o600
     assert (esp / "board.mpy").exists() and not (esp / "simuart.mpy").exists()
-    wrong = cli("deploy-sim", "esp-1", "--flash", str(tmp_path / "sim5"), "--out", str(out), check=False)
+    wrong = provision(
+        "deploy-sim", "esp-1", "--flash", str(tmp_path / "sim5"), "--out", str(out), check=False
+    )
     assert wrong.returncode == 1 and "for board 'esp32'" in wrong.stderr
 
     # A bundle a simulator has run in has spent coins: it never goes onto a device.
@@ -333,7 +306,7 @@ def test_deploy_sim_and_refund_from_a_flash_directory(bank_server, owner, mosqui
         install_bundle(bundle, SimTarget(tmp_path / "sim4", create=True), yes=True)
 
 
-def test_maintenance_on_a_board_whose_watchdog_runs(bank_server, owner, tmp_path):
+def test_maintenance_on_a_board_whose_watchdog_runs(bank_server, owner, tmp_path, provision):
     """Issue 10, defect 6: a Pico W running its firmware, watchdog at 8.4 s (it cannot be
     stopped and survives soft resets). status, refund and flash --firmware-only still work,
     and a board left at the REPL is not reset under the owner's hands."""
@@ -344,21 +317,21 @@ def test_maintenance_on_a_board_whose_watchdog_runs(bank_server, owner, tmp_path
     board_flash = tmp_path / "board"
     board_flash.mkdir()
     with ReplBoard(board_flash) as board:
-        cli("flash", "dev-5", "--port", board.port, "--out", str(out))
+        provision("flash", "dev-5", "--port", board.port, "--out", str(out))
     pico = Hardware(board="pico_w", assoc_s=0.02)
     try:
         with ReplBoard(board_flash, hardware=pico, run_main=True) as board:
             wdt = board.watchdog
             assert wdt and eventually(lambda: wdt.timeout_ms == 8388, 20)  # the firmware runs, watchdog armed
-            assert "1000 coins left" in cli("status", "dev-5", "--port", board.port).stdout
+            assert "1000 coins left" in provision("status", "dev-5", "--port", board.port).stdout
             assert "doubts 2 left 997" in mpremote(board.port, "exec", MAKE_DOUBTS)
             bank = ["--bank", bank_server.url, "--pki", str(bank_server.pki), "--owner", "olive"]
-            assert "3 coins claimed" in cli("refund", "dev-5", "--port", board.port, *bank).stdout
+            assert "3 coins claimed" in provision("refund", "dev-5", "--port", board.port, *bank).stdout
             # A maintenance step longer than the watchdog (a slow copy over a real UART).
             slow = "import time\ntime.sleep(10)\nprint('still here')"
             assert "still here" in mpremote(board.port, "exec", slow)
-            cli("flash", "dev-5", "--port", board.port, "--out", str(out), "--firmware-only")
-            status = cli("status", "dev-5", "--port", board.port).stdout
+            provision("flash", "dev-5", "--port", board.port, "--out", str(out), "--firmware-only")
+            status = provision("status", "dev-5", "--port", board.port).stdout
             assert "997 coins left" in status, status
             assert board.watchdog_resets == 0 and board.error == ""
     finally:
