@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml deploy/setup-system.sh
 lint: setup
 	$(BIN)/ruff check $(ROOMS) tests bench
 	$(BIN)/ruff format --check $(ROOMS) tests bench
-	$(BIN)/ruff check --show-files $(ROOMS) | $(BIN)/python tests/checked_files.py ruff $(ROOMS)
+	$(BIN)/ruff check --show-files $(ROOMS) tests bench | $(BIN)/python tests/checked_files.py ruff $(ROOMS) tests bench
 
 # mypy maps modules to files by path, so it checks a tree of links build/typecheck/ecoin/<room>.
 typecheck: setup
