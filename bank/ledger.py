@@ -25,7 +25,6 @@ from .books import Books
 from .keys import Item, Opened, Opener, Refused
 from .store import (
     COINS,
-    OUTSTANDING,
     REFUNDED,
     TREASURY,
     Account,
@@ -297,8 +296,7 @@ class Ledger:
         {coin hash: (owner, device)} of the outstanding coins). Only an outstanding coin is
         checked (anything else is refused or answered again below, whatever the policy);
         the policy decisions themselves are ``policy.Police``'s."""
-        states = tx.coin_states(list(dict.fromkeys(h for _, o in todo for h in o.hashes)))
-        live = {h: (s.owner, s.device) for h, s in states.items() if s.state == OUTSTANDING}
+        live = tx.outstanding_owners(list(dict.fromkeys(h for _, o in todo for h in o.hashes)))
         policies = usage.applying(tx, live.values())
         if not policies:
             return todo, {}, live
