@@ -275,6 +275,8 @@ class Ledger:
             elif len(o.hashes) < items[i].price:  # the device agreed to less: nothing is spent
                 paid = f"the header pays {len(o.hashes)} coins, the price is {items[i].price}"
                 results[i] = _refused("price_not_covered", paid)
+            elif len(o.hashes) == items[i].price:  # the usual case: no copy of the item
+                todo.append((i, o))
             else:  # more coins than the price (a gateway told the device more): the first price
                 todo.append((i, replace(o, hashes=o.hashes[: items[i].price])))
         if todo:
