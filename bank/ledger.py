@@ -25,7 +25,6 @@ from .books import Books
 from .keys import Item, Opened, Opener, Refused
 from .store import (
     COINS,
-    OUTSTANDING,
     REFUNDED,
     TREASURY,
     Account,
@@ -276,6 +275,8 @@ class Ledger:
             elif len(o.hashes) < items[i].price:  # the device agreed to less: nothing is spent
                 paid = f"the header pays {len(o.hashes)} coins, the price is {items[i].price}"
                 results[i] = _refused("price_not_covered", paid)
+            elif len(o.hashes) == items[i].price:  # the usual case: no copy of the item
+                todo.append((i, o))
             else:  # more coins than the price (a gateway told the device more): the first price
                 todo.append((i, replace(o, hashes=o.hashes[: items[i].price])))
         if todo:
@@ -297,8 +298,7 @@ class Ledger:
         {coin hash: (owner, device)} of the outstanding coins). Only an outstanding coin is
         checked (anything else is refused or answered again below, whatever the policy);
         the policy decisions themselves are ``policy.Police``'s."""
-        states = tx.coin_states(list(dict.fromkeys(h for _, o in todo for h in o.hashes)))
-        live = {h: (s.owner, s.device) for h, s in states.items() if s.state == OUTSTANDING}
+        live = tx.outstanding_owners(list(dict.fromkeys(h for _, o in todo for h in o.hashes)))
         policies = usage.applying(tx, live.values())
         if not policies:
             return todo, {}, live

@@ -313,6 +313,18 @@ class Tx:
         ).fetchall()
         return {bytes(r[0]): CoinState(int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5]) for r in rows}
 
+    def outstanding_owners(self, hashes: Sequence[bytes]) -> dict[bytes, tuple[int, str]]:
+        """{hash: (owner, device)} of the outstanding ones among ``hashes``: what a
+        redemption's policy check and usage tally need, as plain tuples (one per coin of
+        every batch: no ``CoinState`` built for each)."""
+        cond, params = self.any_of("c.hash", hashes)
+        rows = self.q(
+            "SELECT c.hash, b.owner, b.device FROM coins c"  # noqa: S608
+            f" JOIN batches b ON b.id = c.batch WHERE {cond} AND c.state = 0",
+            params,
+        ).fetchall()
+        return {bytes(h): (int(o), d) for h, o, d in rows}
+
     def spends(self, hashes: Sequence[bytes]) -> dict[bytes, Spend]:
         cond, params = self.any_of("s.hash", hashes)
         rows = self.q(

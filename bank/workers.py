@@ -19,6 +19,7 @@ closes it, or when the bank itself is gone (even after SIGKILL).
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -34,15 +35,25 @@ DEPTH = 2  # chunks at a worker at once: one running, the next already in its pi
 Work = Callable[[Any], Any]
 
 
+# Jobs and answers are plain data: the standard pickler straight into the pipe's bytes,
+# without the ``ForkingPickler`` (and its buffer) that ``Connection.send`` builds for each.
+def _put(conn: Connection, obj: Any) -> None:
+    conn.send_bytes(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
+def _get(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())  # noqa: S301 - our own worker, over our own pipe
+
+
 def _serve(
     conn: Connection, init: Callable[..., None], args: tuple[Any, ...], work: Callable[[Any], Any]
 ) -> None:
     """A worker's life: ``init(*args)`` once, then ``work`` on every job received."""
     init(*args)
-    conn.send((True, None))
+    _put(conn, (True, None))
     while True:
         try:
-            job = conn.recv()
+            job = _get(conn)
         except (EOFError, OSError):
             return
         try:
@@ -50,7 +61,7 @@ def _serve(
         except Exception as exc:  # a bug in ``work``: the caller gets it, the worker lives on
             answer = (False, exc)
         try:
-            conn.send(answer)
+            _put(conn, answer)
         except (BrokenPipeError, OSError):
             return
 
@@ -93,7 +104,7 @@ class WorkerPool:
             proc.kill()
             raise BrokenProcessPool("a decryption worker did not start")
         try:
-            conn.recv()
+            _get(conn)
         except (EOFError, OSError):
             raise BrokenProcessPool(f"a decryption worker exited at start ({proc.exitcode})") from None
         return proc, conn
@@ -114,7 +125,7 @@ class WorkerPool:
                 if not sent:  # closed, and nothing left at the worker
                     return
             try:
-                ok, value = self._workers[k][1].recv()
+                ok, value = _get(self._workers[k][1])
             except (EOFError, OSError):
                 self._recover(k, sent, retried)
                 continue
@@ -127,7 +138,7 @@ class WorkerPool:
 
     def _send(self, k: int, task: Task[Any]) -> bool:
         try:
-            self._workers[k][1].send(task.job)
+            _put(self._workers[k][1], task.job)
             return True
         except OSError:
             return False

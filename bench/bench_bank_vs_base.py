@@ -4,14 +4,16 @@ This machine is shared and noisy: two runs minutes apart can differ by more than
 change being judged. So both banks run at once, each its own real process over mutual
 TLS with its own ledger, and the rounds alternate (base, new, new, base, ...): the same
 load process (``bench_bank._load``) and the same machine moment for both. The baseline is
-``git archive BASELINE ecoin`` of this repository, run by this same interpreter and
-libraries with ``PYTHONPATH`` on the extracted tree. Its headers are protocol v1's (other
-labels, same layout and sizes: ``v1_headers``); the client sends them in the same items,
-whose digest and tag (protocol v2's) the old bank ignores.
+``git archive BASELINE`` of this repository (its ``ecoin`` tree, or since issue 14 an
+``ecoin`` package of links to its rooms: ``extract``), run by this same interpreter and
+libraries with ``PYTHONPATH`` on it. A baseline before protocol v2 gets v1's headers
+(other labels, same layout and sizes: ``v1_headers``); the client sends them in the same
+items, whose digest and tag the old bank ignores.
 
 BASELINE is ``ECOIN_BENCH_BASELINE`` (any commit-ish), by default 6f58217: the last main
 before protocol v2 (issue 12: the tag checked before a spend) and before the bank moved to
-aiohttp (issue 13).
+aiohttp (issue 13). ``ECOIN_BENCH_BASELINE=main python -m bench.run bank_vs_base`` on a
+branch measures that branch's bank against main's, side by side.
 
 Figures (``bank_ab_*``):
 - base_redeem_per_s, new_redeem_per_s: best round, batches of 256 on 4 connections;
@@ -52,18 +54,35 @@ UNBATCHED_COINS = 600
 V1_HEADER_LABEL = b"ecoin/v1 coin header"  # protocol v1's labels (v2 renamed them all)
 V1_SERVICE_LABEL = b"ecoin/v1 service\x00"
 REPO = Path(__file__).resolve().parent.parent
+ROOMS = ("protocol", "common", "bank", "analyst", "gateway", "dashboard", "tools", "sim", "testing")
 
 
 def extract(commit: str, into: Path) -> Path:
-    """The ``ecoin`` package of ``commit`` (before the layout of issue 14 it was one tree)."""
+    """An importable ``ecoin`` of ``commit`` under ``into``: before the layout of issue 14
+    it was one tree, ``ecoin/``; since then the rooms sit at the root and setuptools maps
+    them (pyproject's package-dir), so an ``ecoin`` package of links to them is made."""
     into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", commit, "ecoin"], capture_output=True, check=False
-    )
+    tree = into / "tree"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=False)
     if archive.returncode != 0:
         raise RuntimeError(f"cannot extract the baseline {commit}: {archive.stderr.decode()[:300]}")
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    if (tree / "ecoin").is_dir():
+        (tree / "ecoin").rename(into / "ecoin")
+        return into
+    package = into / "ecoin"
+    package.mkdir()
+    (package / "__init__.py").touch()
+    for room in ROOMS:
+        if (tree / room).is_dir():
+            (package / room).symlink_to(tree / room)
     return into
+
+
+def speaks_v2(tree: Path) -> bool:
+    """Whether the baseline's bank checks an operation's tag (protocol v2, issue 12)."""
+    return "def operation_tag" in (tree / "ecoin" / "protocol" / "session.py").read_text()
 
 
 def v1_headers(public: tuple[int, int], kid: bytes, coins: list[bytes]) -> list[RedeemItem]:
@@ -112,17 +131,20 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def _round(bank: BankProcess, coins: int, batch: int, connections: int, v1: bool) -> tuple[float, float]:
+def _round(
+    bank: BankProcess, coins: int, batch: int, connections: int, headers: bench_bank.Headers
+) -> tuple[float, float]:
     """(redemptions per second, the bank's CPU milliseconds per redemption)."""
     minted, w = bench_bank.withdraw(bank, coins)
-    headers = v1_headers if v1 else bench_bank.v2_headers
     assert bank.proc is not None
     before = cpu_seconds(bank.proc.pid)
     rate = bench_bank.redeem_rate(bank, minted, w, batch, connections, headers)
     return rate, (cpu_seconds(bank.proc.pid) - before) * 1000 / coins
 
 
-def side_by_side(banks: dict[str, BankProcess], coins: int, batch: int, conns: int) -> dict[str, Any]:
+def side_by_side(
+    banks: dict[str, tuple[BankProcess, bench_bank.Headers]], coins: int, batch: int, conns: int
+) -> dict[str, Any]:
     """ROUNDS rounds per bank, alternating: the best rate and the median CPU per redemption
     of each, and the medians of the pairwise ratios new / base."""
     rates: dict[str, list[float]] = {name: [] for name in banks}
@@ -130,7 +152,7 @@ def side_by_side(banks: dict[str, BankProcess], coins: int, batch: int, conns: i
     for r in range(ROUNDS):
         order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
         for name in order:
-            rate, ms = _round(banks[name], coins, batch, conns, name == "base")
+            rate, ms = _round(banks[name][0], coins, batch, conns, banks[name][1])
             rates[name].append(rate)
             cpu[name].append(ms)
     pairs = [n / b for n, b in zip(rates["new"], rates["base"], strict=True)]
@@ -160,8 +182,13 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         for bank in (base, new):
             _prepare(bank, total)
         load_start = os.getloadavg()[0]
-        batched = side_by_side({"base": base, "new": new}, BATCHED_COINS, bench_bank.BATCH, 4)
-        single = side_by_side({"base": base, "new": new}, UNBATCHED_COINS, 1, 8)
+        old: bench_bank.Headers = bench_bank.v2_headers if speaks_v2(tree) else v1_headers
+        pair: dict[str, tuple[BankProcess, bench_bank.Headers]] = {
+            "base": (base, old),
+            "new": (new, bench_bank.v2_headers),
+        }
+        batched = side_by_side(pair, BATCHED_COINS, bench_bank.BATCH, 4)
+        single = side_by_side(pair, UNBATCHED_COINS, 1, 8)
         load_end = os.getloadavg()[0]
         for bank in (base, new):
             if bank.cli("audit", check=False).returncode != 0:

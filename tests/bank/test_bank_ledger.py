@@ -9,7 +9,9 @@ import threading
 import pytest
 
 from ecoin.bank.audit import verify
+from ecoin.bank.keys import Opener
 from ecoin.bank.ledger import DAY, Ledger
+from ecoin.bank.vault import coin_hash
 from ecoin.common import bank_errors as errors
 from ecoin.common import crypto
 from ecoin.protocol import session
@@ -287,3 +289,32 @@ def test_a_refused_debit_changes_no_balance(ledger):
         return tx.account("olive").balance, tx.account("@coins").balance
 
     assert ledger.store.run(attempt) == (10_000, 0)
+
+
+def test_outstanding_owners_names_only_outstanding_coins(ledger, make_item):
+    """The policy check's read: (owner, device) of each outstanding coin; a spent, refunded
+    or never minted one is left out (its item is answered without the policy)."""
+    a, b, c = ledger.withdraw("olive", "dev1", 3, "w1").coins
+    d = ledger.withdraw("oscar", "dev2", 1, "w2").coins[0]
+    assert ledger.redeem("alice", [make_item(a)])[0]["status"] == "ok"
+    ledger.claim("olive", "dev1", [b])
+    hashes = [coin_hash(x) for x in (a, b, c, d, os.urandom(32))]
+    found = ledger.store.run(lambda tx: tx.outstanding_owners(hashes), write=False)
+    olive, oscar = ledger.balance("olive").id, ledger.balance("oscar").id
+    assert found == {hashes[2]: (olive, "dev1"), hashes[3]: (oscar, "dev2")}
+
+
+def test_workers_answer_as_the_thread_does(ledger, make_item, pki):
+    """The worker pipe's plain tuples (``keys._job``, ``_answer``, ``_result``) lose nothing:
+    opened and refused items come back from a worker equal to the in-thread opening."""
+    coins = ledger.withdraw("olive", "dev1", 2, "w1").coins
+    good = make_item(coins[0], service="stats")
+    bad_tag = dataclasses.replace(make_item(coins[1]), tag=bytes(32))
+    junk = dataclasses.replace(good, header=os.urandom(len(good.header)), not_after=123.0)
+    items = [good, bad_tag, junk, dataclasses.replace(good, not_after=1e9)]
+    pooled = Opener(pki, 1)
+    try:
+        assert pooled.open(items) == ledger.opener.open(items)
+    finally:
+        pooled.close()
+    assert [type(o).__name__ for o in ledger.opener.open(items)] == ["Opened", "Refused", "Refused", "Opened"]
