@@ -745,6 +745,40 @@ def test_full_buffer_triggers_the_batch_and_drops_newest():
     check(time.ticks_diff(time.ticks_ms(), c._batch_at) >= 0, "due now")
 
 
+class FakeTopup:
+    """Stands in for topup.py in sys.modules (step imports it there): records the call and,
+    like the real one after an attempt, puts the next one topup_retry away."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def run(self, dev):
+        self.calls.append("topup")
+        dev.topup_at = time.ticks_add(time.ticks_ms(), 60000)
+
+
+def test_a_due_topup_runs_before_a_due_batch():
+    c = make_collector()
+    c.cfg.update({"low_coins": 100})
+    c.store = fresh_store()  # 10 coins: below low_coins, so a top-up is due
+    calls = []
+    c.operate = lambda: calls.append("operate")
+    c.net.poll = lambda timeout_ms: None
+    for _ in range(3):
+        c._next = time.ticks_ms()
+        c.idle()
+    c._batch_at = c.topup_at = time.ticks_ms()  # both due now
+    sys.modules["topup"] = FakeTopup(calls)
+    try:
+        c.step()
+        check(calls == ["topup"], "the top-up first, alone: %r" % (calls,))
+        check("topup" not in sys.modules, "topup dropped after use")
+        c.step()
+        check(calls == ["topup", "operate"], "then the batch: %r" % (calls,))
+    finally:
+        sys.modules.pop("topup", None)
+
+
 # Session round trip ------------------------------------------------------------------------
 
 
@@ -816,6 +850,7 @@ GROUPS = {
         test_full_buffer_triggers_the_batch_and_drops_newest,
         test_an_operation_that_never_left_keeps_its_coin,
         test_an_operation_written_but_not_acknowledged_is_in_doubt,
+        test_a_due_topup_runs_before_a_due_batch,
     ],
 }
 

@@ -21,7 +21,7 @@ from ecoin.tools.provisioning.deploy import install_firmware
 from .conftest import micropython
 
 HERE = Path(__file__).resolve().parent
-EXPECTED = {"coinstore": 15, "serial": 6, "mqtt": 11, "collector": 5, "session": 1}
+EXPECTED = {"coinstore": 15, "serial": 6, "mqtt": 11, "collector": 6, "session": 1}
 
 
 @pytest.fixture(scope="module")
