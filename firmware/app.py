@@ -27,7 +27,7 @@ def _device():
         sys.modules.pop("start", None)  # boot code: give its memory back
     gc.collect()
     # The collector's two big buffers, while the room start.py left is still in one piece.
-    cfg["json_buf"] = bytearray(cfg["json_size"])
+    cfg["frame"] = bytearray(collector.layout(cfg)[2])
     cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
     wdt = cfg["wdt"]
     if cfg["transport"] == "serial":

@@ -219,18 +219,20 @@ def test_settled_records_leave_the_doubt_store():
 
 
 def test_a_late_result_finds_its_coin_once_and_settles_it():
+    import late
+
     s = fresh_store()
     ops = [bytes([65 + i]) * 16 for i in range(10)]
     for op in ops[:9]:
         s.take(op)
         s.doubt(coinstore.R_TIMEOUT)
-    check(s.doubted(ops[8]) == COINS[8] and s.doubted(ops[0]) == COINS[0], "coins of records")
-    check(s.doubted(ops[9]) is None and s.doubted(b"z" * 16) is None, "no record, no coin")
+    check(late.doubted(s, ops[8]) == COINS[8] and late.doubted(s, ops[0]) == COINS[0], "coins of records")
+    check(late.doubted(s, ops[9]) is None and late.doubted(s, b"z" * 16) is None, "no record, no coin")
     with open(coinstore.SETTLED, "ab") as f:
         f.write(b"torn")  # an append cut by a power loss
-    s.settle(ops[8])
+    late.settle(ops[8])
     check(os.stat(coinstore.SETTLED)[6] == 32, "the torn entry is padded over: entries stay aligned")
-    check(s.doubted(ops[8]) is None and s.doubted(ops[7]) == COINS[7], "a settled one is found no more")
+    check(late.doubted(s, ops[8]) is None and late.doubted(s, ops[7]) == COINS[7], "a settled one is found no more")
     reopen()
     check([d[0] for d in doubts()] == ops[:8], "the next boot drops the settled record")
 
@@ -803,6 +805,22 @@ def test_session_round_trip_with_cpython(vectors):
     bad[-40] ^= 1
     check(raises(session.InvalidTag, session.open_result, cr, bad, op_id, k_enc, k_mac), "tampered")
     check(raises(session.InvalidTag, session.open_result, cr, result, b"x" * 16, k_enc, k_mac), "other op")
+    # The collector seals in place, into its one buffer: the same bytes as seal_operation.
+    c = make_collector(batch_max=40)
+    c.kid, c.pub = h(v["kid"]), (n, 65537)
+    c = collector.Collector(dict(c.cfg, bank=(c.kid, c.pub)), Board(), Net(), None)
+    for _ in range(40):
+        c._next = time.ticks_ms()
+        c.idle()
+    size = c.build()[0]
+    plain = bytes(c.json[:size])
+    iv, seed = bytes(range(16)), bytes(range(32))
+    want = session.seal_operation(cr, (n, 65537), c.kid, coin, "average", plain, op_id=op_id, iv=iv, seed=seed)
+    got = c.seal(coin, op_id, size, iv, seed)
+    check(bytes(got[2]) == bytes(want[3]) and (got[0], got[1]) == want[1:3], "in-place seal = seal_operation")
+    c.build()  # the JSON was encrypted where it lay: written again, sealed with fresh randomness
+    with open("collector.hex", "w") as f:
+        f.write(binascii.hexlify(c.seal(coin, op_id, size)[2]).decode() + " " + binascii.hexlify(plain).decode())
 
 
 GROUPS = {
