@@ -1,6 +1,8 @@
-# The collector application, run by main.py at boot. It boots in two phases so that the heap
-# is not fragmented: start.py (configuration, coin store repair, network, clock) is loaded,
-# used and dropped before the modules that stay are loaded into the room it leaves. Then it
+# The collector application, run by main.py at boot. It boots in phases so that the heap is
+# not fragmented: the collector's code first, at the bottom; the TLS context and the room for
+# the big buffers (read from config.json); then start.py (configuration) and repair.py (coin
+# store repair, watchdog, network, clock), each loaded, used and dropped in turn; then the
+# transport's code, and the buffers in the room held for them. Then it
 # steps the collector forever (or for max_ops operations): out-of-memory and I/O errors are
 # reported on the console and survived; the watchdog is fed from every wait.
 #
@@ -9,41 +11,86 @@
 # reaches the REPL, with the watchdog fed in the background so that maintenance is not cut off.
 import array
 import gc
+import json
 import sys
 import time
 
 import board
-import collector  # the modules that stay load first, at the bottom of the heap
+import collector
 
 DAY_MS = 86400000
 
 
+def _before_boot():
+    """(TLS context or None, room held): read from config.json before boot code fragments
+    the heap. The SSL context object wants about 3 KB in one piece; the room, let go after
+    boot, is where the collector's buffers then go in one piece. start.py checks the file."""
+    try:
+        with open("config.json") as f:
+            given = json.load(f)
+        n = given.get("batch_max", 128)
+        # The OPERATION buffer (8 a reading and its header), the readings (4 a reading, and 4
+        # more while the array is made) and the receive buffer (result_max and headers).
+        room = 16 * n + given.get("result_max", 1024) + 1200
+        tls = given.get("tls") is True
+        given = None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None, None
+    gc.collect()
+    return _tls() if tls else None, bytearray(min(room, 12000))
+
+
+def _tls():
+    import tlsctx
+
+    try:
+        return tlsctx.context(board)
+    finally:
+        del sys.modules["tlsctx"]
+
+
 def _device():
+    ssl, room = _before_boot()
+    # Boot code, one half at a time, each given back before the next (the local name too:
+    # it would keep the module's code alive).
     try:
         import start
 
-        cfg, store = start.boot(board)
+        cfg = start.configure(board)
+        start = None
     finally:
-        sys.modules.pop("start", None)  # boot code: give its memory back
+        sys.modules.pop("start", None)
     gc.collect()
-    # The collector's two big buffers, while the room start.py left is still in one piece.
-    cfg["frame"] = bytearray(collector.layout(cfg)[2])
-    cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
+    try:
+        import repair
+
+        store = repair.ready(board, cfg)
+        repair = None
+    finally:
+        sys.modules.pop("repair", None)
+    gc.collect()
+    cfg["ssl"] = (ssl or _tls()) if cfg["tls"] else None  # never plain MQTT when TLS is asked
     wdt = cfg["wdt"]
     if cfg["transport"] == "serial":
-        import serial_link
-
-        net = serial_link.SerialLink(board.uart(cfg), cfg["rx_size"])
+        import serial_link as link
+    else:
+        import mqtt as link
+    room = None
+    gc.collect()
+    # The big buffers, in the room held during boot.
+    cfg["frame"] = bytearray(collector.layout(cfg)[2])
+    cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
+    if cfg["transport"] == "serial":
+        net = link.SerialLink(board.uart(cfg), cfg["rx_size"])
         where = "serial " + str(cfg["serial_port"])
     else:
-        import mqtt
-
-        net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
+        net = link.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
                           cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"],
                           nodelay=board.NODELAY)
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
         if hasattr(board, "wifi_board"):
             net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
+    link = None
     dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
           % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
