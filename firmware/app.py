@@ -1,8 +1,8 @@
 # The collector application, run by main.py at boot. It boots in phases so that the heap is
-# not fragmented: the collector's code first, at the bottom; the TLS context and the room for
-# the big buffers (read from config.json); then start.py (configuration) and repair.py (coin
-# store repair, watchdog, network, clock), each loaded, used and dropped in turn; then the
-# transport's code, and the buffers in the room held for them. Then it
+# not fragmented: the collector's code first, at the bottom; the TLS context (if config.json
+# asks for TLS); then start.py (configuration) and repair.py (coin store repair, watchdog,
+# network, clock), each loaded, used and dropped in turn; then the transport's code and the
+# buffers. Then it
 # steps the collector forever (or for max_ops operations): out-of-memory and I/O errors are
 # reported on the console and survived; the watchdog is fed from every wait.
 #
@@ -22,22 +22,15 @@ DAY_MS = 86400000
 
 
 def _before_boot():
-    """(TLS context or None, room held): read from config.json before boot code fragments
-    the heap. The SSL context object wants about 3 KB in one piece; the room, let go after
-    boot, is where the collector's buffers then go in one piece. start.py checks the file."""
+    """The TLS context if config.json asks for TLS (start.py checks the file), made before
+    boot code fragments the heap: the SSL context object wants about 3 KB in one piece."""
     try:
         with open("config.json") as f:
-            given = json.load(f)
-        n = given.get("batch_max", 128)
-        # The OPERATION buffer (8 a reading and its header), the readings (4 a reading, and 4
-        # more while the array is made) and the receive buffer (result_max and headers).
-        room = 16 * n + given.get("result_max", 1024) + 1200
-        tls = given.get("tls") is True
-        given = None
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None, None
+            tls = json.load(f).get("tls") is True
+    except (OSError, ValueError, AttributeError):
+        return None
     gc.collect()
-    return _tls() if tls else None, bytearray(min(room, 12000))
+    return _tls() if tls else None
 
 
 def _tls():
@@ -50,7 +43,7 @@ def _tls():
 
 
 def _device():
-    ssl, room = _before_boot()
+    ssl = _before_boot()
     # Boot code, one half at a time, each given back before the next (the local name too:
     # it would keep the module's code alive).
     try:
@@ -70,16 +63,14 @@ def _device():
         sys.modules.pop("repair", None)
     gc.collect()
     cfg["ssl"] = (ssl or _tls()) if cfg["tls"] else None  # never plain MQTT when TLS is asked
+    # The collector's two big buffers, while the room boot code left is in its largest pieces.
+    cfg["frame"] = bytearray(collector.layout(cfg)[2])
+    cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
     wdt = cfg["wdt"]
     if cfg["transport"] == "serial":
         import serial_link as link
     else:
         import mqtt as link
-    room = None
-    gc.collect()
-    # The big buffers, in the room held during boot.
-    cfg["frame"] = bytearray(collector.layout(cfg)[2])
-    cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
     if cfg["transport"] == "serial":
         net = link.SerialLink(board.uart(cfg), cfg["rx_size"])
         where = "serial " + str(cfg["serial_port"])
