@@ -227,7 +227,14 @@ def _min_heap(workdir: Path, romfs: bool = False, tls: bool = True) -> int:
     key = rsa.generate_private_key(65537, 2048)
     n = key.public_key().public_numbers().n
     public = (session.key_id(cr, n), (n, 65537))
-    cfg = {**FAST, "max_ops": 20, "batch_max": VALUES, "sample_interval": 0.0001, "batch_seconds": 5, "tls": tls}
+    cfg = {
+        **FAST,
+        "max_ops": 20,
+        "batch_max": VALUES,
+        "sample_interval": 0.0001,
+        "batch_seconds": 5,
+        "tls": tls,
+    }
     cfg["broker_host"] = "localhost" if tls else "127.0.0.1"  # the name in the broker's certificate
     lo, hi = 16, 96  # lo fails, hi works
     workdir.mkdir(parents=True)

@@ -232,7 +232,10 @@ def test_a_late_result_finds_its_coin_once_and_settles_it():
         f.write(b"torn")  # an append cut by a power loss
     late.settle(ops[8])
     check(os.stat(coinstore.SETTLED)[6] == 32, "the torn entry is padded over: entries stay aligned")
-    check(late.doubted(s, ops[8]) is None and late.doubted(s, ops[7]) == COINS[7], "a settled one is found no more")
+    check(
+        late.doubted(s, ops[8]) is None and late.doubted(s, ops[7]) == COINS[7],
+        "a settled one is found no more",
+    )
     reopen()
     check([d[0] for d in doubts()] == ops[:8], "the next boot drops the settled record")
 
@@ -818,12 +821,16 @@ def test_session_round_trip_with_cpython(vectors):
     size = c.build()[0]
     plain = bytes(c.json[:size])
     iv, seed = bytes(range(16)), bytes(range(32))
-    want = session.seal_operation(cr, (n, 65537), c.kid, coin, "average", plain, op_id=op_id, iv=iv, seed=seed)
+    want = session.seal_operation(
+        cr, (n, 65537), c.kid, coin, "average", plain, op_id=op_id, iv=iv, seed=seed
+    )
     got = c.seal(coin, op_id, size, iv, seed)
     check(bytes(got[2]) == bytes(want[3]) and (got[0], got[1]) == want[1:3], "in-place seal = seal_operation")
     c.build()  # the JSON was encrypted where it lay: written again, sealed with fresh randomness
     with open("collector.hex", "w") as f:
-        f.write(binascii.hexlify(c.seal(coin, op_id, size)[2]).decode() + " " + binascii.hexlify(plain).decode())
+        f.write(
+            binascii.hexlify(c.seal(coin, op_id, size)[2]).decode() + " " + binascii.hexlify(plain).decode()
+        )
 
 
 GROUPS = {
