@@ -68,20 +68,19 @@ def _device():
     cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
     wdt = cfg["wdt"]
     if cfg["transport"] == "serial":
-        import serial_link as link
-    else:
-        import mqtt as link
-    if cfg["transport"] == "serial":
-        net = link.SerialLink(board.uart(cfg), cfg["rx_size"])
+        import serial_link
+
+        net = serial_link.SerialLink(board.uart(cfg), cfg["rx_size"])
         where = "serial " + str(cfg["serial_port"])
     else:
-        net = link.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
+        import mqtt
+
+        net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
                           cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"],
                           nodelay=board.NODELAY)
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
         if hasattr(board, "wifi_board"):
             net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
-    link = None
     dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
           % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
