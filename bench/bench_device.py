@@ -19,10 +19,15 @@ Figures:
   block is 32 bytes; on an ESP32 (32-bit) the same code takes markedly less.
 - device_total_peak_heap_bytes: resident + peak, the upper bound of everything in use.
 - device_min_heap_bytes: the smallest -X heapsize (1 KiB steps) at which the real firmware
-  (main.py) boots and does 20 operations of 1 KiB against a real broker without a
-  MemoryError: what a board must really give it, fragmentation included.
-- device_min_heap_romfs_bytes: the same with the modules in a ROMFS image (bytecode run in
-  place, as from a board's ROM partition), the image's own size not counted.
+  (main.py) boots and does 20 operations of 1 KiB without a MemoryError, over TLS to a real
+  Mosquitto whose certificate comes from the project's CA, as a board with TLS runs: what
+  a board must really give it, fragmentation and the TLS client objects included (the SSL
+  context and socket live in the MicroPython heap; on the unix port mbedTLS's own buffers
+  come from the C heap, as on an ESP32 they come from the IDF heap).
+- device_min_heap_plain_bytes: the same over plain TCP (a serial or plain-MQTT device).
+- device_min_heap_romfs_bytes: the same as device_min_heap_bytes (TLS) with the modules in a
+  ROMFS image (bytecode run in place, as from a board's ROM partition), the image's own
+  size not counted.
 - firmware_bytes_py / firmware_bytes_mpy: what goes onto an ESP32's flash (boards/esp32/
   manifest) as sources, and as deployed (.mpy, main.py as source).
 """
@@ -40,6 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ecoin.common import crypto as cr
 from ecoin.protocol import session
 from ecoin.sim import SimDevice
+from ecoin.testing.servers import Mosquitto, free_port, wait_for_port
+from ecoin.tools import pki as pki_tool
 from ecoin.tools.provisioning.deploy import deploy_device, find_tool, install_firmware, manifest
 
 CYCLES = 200
@@ -64,6 +71,9 @@ results = open("results.bin", "rb")
 
 class Loopback:
     # Answers at once what a gateway and an analyst would: STATUS LIVE, then the RESULT.
+    connects = 1
+    wrote = True
+
     def ensure(self):
         return True
 
@@ -186,32 +196,64 @@ def _romfs(flash: Path) -> int:
     return image.stat().st_size
 
 
-def _min_heap(workdir: Path, romfs: bool = False) -> int:
+def _broker(workdir: Path, tls: bool) -> tuple[Mosquitto, int]:
+    """A broker without Nagle, and the port the device uses: with tls, a second listener
+    with the broker certificate of a fresh project PKI (workdir/pki)."""
+    from ecoin.testing.firmware import nodelay_broker
+
+    if not tls:
+        broker = nodelay_broker(workdir / "broker")
+        return broker, broker.port
+    pki = workdir / "pki"
+    pki_tool.init(pki, coin_key_bits=2048)
+    plain, port = free_port(), free_port()
+    conf = (
+        f"set_tcp_nodelay true\nlistener {plain} 127.0.0.1\nallow_anonymous true\n"
+        f"listener {port} 127.0.0.1\ncafile {pki}/ca.crt\ncertfile {pki}/broker/broker.crt\n"
+        f"keyfile {pki}/broker/broker.key\nallow_anonymous true\n"
+    )
+    return Mosquitto(workdir / "broker", conf, plain), port
+
+
+def _min_heap(workdir: Path, romfs: bool = False, tls: bool = True) -> int:
     """Bisection over the heap cap (KiB) of the real firmware (main.py) doing 20 operations
-    of 1 KiB against a real broker and the test responder, a fresh device for every try.
-    romfs: the modules run in place from a ROMFS image (``_romfs``); the figure is the heap
-    beyond the image, what a board whose image sits in flash must give."""
-    from ecoin.testing.firmware import FAST, nodelay_broker
+    of 1 KiB against a real broker (over TLS verified against the project CA if tls) and
+    the test responder, a fresh device for every try. romfs: the modules run in place from
+    a ROMFS image (``_romfs``); the figure is the heap beyond the image, what a board whose
+    image sits in flash must give."""
+    from ecoin.testing.firmware import FAST
     from ecoin.testing.responder import Responder
 
     key = rsa.generate_private_key(65537, 2048)
     n = key.public_key().public_numbers().n
     public = (session.key_id(cr, n), (n, 65537))
-    cfg = {**FAST, "max_ops": 20, "batch_max": VALUES, "sample_interval": 0.0001, "batch_seconds": 5}
+    cfg = {
+        **FAST,
+        "max_ops": 20,
+        "batch_max": VALUES,
+        "sample_interval": 0.0001,
+        "batch_seconds": 5,
+        "tls": tls,
+    }
+    cfg["broker_host"] = "localhost" if tls else "127.0.0.1"  # the name in the broker's certificate
     lo, hi = 16, 96  # lo fails, hi works
-    with nodelay_broker(workdir / ("broker-rom" if romfs else "broker")) as broker:
+    workdir.mkdir(parents=True)
+    broker, port = _broker(workdir, tls)
+    with broker:
+        wait_for_port(port)
         responder = Responder(broker.port, key).start()
         try:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
                 coins = [os.urandom(32) for _ in range(20)]
                 flash = deploy_device(
-                    workdir / f"min{mid}{'-rom' if romfs else ''}",
+                    workdir / f"min{mid}",
                     "dev1",
-                    {**cfg, "broker_port": broker.port},
+                    {**cfg, "broker_port": port},
                     coins,
                     os.urandom(32),
                     public,
+                    ca_cert=workdir / "pki" / "ca.crt" if tls else None,
                 )
                 image = _romfs(flash) if romfs else 0
                 dev = SimDevice(flash, heap=f"{mid * 1024 + image}").start()
@@ -221,7 +263,8 @@ def _min_heap(workdir: Path, romfs: bool = False) -> int:
                     pass  # still short of memory after a minute: a failure like any other
                 finally:
                     dev.kill()
-                ok = "ops=20 results=20" in dev.output() and "memory" not in dev.output()
+                out = dev.output()
+                ok = "ops=20 results=20" in out and "memory" not in out and ("(tls)" in out) == tls
                 lo, hi = (lo, mid) if ok else (mid, hi)
         finally:
             responder.stop()
@@ -248,8 +291,9 @@ def run(workdir: Path) -> dict[str, float | int]:
         "device_peak_heap_bytes": got["peak"],
         "device_resident_heap_bytes": got["resident"],
         "device_total_peak_heap_bytes": got["resident"] + got["peak"],
-        "device_min_heap_bytes": _min_heap(workdir),
-        "device_min_heap_romfs_bytes": _min_heap(workdir, romfs=True),
+        "device_min_heap_bytes": _min_heap(workdir / "tls"),
+        "device_min_heap_plain_bytes": _min_heap(workdir / "plain", tls=False),
+        "device_min_heap_romfs_bytes": _min_heap(workdir / "romfs", romfs=True),
         "device_op_readings_bytes": got["readings"],
         "firmware_bytes_py": py,
         "firmware_bytes_mpy": mpy,

@@ -1,6 +1,8 @@
-# The collector application, run by main.py at boot. It boots in two phases so that the heap
-# is not fragmented: start.py (configuration, coin store repair, network, clock) is loaded,
-# used and dropped before the modules that stay are loaded into the room it leaves. Then it
+# The collector application, run by main.py at boot. It boots in phases so that the heap is
+# not fragmented: the collector's code first, at the bottom; the TLS context (if config.json
+# asks for TLS); then start.py (configuration) and repair.py (coin store repair, watchdog,
+# network, clock), each loaded, used and dropped in turn; then the transport's code and the
+# buffers. Then it
 # steps the collector forever (or for max_ops operations): out-of-memory and I/O errors are
 # reported on the console and survived; the watchdog is fed from every wait.
 #
@@ -9,25 +11,60 @@
 # reaches the REPL, with the watchdog fed in the background so that maintenance is not cut off.
 import array
 import gc
+import json
 import sys
 import time
 
 import board
-import collector  # the modules that stay load first, at the bottom of the heap
+import collector
 
 DAY_MS = 86400000
 
 
+def _before_boot():
+    """The TLS context if config.json asks for TLS (start.py checks the file), made before
+    boot code fragments the heap: the SSL context object wants about 3 KB in one piece."""
+    try:
+        with open("config.json") as f:
+            tls = json.load(f).get("tls") is True
+    except (OSError, ValueError, AttributeError):
+        return None
+    gc.collect()
+    return _tls() if tls else None
+
+
+def _tls():
+    import tlsctx
+
+    try:
+        return tlsctx.context(board)
+    finally:
+        del sys.modules["tlsctx"]
+
+
 def _device():
+    ssl = _before_boot()
+    # Boot code, one half at a time, each given back before the next (the local name too:
+    # it would keep the module's code alive).
     try:
         import start
 
-        cfg, store = start.boot(board)
+        cfg = start.configure(board)
+        start = None
     finally:
-        sys.modules.pop("start", None)  # boot code: give its memory back
+        sys.modules.pop("start", None)
     gc.collect()
-    # The collector's two big buffers, while the room start.py left is still in one piece.
-    cfg["json_buf"] = bytearray(cfg["json_size"])
+    try:
+        import repair
+
+        store = repair.ready(board, cfg)
+        repair = None
+    finally:
+        sys.modules.pop("repair", None)
+    gc.collect()
+    cfg["ssl"] = (ssl or _tls()) if cfg["tls"] else None  # never plain MQTT when TLS is asked
+    # The collector's two big buffers, while the room boot code left is in its largest pieces.
+    cfg["frame"] = bytearray(collector.layout(cfg)[2])
     cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
     wdt = cfg["wdt"]
     if cfg["transport"] == "serial":

@@ -36,10 +36,9 @@ STATE_LEN = const(69)  # struct.calcsize(FMT)
 COIN = const(32)
 # settled.bin: 16-byte op_ids of in-doubt records that got a final answer: claimed by the
 # owner at the bank (appended by `ecoin-provision refund`) or answered late by a RESULT that
-# verified (settle() below); at boot start.py drops those records from doubt.bin.
+# verified (late.py); at boot start.py drops those records from doubt.bin.
 SETTLED = "settled.bin"
 RECORD = const(64)
-_LATE = const(16)  # a late RESULT is matched against the newest in-doubt records only
 _NONE = bytes(32)
 
 # Why a coin is in doubt (1..5 are the ERROR codes of PROTOCOL.md 4.3).
@@ -154,35 +153,10 @@ class CoinStore:
 
     def doubt_count(self):
         """Whole records in doubt.bin (settled ones included until the next boot drops them)."""
-        return _size("doubt.bin") // RECORD
-
-    def doubted(self, op_id):
-        """The coins of op_id's in-doubt records (one per coin of its header, in order) if they
-        are among the newest _LATE and not settled, else None: a late RESULT is verified under
-        keys derived from them (collector.py)."""
-        n = self.doubt_count()
-        k, r, coins = min(n, _LATE), self._rec, b""
-        if k:
-            with open("doubt.bin", "rb") as f:
-                f.seek((n - k) * RECORD)
-                for _ in range(k):
-                    if f.readinto(r) == RECORD and r[:16] == op_id:
-                        coins += r[16:48]
-        if not coins or _settled(op_id):
-            return None
-        return coins
-
-    def settle(self, op_id):
-        """op_id's doubt is over (its RESULT came late): the owner's claim skips it and the next
-        boot drops it. A torn earlier append is padded over, so entries stay 16-byte aligned."""
-        pad = _size(SETTLED) % 16
-        with open(SETTLED, "ab") as f:
-            if pad:
-                f.write(bytes(16 - pad))
-            f.write(op_id)
+        return size("doubt.bin") // RECORD
 
 
-def _size(name):
+def size(name):
     try:
         return os.stat(name)[6]
     except OSError:
@@ -197,15 +171,3 @@ def listed(op_id, ids):
             return True
         i = ids.find(op_id, i + 1)
     return False
-
-
-def _settled(op_id):
-    if not _size(SETTLED):
-        return False
-    with open(SETTLED, "rb") as f:
-        while True:
-            ids = f.read(512)
-            if not ids:
-                return False
-            if listed(op_id, ids):
-                return True

@@ -8,22 +8,34 @@
 # it is decrypted, then handed to on_result; one that does not verify is ignored (the
 # genuine one may still come) until op_timeout. Any ERROR (whatever its code), a timeout, or
 # only bad answers put the coins in doubt; they are never reused. A RESULT that comes after
-# its operation ended settles that doubt if it verifies (_late). Below low_coins the device
+# its operation ended settles that doubt if it verifies (late.py). Below low_coins the device
 # tops up (topup.py).
 import array
 import gc
 import json
+import struct
 import sys
 import time
 from binascii import hexlify
 
 import coinstore
+import cryptolib
 import session
 import ucrypto as cr
 import wire
 
 _PER_VALUE = 8  # room per value in the JSON buffer: "-123.45," (values that do not fit wait)
 _LONGEST = 13  # the longest value, with its comma: "-21474836.48,"
+
+
+def layout(cfg):
+    """(offset of the ciphertext, room for the readings' JSON, length) of the one OPERATION
+    buffer: prefix | kid | service | header | ciphertext length | ciphertext | tag
+    (PROTOCOL.md 4.1, wire.encode_operation). The JSON is written where its ciphertext goes
+    and encrypted in place, so sealing copies nothing."""
+    at = wire.PREFIX_LEN + wire.KID_LEN + 1 + len(cfg["service"]) + 2 + cr.modulus_len(cfg["bank"][1][0]) + 2
+    room = min(wire.PAYLOAD_MAX, cfg["json_size"])
+    return at, room, at + (room // 16 + 1) * 16 + wire.TAG_LEN
 
 
 def put_num(buf, p, v, point=2):
@@ -67,11 +79,19 @@ class Collector:
         self.n = 0
         self._head = ('{"sensor":"%s","unit":"%s","start":' % (cfg["sensor"], cfg["unit"])).encode()
         self._mid = (',"interval":%s,"values":[' % cfg["sample_interval"]).encode()
-        size = len(self._head) + 10 + len(self._mid) + _PER_VALUE * nmax + _LONGEST
-        self.json = cfg.pop("json_buf", None) or bytearray(min(wire.PAYLOAD_MAX, size))
-        # Sealing needs a few contiguous kilobytes (ciphertext, frame, RSA integers). A heap
-        # this small fragments, so that room is held here and let go just before sealing.
-        self._room = 2 * len(self.json) + 2048
+        if "json_size" not in cfg:
+            cfg["json_size"] = len(self._head) + 10 + len(self._mid) + _PER_VALUE * nmax + _LONGEST
+        self._at, room, size = layout(cfg)
+        frame = self.frame = cfg.pop("frame", None) or bytearray(size)
+        frame[0], frame[1] = wire.VERSION, wire.T_OPERATION  # the fixed fields, written once
+        frame[18:26] = self.kid
+        frame[26] = len(self.service)
+        frame[27 : 27 + len(self.service)] = self.service
+        struct.pack_into(">H", frame, 27 + len(self.service), self._at - 31 - len(self.service))
+        self.json = memoryview(frame)[self._at : self._at + room]
+        # Sealing needs a little contiguous room (the RSA integers). A heap this small
+        # fragments, so that room is held here and let go just before sealing.
+        self._room = 2048
         self._reserve = None
         self._start = 0
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
@@ -142,7 +162,8 @@ class Collector:
             self.log("collector: ignored a malformed frame")
             return
         if op_id != self._op and kind == wire.T_RESULT:
-            self._late(msg, op_id)  # an operation already over, perhaps ours in doubt
+            if self.store.doubt_count():  # an operation already over, perhaps ours in doubt
+                self._late(msg, op_id)
             return
         if self._op is None or op_id != self._op or self._done and self._done[0] != "bad":
             return  # stale, not ours (a replay), or after the answer
@@ -165,36 +186,19 @@ class Collector:
             self.log("collector: bad answer ignored")
 
     def _late(self, msg, op_id):
-        """A RESULT after its operation ended: if its coins are in doubt here and the tag verifies
-        under the keys of those coins and op_id, the device has its result after all, and the
-        doubt is settled (PROTOCOL 9). Anything else (a replay of a settled one, a forgery, an
-        unknown op_id) is ignored like any stray answer."""
-        coins = self.store.doubted(op_id)
-        if coins is None:
-            return
         held = self._reserve is not None
-        self._reserve = None  # the room kept for sealing: decrypting needs some of it
+        self._reserve = None  # the room kept for sealing: loading and decrypting need some
         gc.collect()
         try:
-            value = session.open_result(cr, msg, op_id, *session.session_keys(cr, coins, op_id))
-            result = json.loads(value)
-            if not isinstance(result, dict) or result.get("service") != self.cfg["service"]:
-                raise ValueError()
-            paid = result.get("paid")
-            paid = paid if isinstance(paid, int) and 0 < paid < len(coins) // 32 else 0
-            if not paid:  # charged less: the doubt stays, the claim refunds the coins not spent
-                self.store.settle(op_id)
-        except (session.InvalidTag, wire.InvalidFrame, ValueError, MemoryError, OSError):
-            self.log("collector: late answer ignored")  # the current operation goes on
-            return
+            import late  # rare: loaded for the occasion, then dropped
+
+            late.result(self, msg, op_id)
+        except MemoryError:
+            self.log("collector: late answer ignored (out of memory)")
         finally:
+            sys.modules.pop("late", None)
             if held:
                 self._keep_room()
-        self.log("collector: op %s late result %s; %s"
-                 % (hexlify(op_id[:4]).decode(), value.decode(),
-                    "charged %d: kept for refund" % paid if paid else "coin settled"))
-        if self.on_result:
-            self.on_result(op_id, result)
 
     def exchange(self, frame, want, op_id, timeout_s, keys=None):
         """Publishes frame and waits for the answer to op_id: ("ok"|"status"|"error", value),
@@ -224,6 +228,27 @@ class Collector:
             return self._done or ("timeout", None)
         finally:
             self._op = self._k = self._done = None
+
+    def seal(self, coins, op_id, n, iv=None, seed=None):
+        """Seals the n bytes of JSON in self.json into the OPERATION buffer, in place: what
+        session.seal_operation builds, byte for byte (tests/firmware). Returns (k_enc, k_mac,
+        the frame as a memoryview)."""
+        frame, at = self.frame, self._at
+        iv = iv or cr.random(wire.IV_LEN)
+        frame[2:18] = op_id
+        header = session.seal_header(cr, self.pub, coins, iv, op_id, self.service, seed)
+        frame[at - 2 - len(header) : at - 2] = header
+        header = None
+        k_enc, k_mac = session.session_keys(cr, coins, op_id)
+        pad = 16 - n % 16  # PKCS#7, as ucrypto.aes_cbc_encrypt
+        end = at + n + pad
+        for i in range(at + n, end):
+            frame[i] = pad
+        struct.pack_into(">H", frame, at - 2, n + pad)
+        ct = memoryview(frame)[at:end]
+        cryptolib.aes(k_enc, 2, iv).encrypt(ct, ct)  # 2: CBC
+        frame[end : end + wire.TAG_LEN] = cr.hmac_sha256(k_mac, session.OPERATION_LABEL, cr.sha256(memoryview(frame)[:end]))
+        return k_enc, k_mac, memoryview(frame)[: end + wire.TAG_LEN]
 
     def _keep_room(self):
         self._reserve = None
@@ -265,9 +290,7 @@ class Collector:
         self._reserve = None  # the room kept free for this moment
         gc.collect()
         try:
-            k_enc, k_mac, frame = session.seal_operation(
-                cr, self.pub, self.kid, store.peek(price), self.service, memoryview(self.json)[:n], op_id=op_id
-            )[1:]
+            k_enc, k_mac, frame = self.seal(store.peek(price), op_id, n)
             store.take(op_id, price)  # durable before the coins leave; until here they stayed unused
             self.ops += 1
             for i in range(used, self.n):  # readings that did not fit stay for the next batch

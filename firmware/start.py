@@ -1,6 +1,7 @@
-# Boot: read the configuration, open (and after a power loss, repair) the coin store. Loaded
-# once and dropped afterwards (app.py), so none of this code occupies the heap while the
-# device runs.
+# Boot, first half: read and check the configuration, set the board up. Loaded once and
+# dropped afterwards (app.py), so none of this code occupies the heap while the device runs;
+# the second half (the coin store's repair after a power loss, the watchdog, the network) is
+# repair.py, loaded after this one is gone: the heap at boot holds one half at a time.
 #
 # Written at provisioning, beside the firmware:
 #   config.json   the settings below; nothing secret in it
@@ -8,15 +9,11 @@
 #   broker.pass   the broker password (text), if the broker wants one
 #   wifi.pass     the WiFi password (text), on boards with WiFi
 #   bank.json     the bank's coin public key {"kid": hex, "n": hex, "e": int}
-#   ca.crt        the CA that signed the broker's certificate (when tls is on)
+#   ca.crt        the CA that signed the broker's certificate (when tls is on; tlsctx.py)
 #   coins.0.bin, state.bin   the coin store (coinstore.py)
 import binascii
 import json
-import os
-import struct
 import sys
-
-import coinstore
 
 DEFAULTS = {
     "device_id": None,  # required
@@ -127,98 +124,6 @@ def rx_size(cfg):
     return max(result, topup) + 68
 
 
-def _exists(name):
-    try:
-        os.stat(name)
-        return True
-    except OSError:
-        return False
-
-
-def open_store():
-    """Opens the coin store, finishing what a power loss interrupted: a rename on FAT, a torn
-    in-doubt record, an operation in flight (its coin goes in doubt), a half-done top-up."""
-    if not _exists("state.bin") and _exists("state.tmp"):
-        os.rename("state.tmp", "state.bin")
-    try:
-        raw = _read("state.bin")
-    except OSError:
-        raise ConfigError("no coin store (state.bin): provision the device first")
-    if len(raw) != coinstore.STATE_LEN or raw[:4] != coinstore.MAGIC:
-        raise ConfigError("state.bin is corrupt")
-    store = coinstore.CoinStore(struct.unpack(coinstore.FMT, raw))
-    size = store.doubt_count() * coinstore.RECORD
-    if _exists("doubt.bin") and os.stat("doubt.bin")[6] != size:
-        buf = bytearray(coinstore.RECORD)
-        with open("doubt.bin", "rb") as src, open("doubt.tmp", "wb") as dst:
-            for _ in range(size // coinstore.RECORD):  # whole records only
-                src.readinto(buf)
-                dst.write(buf)
-        coinstore.replace("doubt.tmp", "doubt.bin")
-    if _exists(coinstore.SETTLED):
-        _settle(size)
-        size = store.doubt_count() * coinstore.RECORD
-    if store.op_id is not None:
-        done = _doubts(store.op_id, size)  # records a power loss inside doubt() left
-        if done >= store.pending:
-            store.op_id = None
-            store.save()
-        else:
-            store.doubt(coinstore.R_RESTART, done)
-        print("store: the operation cut by a restart is in doubt")
-    keep = "coins.%d.bin" % store.gen
-    for name in os.listdir():
-        if (name.startswith("coins.") and name != keep) or name.endswith(".tmp"):
-            os.remove(name)
-    return store
-
-
-def _settle(size):
-    """Drops the in-doubt records listed in settled.bin, 64 op_ids at a time (a small heap),
-    then removes the list. Cut anywhere, it is simply done again at the next boot."""
-    rec = bytearray(coinstore.RECORD)
-    with open(coinstore.SETTLED, "rb") as f:
-        while True:
-            ids = f.read(1024)
-            if not ids:
-                break
-            with open("doubt.bin", "rb") as src, open("doubt.tmp", "wb") as dst:
-                for _ in range(size // coinstore.RECORD):
-                    src.readinto(rec)
-                    if not coinstore.listed(bytes(rec[:16]), ids):
-                        dst.write(rec)
-            coinstore.replace("doubt.tmp", "doubt.bin")
-            size = os.stat("doubt.bin")[6]
-    os.remove(coinstore.SETTLED)
-    print("store: settled in-doubt records removed")
-
-
-def _doubts(op_id, size):
-    """How many in-doubt records op_id has (one per coin it paid)."""
-    n = 0
-    if size:
-        with open("doubt.bin", "rb") as f:
-            for _ in range(size // coinstore.RECORD):
-                n += f.read(coinstore.RECORD)[:16] == op_id
-    return n
-
-
-def tls_context(ca_file):
-    """A client TLS context that verifies the broker against ca_file (PEM)."""
-    import ssl
-
-    if hasattr(ssl, "create_default_context"):  # CPython
-        return ssl.create_default_context(cafile=ca_file)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ca = _read(ca_file)
-    if ca.startswith(b"-----"):  # PEM: MicroPython's mbedtls binding takes DER
-        body = ca.split(b"-----BEGIN CERTIFICATE-----")[1].split(b"-----END")[0]
-        ca = binascii.a2b_base64(body.replace(b"\n", b"").replace(b"\r", b""))
-    ctx.load_verify_locations(cadata=ca)
-    return ctx
-
-
 # The service side of the shared protocol modules: the device never runs it, and on a small
 # heap every function counts (about 1.7 KiB on the unix port), so it is dropped at boot.
 # Empty here: installing the firmware writes in the list ecoin.tools.provisioning.trim
@@ -234,28 +139,9 @@ def _trim():
                 delattr(mod, attr)
 
 
-def _network(board, cfg, feed):
-    """Waits for WiFi as long as it takes (routers boot slower than boards), feeding the
-    watchdog; then sets the clock (TLS needs it)."""
-    import time
-
-    began = time.ticks_ms()
-    while not board.connect_network(cfg, feed, 15000):
-        print("network: waiting for %s (%d s)" % (cfg["wifi_ssid"], time.ticks_diff(time.ticks_ms(), began) // 1000))
-    if board.now():
-        return  # a clock already set (the kind sim board has the host's)
-    import timesync
-
-    try:
-        if not timesync.sync(board, cfg, feed) and cfg["tls"]:
-            timesync.floor(board, cfg)
-    finally:
-        del sys.modules["timesync"]
-
-
-def boot(board):
-    """Returns (settings, coin store), both checked; the board is set up, its watchdog
-    running (cfg["wdt"]) and, for MQTT, on the network with its clock set if it can be."""
+def configure(board):
+    """Returns the settings, checked (raises ConfigError); the board is set up, every random
+    byte conditioned. The store, the watchdog and the network come next (repair.ready)."""
     import session
     import ucrypto
 
@@ -272,8 +158,6 @@ def boot(board):
     _check(not (mqtt and hasattr(board, "wifi_board") and not cfg["wifi_ssid"]),
            "config.json: transport mqtt needs wifi_ssid (or transport serial)")
     cfg["rx_size"] = rx_size(cfg)
-    ssl = tls_context("ca.crt") if cfg["tls"] else None
-    cfg["ssl"] = board.tls(ssl) if ssl and hasattr(board, "tls") else ssl
     # The readings' JSON: '{"sensor":"..","unit":"..","start":N,"interval":..,"values":[' and
     # 8 bytes a value ("-123.45,"; a longer one waits for the next batch).
     head = 33 + len(cfg["sensor"]) + len(cfg["unit"]) + 10 + 24 + len(str(cfg["sample_interval"]))
@@ -282,13 +166,27 @@ def boot(board):
         board.setup(cfg)
     except ValueError as exc:
         raise ConfigError(str(exc))
-    store = open_store()
-    wdt = cfg["wdt"] = board.watchdog(cfg["watchdog_ms"])
-    if hasattr(board, "running"):
-        board.running()  # the firmware feeds the watchdog from here on (not boot.py's timer)
-    if mqtt and hasattr(board, "wifi_board"):  # the kind sim board is always on the network
-        _network(board, cfg, wdt.feed if wdt else None)
-    return cfg, store
+    return cfg
+
+
+def boot(board):
+    """Returns (settings, coin store), both checked; the board is set up, its watchdog
+    running (cfg["wdt"]) and, for MQTT, on the network with its clock set if it can be.
+    app.py runs the two halves itself, each loaded alone: configure, then repair.ready."""
+    cfg = configure(board)
+    return cfg, _repair().ready(board, cfg)
+
+
+def _repair():
+    import repair
+
+    del sys.modules["repair"]  # dropped with its last use
+    return repair
+
+
+def open_store():
+    """The coin store, repaired (repair.py); for maintenance (mpremote) and tests."""
+    return _repair().open_store()
 
 
 BACKOFF_S = 15  # after a failed boot, before the reset that tries again

@@ -21,7 +21,7 @@ from ecoin.tools.provisioning.deploy import install_firmware
 from .conftest import micropython
 
 HERE = Path(__file__).resolve().parent
-EXPECTED = {"coinstore": 15, "serial": 6, "mqtt": 11, "collector": 5, "session": 1}
+EXPECTED = {"coinstore": 15, "serial": 6, "mqtt": 11, "collector": 6, "session": 1}
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,9 @@ def test_session_round_trip_between_device_and_cpython(firmware: Path, tmp_path:
     assert (got_op, got_kid, service, h_coin, h_op) == (op_id, kid, "average", coin, op_id)
     assert s_tag == session.service_tag(cr, "average")
     assert session.open_operation(cr, frame, k_enc, k_mac, iv) == readings.encode()
+    frame_hex, plain_hex = (tmp_path / "collector.hex").read_text().split()  # sealed in place
+    frame = bytes.fromhex(frame_hex)
+    header = wire.decode_operation(frame)[3]
+    iv = session.split_header(key.decrypt(header, cr.oaep(session.HEADER_LABEL)))[1]
+    readings = session.open_operation(cr, frame, k_enc, k_mac, iv)
+    assert readings == bytes.fromhex(plain_hex) and len(json.loads(readings)["values"]) == 40

@@ -141,8 +141,9 @@ def test_silent_broker_is_bounded_by_io_timeout(tmp_path: Path, make_device: Mak
 
 
 def test_tls_to_the_broker_verified_against_the_project_ca(tmp_path: Path, pki: Path, coin_key, make_device):
-    """TLS with the broker's certificate from the project PKI. The unix port's mbedtls takes
-    its memory from the MicroPython heap (on an ESP32 it has its own), hence 128K here."""
+    """TLS with the broker's certificate from the project PKI. mbedTLS's buffers are on the C
+    heap; the SSL context and socket objects and the faithful board's model are not, hence
+    128K here (the bench measures the kind board's need: docs/FIRMWARE.md, Memory)."""
     plain, tls = free_port(), free_port()
     conf = (
         f"listener {plain} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"

@@ -23,5 +23,8 @@ def test_what_the_device_calls_is_kept():
     # (decode_error is service side since v2: a device reads an ERROR's code byte itself)
     for name in ("encode_query", "frame_type", "decode_status", "service_name"):
         assert name not in dropped["wire"]
-    assert "seal_operation" not in dropped["session"] and "open_result" not in dropped["session"]
+    for name in ("seal_header", "session_keys", "open_result"):
+        assert name not in dropped["session"]
+    # the collector seals in place (collector.seal): the copying recipe stays service side
+    assert "seal_operation" in dropped["session"] and "encode_operation" in dropped["wire"]
     assert "seal_result" in dropped["session"]  # the service side goes
