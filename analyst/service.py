@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -45,6 +46,12 @@ log = logging.getLogger("ecoin.analyst")
 
 _NO_OP_ID = bytes(wire.OP_ID_LEN)
 SUPERVISE_S = 1.0  # how often the supervisor checks the redeemer threads
+# A thread that wants the GIL waits up to this long for a busy one to let go. An operation
+# crosses four threads here (paho, redeemer, worker, paho), and with CPython's 5 ms default
+# each hand-over could wait a whole interval behind another thread's decoding or sealing:
+# at 50 operations/s that was a third of the device's p99 (docs/SCALING.md 1.3). The bank
+# and the gateway use the same value.
+GIL_SWITCH_S = 0.0005
 
 
 @dataclass
@@ -109,6 +116,7 @@ class Analyst:
     # Life cycle.
 
     def start(self) -> Analyst:
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.pool.start()
         self.redeemer.start()
         for link in self.links:

@@ -4,22 +4,29 @@ competing for the CPU.
 
 Figures:
 - e2e_p50_ms, e2e_p99_ms: send to verified RESULT at 50 operations per second offered
-  (50 devices x 1 op/s, open loop).
+  (50 devices x 1 op/s, open loop), the median of three 10 s phases (the machine is shared:
+  one phase's p99 is five operations, and one stall of another process moves it);
+  e2e_p99_ms_max is the worst of the three.
 - service_e2e_ops_per_s: the highest offered rate the system kept up with (every operation
   answered, none failed, answers at >= 90 % of the offered rate), raised by 1.5x per step.
 - service_e2e_p99_ms: the p99 latency at that rate.
 - e2e_stage_p99_ms_<stage>: where the stated load's p99 goes, from each service's own
-  histograms over that phase (upper bound of the bucket, so coarse): gateway (device frame
-  to answer, the whole service side), analyst (operation taken to acknowledged), redeem
-  (the analyst's bank call), bank (the bank's own time for a redeem request), analysis
-  (the worker round trip), reply (publish to the broker's PUBACK).
-- e2e_loadavg: the 1-minute load average when the stated phase ended (other work on the
+  histograms over the three stated phases (upper bound of the bucket, so coarse): gateway
+  (device frame to answer, the whole service side), analyst (operation taken to
+  acknowledged), redeem (the analyst's bank call), bank (the bank's own time for a redeem
+  request), analysis (the worker round trip), reply (publish to the broker's PUBACK).
+- e2e_loadavg: the 1-minute load average when the stated phases ended (other work on the
   machine shows up in the p99; compare figures within one run).
+
+The analysts redeem over two bank connections (``bank.connections = 2``): with one, an
+operation arriving while a batch is at the bank waits for that whole call, and that wait
+was the largest part of the p99 (docs/SCALING.md 1.3).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,8 @@ from . import loadgen
 DEVICES = 50
 COINS = 400  # per device: enough for the saturation ramp
 STEP_S = 4.0
+STATED_RUNS = 3
+REDEEM_CONNECTIONS = 2  # what docs/SCALING.md 1.3 recommends
 
 
 def run(workdir: Path) -> dict[str, float | int]:
@@ -54,6 +63,7 @@ def run(workdir: Path) -> dict[str, float | int]:
                     bank.url,
                     services,
                     analyst,
+                    bank={"url": bank.url, "connections": REDEEM_CONNECTIONS},
                 )  # fmt: skip
             )
         demo.start_gateway(pki_dir, broker["service_port"], bank.url)
@@ -69,16 +79,17 @@ def run(workdir: Path) -> dict[str, float | int]:
         fleet.offer(20, 2.0)  # warm-up: connections, worker processes, bank sessions
         scrape = _Scrape(bank, analysts["alice"], demo.gateway_health_port)
         before = scrape()
-        stated = loadgen.summary(fleet.offer(50, 10.0))
+        phases = [loadgen.summary(fleet.offer(50, 10.0)) for _ in range(STATED_RUNS)]
         stages = scrape.stages(before, scrape())
         load = os.getloadavg()[0]
         top = fleet.saturate(100, STEP_S)
         best = loadgen.summary(top)
     return {
         "e2e_offered_per_s": 50,
-        "e2e_p50_ms": stated["p50_ms"],
-        "e2e_p99_ms": stated["p99_ms"],
-        "e2e_failed": int(stated["failed"] + stated["unanswered"]),
+        "e2e_p50_ms": statistics.median(p["p50_ms"] for p in phases),
+        "e2e_p99_ms": statistics.median(p["p99_ms"] for p in phases),
+        "e2e_p99_ms_max": max(p["p99_ms"] for p in phases),
+        "e2e_failed": int(sum(p["failed"] + p["unanswered"] for p in phases)),
         "service_e2e_ops_per_s": best["answered_per_s"],
         "service_e2e_offered_per_s": round(top.offered_per_s, 1),
         "service_e2e_p99_ms": best["p99_ms"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -22,6 +23,12 @@ from ecoin.gateway.topup import BankClient, TopupRelay, bank_client
 from ecoin.gateway.upstream import Upstream
 
 log = logging.getLogger("ecoin.gateway")
+
+# A thread that wants the GIL waits up to this long for a busy one to let go: the network
+# thread shares the interpreter with the router's worker, the serial bridges and the health
+# server, and with CPython's 5 ms default a woken network thread could wait a whole interval
+# behind one of them (docs/SCALING.md 1.3; the bank and the analyst use the same value).
+GIL_SWITCH_S = 0.0005
 
 
 class Gateway:
@@ -107,6 +114,7 @@ class Gateway:
         self.router.upstream_lost()
 
     def start(self) -> Gateway:
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.netloop.start()
         self.router.start()
         self.upstream.start()

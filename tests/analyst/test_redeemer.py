@@ -225,3 +225,30 @@ def test_a_bank_outage_is_waited_out_only_until_the_device_gives_up() -> None:
     finally:
         r.close()
     assert bank.calls and all(t < given_up for t, _ in bank.calls)  # no call after the device gave up
+
+
+def test_a_second_connection_redeems_while_a_batch_is_stuck_at_the_bank() -> None:
+    """Why analysts should redeem over two connections (docs/SCALING.md 1.3): a header that
+    arrives while a batch is at a slow bank goes out on the other connection at once,
+    instead of waiting for that whole call."""
+    gate, calls = threading.Event(), []
+
+    def first_is_stuck(items: list[RedeemItem]) -> list[RedeemResult]:
+        calls.append(len(items))
+        if len(calls) == 1:
+            assert gate.wait(10)
+        return [RedeemResult(True, b"e" * 16, b"m" * 32, b"i" * 16) for _ in items]
+
+    out = Outcomes()
+    r = Redeemer([ScriptedBank(first_is_stuck), ScriptedBank(first_is_stuck)], linger_s=0).start()
+    try:
+        submit(r, out, 1)
+        wait_until(lambda: len(calls) == 1, 10)
+        submit(r, out, 1, start=1)
+        assert out.wait(1)[1].ok  # answered while the first call is still at the bank
+        assert 0 not in out.got
+        gate.set()
+        assert all(o.ok for o in out.wait(2).values())
+    finally:
+        gate.set()
+        r.close()
