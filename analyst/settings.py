@@ -68,7 +68,7 @@ class Bank:
     linger_ms: float = 1.0  # how long a batch waits for company when the queue is empty
     wait_max_s: float = 30.0  # how long an operation waits for an unreachable bank
     timeout_s: float = 10.0
-    connections: int = 1
+    connections: int = 2  # a batch need not wait for the call in flight (docs/ANALYSTS.md)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,10 @@ class Link:
         self.backoff = backoff or Backoff()
         self.client: mqtt.Client | None = None
         self.up = False
+        # True once the broker acknowledged every subscription of this connection: before
+        # that, a device's frame can reach the broker while nobody is subscribed.
+        self.subscribed = False
+        self._unacked_subs: set[int | None] = set()
         self.connects = 0
         self._dead = threading.Event()
         self._stopping = threading.Event()
@@ -223,6 +227,7 @@ class Link:
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_message = self._message
+        client.on_subscribe = self._subscribed
         client.on_socket_open = sockets.nodelay
         if self._on_publish:
             client.on_publish = self._published
@@ -237,8 +242,8 @@ class Link:
                 self._dead.set()
             return
         try:
-            for topic, qos in self.subscriptions:
-                client.subscribe(topic, qos)
+            self.subscribed = False
+            self._unacked_subs = {client.subscribe(topic, qos)[1] for topic, qos in self.subscriptions}
             self.connects += 1
             self.backoff.reset()
             self.up = True
@@ -248,10 +253,15 @@ class Link:
             log.exception("link_on_up_failed", extra={"link": self.name})
             self._on_error()
 
+    def _subscribed(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        if client is self.client:
+            self._unacked_subs.discard(mid)
+            self.subscribed = not self._unacked_subs
+
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if client is not self.client:
             return  # a late word from an earlier connection
-        self.up = False
+        self.up = self.subscribed = False
         if not self._stopping.is_set():
             log.warning("link_down", extra={"link": self.name, "reason": str(rc)})
         self._dead.set()

@@ -55,7 +55,7 @@ def routed(broker, pki: Path, tmp_path: Path) -> Iterator[tuple[Any, Gateway]]: 
     alice.start()
     gw = Gateway(gwconfig.from_table(_table(conf, pki, tmp_path))).start()
     try:
-        wait_until(lambda: gw.edge.link.up and gw.directory.is_live("echo"), what="gateway up")
+        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"), what="gateway up")
         yield broker, gw
     finally:
         gw.stop()
@@ -77,7 +77,7 @@ def test_a_device_cannot_take_the_gateways_client_id(routed, pki: Path) -> None:
             op = operation()
             assert wire.frame_type(dev_b.ask(op)) == (wire.T_RESULT, op[2:18])
         assert (gw.edge.link.connects, gw.upstream.link.connects) == (edge, up)
-        assert gw.edge.link.up and gw.upstream.link.up
+        assert gw.edge.link.subscribed and gw.upstream.link.up
     finally:
         for c in impostors:
             c.stop()

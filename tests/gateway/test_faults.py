@@ -169,7 +169,7 @@ def test_a_broker_restart_is_over_within_seconds(tmp_path: Path) -> None:
     dev = Device(port, "dev-b").start()
     dev.client.reconnect_delay_set(0.1, 0.5)
     try:
-        wait_until(lambda: gw.edge.link.up and gw.directory.is_live("echo"), what="gateway up")
+        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"), what="gateway up")
         broker.stop()
         wait_until(lambda: gw.upstream.link.backoff.attempt >= 5, what="a long outage", timeout=60)
         broker = Mosquitto.plain(tmp_path / "m2", port).start()
@@ -199,7 +199,8 @@ def test_a_query_right_after_a_start_waits_for_the_directory(tmp_path: Path, mos
     dev = Device(mosquitto.port, "dev-q").start()
     gw = Gateway(config(tmp_path, mosquitto.port)).start()
     try:
-        wait_until(lambda: gw.edge.link.up, what="edge up")  # the directory may not be known yet
+        # SUBACKed, so the query cannot beat the subscription; the directory may not be known yet
+        wait_until(lambda: gw.edge.link.subscribed, what="edge subscribed")
         assert wire.decode_status(dev.ask(query("echo")))[1] == wire.S_LIVE
     finally:
         dev.stop()

@@ -92,7 +92,7 @@ def limited(tmp_path: Path, mosquitto: Mosquitto, analyst: EchoAnalyst, pki: Pat
     )
     gw = Gateway(cfg).start()
     try:
-        wait_until(lambda: gw.edge.link.up and gw.directory.is_live("echo"))
+        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"))
         yield gw
     finally:
         gw.stop()
@@ -160,7 +160,7 @@ def test_topup_without_a_bank_fails_cleanly(
     gw = Gateway(config(tmp_path, mosquitto.port)).start()
     dev = Device(mosquitto.port, "nb").start()
     try:
-        wait_until(lambda: gw.edge.link.up)
+        wait_until(lambda: gw.edge.link.subscribed)
         req = topup_request("nb")
         assert wire.decode_error(dev.ask(req)) == (req[2:18], wire.E_FAILED)
     finally:

@@ -59,7 +59,7 @@ def test_upstream_outage(tmp_path: Path) -> None:
 
     threads = [threading.Thread(target=load), threading.Thread(target=watch)]
     try:
-        wait_until(lambda: gw.edge.link.up and gw.directory.is_live("echo"), what="gateway up")
+        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"), what="gateway up")
         for t in threads:
             t.start()
         wait_until(lambda: _answered(sent) >= 100, what="traffic flowing before the outage")

@@ -40,7 +40,7 @@ def relay(tmp_path: Path, mosquitto: Mosquitto, pki: Path, bank: BankProcess) ->
     bank_table = {"url": bank.url, "ca": str(pki / "ca.crt"), "cert": f"{gw1}.crt", "key": f"{gw1}.key"}
     gw = Gateway(config(tmp_path, mosquitto.port, bank={**bank_table, "timeout_s": 3.0})).start()
     try:
-        wait_until(lambda: gw.edge.link.up, what="gateway up")
+        wait_until(lambda: gw.edge.link.subscribed, what="gateway up")
         yield gw
     finally:
         gw.stop()
