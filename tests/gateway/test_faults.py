@@ -21,6 +21,7 @@ import pytest
 import tomli_w
 
 from ecoin.gateway import config as gwconfig
+from ecoin.gateway import router
 from ecoin.gateway.service import Gateway
 from ecoin.protocol import wire
 from ecoin.testing.gateway import Device, EchoAnalyst, config, operation, query, result_for, wait_until
@@ -147,7 +148,7 @@ def test_a_resumed_gateway_does_not_forward_a_stale_operation(tmp_path: Path, mo
         resumed = time.monotonic()
         assert wire.decode_error(dev.wait(stale[2:18])) == (stale[2:18], wire.E_DROPPED)
         assert analyst.received[stale[2:18]] == 0  # never forwarded: the coin is not spent
-        wait_until(lambda: time.monotonic() - resumed > 1.0, what="the catch-up after the stop")
+        wait_until(lambda: time.monotonic() - resumed > router.CATCHUP_S, what="the catch-up after the stop")
         fresh = operation()
         assert wire.frame_type(dev.ask(fresh)) == (wire.T_RESULT, fresh[2:18])
     finally:
