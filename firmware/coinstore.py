@@ -37,6 +37,7 @@ COIN = const(32)
 # settled.bin: 16-byte op_ids of in-doubt records that got a final answer: claimed by the
 # owner at the bank (appended by `ecoin-provision refund`) or answered late by a RESULT that
 # verified (late.py); at boot start.py drops those records from doubt.bin.
+DOUBT = "doubt.bin"
 SETTLED = "settled.bin"
 RECORD = const(64)
 _NONE = bytes(32)
@@ -144,7 +145,7 @@ class CoinStore:
         t = int(time.time())
         struct.pack_into(">I", r, 52, t if 0 < t < 0xFFFFFFFF else 0)
         coin = memoryview(r)[16:48]
-        with open("doubt.bin", "ab") as f:
+        with open(DOUBT, "ab") as f:
             for i in range(self.next - self.pending + done, self.next):
                 self._read(i, coin)  # the coin file is never modified (and kept while pending)
                 f.write(r)
@@ -153,7 +154,7 @@ class CoinStore:
 
     def doubt_count(self):
         """Whole records in doubt.bin (settled ones included until the next boot drops them)."""
-        return size("doubt.bin") // RECORD
+        return size(DOUBT) // RECORD
 
 
 def size(name):

@@ -19,7 +19,7 @@ def doubted(store, op_id):
     n = store.doubt_count()
     k, r, coins = min(n, _LATE), store._rec, b""
     if k:
-        with open("doubt.bin", "rb") as f:
+        with open(coinstore.DOUBT, "rb") as f:
             f.seek((n - k) * coinstore.RECORD)
             for _ in range(k):
                 if f.readinto(r) == coinstore.RECORD and r[:16] == op_id:

@@ -34,13 +34,13 @@ def open_store():
         raise ConfigError("state.bin is corrupt")
     store = coinstore.CoinStore(struct.unpack(coinstore.FMT, raw))
     size = store.doubt_count() * coinstore.RECORD
-    if _exists("doubt.bin") and os.stat("doubt.bin")[6] != size:
+    if _exists(coinstore.DOUBT) and os.stat(coinstore.DOUBT)[6] != size:
         buf = bytearray(coinstore.RECORD)
-        with open("doubt.bin", "rb") as src, open("doubt.tmp", "wb") as dst:
+        with open(coinstore.DOUBT, "rb") as src, open("doubt.tmp", "wb") as dst:
             for _ in range(size // coinstore.RECORD):  # whole records only
                 src.readinto(buf)
                 dst.write(buf)
-        coinstore.replace("doubt.tmp", "doubt.bin")
+        coinstore.replace("doubt.tmp", coinstore.DOUBT)
     if _exists(coinstore.SETTLED):
         _settle(size)
         size = store.doubt_count() * coinstore.RECORD
@@ -68,13 +68,13 @@ def _settle(size):
             ids = f.read(1024)
             if not ids:
                 break
-            with open("doubt.bin", "rb") as src, open("doubt.tmp", "wb") as dst:
+            with open(coinstore.DOUBT, "rb") as src, open("doubt.tmp", "wb") as dst:
                 for _ in range(size // coinstore.RECORD):
                     src.readinto(rec)
                     if not coinstore.listed(bytes(rec[:16]), ids):
                         dst.write(rec)
-            coinstore.replace("doubt.tmp", "doubt.bin")
-            size = os.stat("doubt.bin")[6]
+            coinstore.replace("doubt.tmp", coinstore.DOUBT)
+            size = os.stat(coinstore.DOUBT)[6]
     os.remove(coinstore.SETTLED)
     print("store: settled in-doubt records removed")
 
@@ -83,7 +83,7 @@ def _doubts(op_id, size):
     """How many in-doubt records op_id has (one per coin it paid)."""
     n = 0
     if size:
-        with open("doubt.bin", "rb") as f:
+        with open(coinstore.DOUBT, "rb") as f:
             for _ in range(size // coinstore.RECORD):
                 n += f.read(coinstore.RECORD)[:16] == op_id
     return n

@@ -94,7 +94,7 @@ def read_state(flash: Path) -> FlashState:
 def read_in_doubt(flash: Path) -> list[Doubt]:
     """Every whole in-doubt record (a torn last one, from a power loss, is left out)."""
     try:
-        raw = (Path(flash) / "doubt.bin").read_bytes()
+        raw = (Path(flash) / layout.DOUBT).read_bytes()
     except FileNotFoundError:
         return []
     out = []

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ecoin.common.bank_client import BankClient
+from ecoin.firmware import coinstore as layout
 
 from .bundle import MAX_COINS
 from .common import BankParams, ProvisionError, bank_client, short_hash
 from .targets import Store, Target, read_store, target
 
-SETTLED = "settled.bin"
+SETTLED = layout.SETTLED  # written by the firmware when a late RESULT settles a doubt
 FINAL = ("refunded", "redeemed", "already_refunded")
 
 
