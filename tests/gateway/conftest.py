@@ -28,7 +28,10 @@ def analyst(mosquitto: Mosquitto) -> Iterator[EchoAnalyst]:
 def gateway(tmp_path: Path, mosquitto: Mosquitto, analyst: EchoAnalyst) -> Iterator[Gateway]:
     gw = Gateway(config(tmp_path, mosquitto.port)).start()
     try:
-        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"), what="gateway up")
+        wait_until(
+            lambda: gw.edge.link.subscribed and gw.directory.synced_now and gw.directory.is_live("echo"),
+            what="gateway up",
+        )
         yield gw
     finally:
         gw.stop()

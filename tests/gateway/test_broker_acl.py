@@ -60,7 +60,10 @@ def test_devices_are_confined_to_their_own_topics(broker, pki: Path, tmp_path: P
     # dev-c tries to listen to dev-b's answers and to everybody's frames.
     spy = Client(conf.device_port, ctx, "dev-c", creds["dev-c"])
     try:
-        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"), what="gateway up")
+        wait_until(
+            lambda: gw.edge.link.subscribed and gw.directory.synced_now and gw.directory.is_live("echo"),
+            what="gateway up",
+        )
         assert spy.connected.wait(5) and spy.refused is None
         for topic in ("ecoin/dev/dev-b/down", "ecoin/dev/+/down", "ecoin/dev/+/up", "ecoin/#"):
             spy.subscribe(topic)

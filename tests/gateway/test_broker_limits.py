@@ -55,7 +55,10 @@ def routed(broker, pki: Path, tmp_path: Path) -> Iterator[tuple[Any, Gateway]]: 
     alice.start()
     gw = Gateway(gwconfig.from_table(_table(conf, pki, tmp_path))).start()
     try:
-        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"), what="gateway up")
+        wait_until(
+            lambda: gw.edge.link.subscribed and gw.directory.synced_now and gw.directory.is_live("echo"),
+            what="gateway up",
+        )
         yield broker, gw
     finally:
         gw.stop()

@@ -170,7 +170,10 @@ def test_a_broker_restart_is_over_within_seconds(tmp_path: Path) -> None:
     dev = Device(port, "dev-b").start()
     dev.client.reconnect_delay_set(0.1, 0.5)
     try:
-        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"), what="gateway up")
+        wait_until(
+            lambda: gw.edge.link.subscribed and gw.directory.synced_now and gw.directory.is_live("echo"),
+            what="gateway up",
+        )
         broker.stop()
         wait_until(lambda: gw.upstream.link.backoff.attempt >= 5, what="a long outage", timeout=60)
         broker = Mosquitto.plain(tmp_path / "m2", port).start()

@@ -206,7 +206,14 @@ def test_fuzz_through_real_broker_and_pty(tmp_path: Path, mosquitto: Mosquitto, 
     raw.connect("127.0.0.1", mosquitto.port)
     raw.loop_start()
     try:
-        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo") and gw.serial[0].is_open)
+        wait_until(
+            lambda: (
+                gw.edge.link.subscribed
+                and gw.directory.synced_now
+                and gw.directory.is_live("echo")
+                and gw.serial[0].is_open
+            )
+        )
         infos = []
         for i, frame in enumerate(frames(rng, BROKER)):
             infos.append(raw.publish(f"ecoin/dev/{rng.choice(DEVICES)}/up", frame, qos=rng.choice((0, 1))))

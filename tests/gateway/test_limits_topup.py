@@ -92,7 +92,9 @@ def limited(tmp_path: Path, mosquitto: Mosquitto, analyst: EchoAnalyst, pki: Pat
     )
     gw = Gateway(cfg).start()
     try:
-        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("echo"))
+        wait_until(
+            lambda: gw.edge.link.subscribed and gw.directory.synced_now and gw.directory.is_live("echo")
+        )
         yield gw
     finally:
         gw.stop()

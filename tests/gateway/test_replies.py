@@ -92,7 +92,10 @@ def scripted(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[Gateway, Sc
     dev = Device(mosquitto.port, "dev-s").start()
     gw.holder = holder  # type: ignore[attr-defined]
     try:
-        wait_until(lambda: gw.edge.link.subscribed and gw.directory.is_live("scripted"), what="gateway up")
+        wait_until(
+            lambda: gw.edge.link.subscribed and gw.directory.synced_now and gw.directory.is_live("scripted"),
+            what="gateway up",
+        )
         yield gw, analyst, dev
     finally:
         dev.stop()

@@ -76,7 +76,7 @@ def test_timeout_answers_generic_error(tmp_path: Path, mosquitto: Mosquitto) -> 
     gw = Gateway(config(tmp_path, mosquitto.port, op_timeout_s=0.5)).start()
     dev = Device(mosquitto.port, "dev-t").start()
     try:
-        wait_until(lambda: gw.directory.is_live("mute"))
+        wait_until(lambda: gw.directory.synced_now and gw.directory.is_live("mute"))
         op = operation("mute")
         assert wire.decode_error(dev.ask(op)) == (op[2:18], wire.E_TIMEOUT)
         assert metric(gw, 'ecoin_gateway_errors_total{kind="timeout"}') == 1

@@ -26,7 +26,11 @@ def serial_gateway(tmp_path: Path, mosquitto: Mosquitto, analyst: EchoAnalyst): 
     ports = [{"device_id": "ser-a", "path": str(links[0])}, {"device_id": "ser-b", "path": str(links[1])}]
     gw = Gateway(config(tmp_path, mosquitto.port, serial=ports)).start()
     try:
-        wait_until(lambda: all(s.is_open for s in gw.serial) and gw.directory.is_live("echo"))
+        wait_until(
+            lambda: (
+                all(s.is_open for s in gw.serial) and gw.directory.synced_now and gw.directory.is_live("echo")
+            )
+        )
         yield gw, devices, links
     finally:
         gw.stop()
