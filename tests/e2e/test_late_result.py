@@ -23,7 +23,8 @@ from ecoin.testing.metrics import parse
 from ecoin.testing.servers import wait_until
 from ecoin.tools.provisioning.refund import claim_refunds
 
-OP_TIMEOUT = 4.0  # the device's and the gateway's: short, to keep the test fast
+OP_TIMEOUT = 8.0  # the device's and the gateway's: long enough that a loaded machine reads the
+# forwarded operation as still pending before its device gives up
 
 
 class LateResult(FaultRun):
