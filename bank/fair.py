@@ -9,6 +9,12 @@ then waits behind its own chunks, while another caller's one header is the next 
 the first free worker takes: the work costs the sender, not everyone. Measured by ``bank_fairness_ratio``
 (bench/bench_bank.py).
 
+A caller alone in the queue gets several chunks per ``take_many`` (fewer round trips to
+the workers: measured 5 % of the bank's CPU at chunks of 4), and a caller arriving while
+others hold the workers calls ``contended``: the pool then has its workers give back the
+chunks they have not started (``requeue``), so the newcomer still waits for one chunk at
+most.
+
 Why "fewest in flight" and not plain turns: a caller that arrives while the flooder holds
 every worker must not wait for the flooder's next turn first (a turn order puts the
 newcomer after the flooder, who was served last but is also next), and a caller with
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -50,6 +57,7 @@ class Task(Generic[T]):
 
 class FairQueue(Generic[T, R]):
     def __init__(self) -> None:
+        self._contended: Callable[[], None] | None = None
         self._queues: dict[str, deque[Task[T]]] = {}
         self._running: Counter[str] = Counter()  # chunks in the workers, per caller
         self._served: dict[str, int] = {}  # when each active caller was last served
@@ -66,33 +74,63 @@ class FairQueue(Generic[T, R]):
         with self._cond:
             if self._closed:
                 raise Closed("the bank is stopping")
+            newcomer = bool(self._running) and caller not in self._running and caller not in self._queues
             queue = self._queues.setdefault(caller, deque())
             queue.extend(Task(caller, job, batch, i) for i, job in enumerate(jobs))
             self._cond.notify(len(jobs))
+        if newcomer and self._contended is not None:
+            self._contended()
         batch.finished.wait()
         if batch.error is not None:
             raise batch.error
         return batch.results
 
+    def on_contended(self, call: Callable[[], None]) -> None:
+        """``call()`` whenever a caller arrives while others' jobs are in the workers."""
+        self._contended = call
+
     def take(self, wait: bool = True) -> Task[T] | None:
         """For a worker's thread: the fairest waiting job (``done`` must follow); blocks
         until one waits, unless ``wait`` is false; None once the queue is closed."""
+        tasks = self.take_many(1, wait)
+        return tasks[0] if tasks else None
+
+    def take_many(self, most: int, wait: bool = True) -> list[Task[T]]:
+        """Like ``take``, but up to ``most`` jobs of the fairest caller while nobody else
+        waits (one job otherwise); empty where ``take`` gives None."""
         with self._cond:
             while not self._queues and not self._closed:
                 if not wait:
-                    return None
+                    return []
                 self._cond.wait()
             if self._closed:
-                return None
+                return []
             caller = min(self._queues, key=lambda c: (self._running[c], self._served.get(c, -1)))
             queue = self._queues[caller]
-            task = queue.popleft()
+            n = min(len(queue), most if len(self._queues) == 1 else 1)
+            tasks = [queue.popleft() for _ in range(n)]
             if not queue:
                 del self._queues[caller]
-            self._running[caller] += 1
+            self._running[caller] += n
             self._turn += 1
             self._served[caller] = self._turn
-            return task
+            return tasks
+
+    def requeue(self, tasks: list[Task[T]]) -> None:
+        """Jobs taken but not started (a worker gave them back to let a newcomer pass):
+        first in their caller's line again."""
+        with self._cond:
+            for task in reversed(tasks):
+                self._running[task.caller] -= 1
+                if self._running[task.caller] <= 0:
+                    del self._running[task.caller]
+                if not self._closed:
+                    self._queues.setdefault(task.caller, deque()).appendleft(task)
+            self._cond.notify(len(tasks))
+            gone = tasks if self._closed else []
+            ended = [t.batch for t in gone if _settle(t.batch, t.index, None, Closed("the bank is stopping"))]
+        for batch in ended:
+            batch.finished.set()
 
     def done(self, task: Task[T], result: R | None = None, exc: BaseException | None = None) -> None:
         with self._cond:

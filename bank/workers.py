@@ -5,11 +5,17 @@ headers (a newcomer waits for a chunk or two), and the executor's path for one c
 (its manager and feeder threads, a shared result queue under a lock, three futures and
 their callbacks) cost the bank's process ~0.8 ms of CPU per chunk: a fifth more CPU per
 redemption than the RSA itself leaves room for (``bank_ab_cpu_new_vs_base``, make bench).
-Here one thread per worker takes the next chunk from the fair queue, sends it, and reads
-the answer: one pickle each way. It keeps DEPTH = 2 chunks at its worker, so that the next
-one is already in the pipe when the worker finishes one, whenever the bank's thread gets
-the CPU back (on a busy host that can take milliseconds); a newcomer therefore waits for
-at most the chunk running and the one queued at the first worker to free up.
+Here one thread per worker takes the next chunks from the fair queue (several while one
+caller is alone: a round trip costs the bank's process a thread wake-up), sends them as one
+message, and reads the answer: one pickle each way. It keeps DEPTH = 2 messages at its
+worker, so that the next one is already in the pipe when the worker finishes one, whenever
+the bank's thread gets the CPU back (on a busy host that can take milliseconds).
+
+A newcomer must not wait behind those: when one arrives (``FairQueue``'s ``contended``)
+the pool bumps a counter in shared memory, and a worker checks it between two chunks of a
+message of several: if it moved since the message was sent, the worker answers what it has
+done and gives the rest back (``requeue``), so the newcomer waits for one chunk at most. A
+message of one chunk always runs whole, which is what guarantees progress.
 
 A worker that dies (the OOM killer, say) is replaced by its thread, and the chunk it was
 on is tried once more on the new one. A worker leaves when its pipe closes: when the bank
@@ -31,7 +37,8 @@ from typing import Any
 from .fair import FairQueue, Task
 
 READY_TIMEOUT_S = 60.0
-DEPTH = 2  # chunks at a worker at once: one running, the next already in its pipe
+DEPTH = 2  # messages at a worker at once: one running, the next already in its pipe
+GROUP = 8  # chunks per message at most (while their caller is alone)
 Work = Callable[[Any], Any]
 
 
@@ -46,22 +53,27 @@ def _get(conn: Connection) -> Any:
 
 
 def _serve(
-    conn: Connection, init: Callable[..., None], args: tuple[Any, ...], work: Callable[[Any], Any]
+    conn: Connection, epoch: Any, init: Callable[..., None], args: tuple[Any, ...], work: Work
 ) -> None:
-    """A worker's life: ``init(*args)`` once, then ``work`` on every job received."""
+    """A worker's life: ``init(*args)`` once, then ``work`` on the jobs of every message,
+    answered together; a message of several stops early when ``epoch`` moved (a newcomer)."""
     init(*args)
-    _put(conn, (True, None))
+    _put(conn, [(True, None)])
     while True:
         try:
-            job = _get(conn)
+            sent_at, jobs = _get(conn)
         except (EOFError, OSError):
             return
+        answers = []
+        for job in jobs:
+            if len(jobs) > 1 and epoch.value != sent_at:
+                break  # the rest goes back to the fair queue
+            try:
+                answers.append((True, work(job)))
+            except Exception as exc:  # a bug in ``work``: the caller gets it, the worker lives on
+                answers.append((False, exc))
         try:
-            answer = (True, work(job))
-        except Exception as exc:  # a bug in ``work``: the caller gets it, the worker lives on
-            answer = (False, exc)
-        try:
-            _put(conn, answer)
+            _put(conn, answers)
         except (BrokenPipeError, OSError):
             return
 
@@ -78,7 +90,10 @@ class WorkerPool:
         work: Work,
     ) -> None:
         self._ctx = multiprocessing.get_context("spawn")  # never fork a threaded server
+        self._epoch = self._ctx.RawValue("Q", 0)  # moved by each newcomer (see above)
+        self._bump = threading.Lock()
         self._fair = fair
+        fair.on_contended(self._newcomer)
         self._target = (init, args, work)
         self._closed = False
         # Started together, then awaited: a key problem shows at start.
@@ -93,7 +108,7 @@ class WorkerPool:
 
     def _spawn(self) -> tuple[BaseProcess, Connection]:
         mine, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, args=(theirs, *self._target), daemon=True)
+        proc = self._ctx.Process(target=_serve, args=(theirs, self._epoch, *self._target), daemon=True)
         proc.start()
         theirs.close()  # ours is the only other end: its EOF says the worker is gone
         return proc, mine
@@ -109,61 +124,71 @@ class WorkerPool:
             raise BrokenProcessPool(f"a decryption worker exited at start ({proc.exitcode})") from None
         return proc, conn
 
+    def _newcomer(self) -> None:
+        with self._bump:
+            self._epoch.value += 1
+
     def _drive(self, k: int) -> None:
-        """Keeps up to DEPTH chunks at worker ``k``: when it finishes one, the next is
+        """Keeps up to DEPTH messages at worker ``k``: when it finishes one, the next is
         already in its pipe, whenever this thread gets the CPU back."""
-        sent: deque[Task[Any]] = deque()
+        sent: deque[list[Task[Any]]] = deque()
         retried: set[int] = set()
         while True:
             if len(sent) < DEPTH:
-                task = self._fair.take(wait=not sent)
-                if task is not None:
-                    sent.append(task)
-                    if not self._send(k, task):
+                group = self._fair.take_many(GROUP, wait=not sent)
+                if group:
+                    sent.append(group)
+                    if not self._send(k, group):
                         self._recover(k, sent, retried)
                     continue
                 if not sent:  # closed, and nothing left at the worker
                     return
             try:
-                ok, value = _get(self._workers[k][1])
+                answers = _get(self._workers[k][1])
             except (EOFError, OSError):
                 self._recover(k, sent, retried)
                 continue
-            task = sent.popleft()
-            retried.discard(id(task))
-            if ok:
-                self._fair.done(task, value)
-            else:
-                self._fair.done(task, exc=value)
+            group = sent.popleft()
+            for task, (ok, value) in zip(group, answers, strict=False):  # the answered ones
+                retried.discard(id(task))
+                if ok:
+                    self._fair.done(task, value)
+                else:
+                    self._fair.done(task, exc=value)
+            if len(answers) < len(group):
+                self._fair.requeue(group[len(answers) :])
 
-    def _send(self, k: int, task: Task[Any]) -> bool:
+    def _send(self, k: int, group: list[Task[Any]]) -> bool:
         try:
-            _put(self._workers[k][1], task.job)
+            _put(self._workers[k][1], (self._epoch.value, [t.job for t in group]))
             return True
         except OSError:
             return False
 
-    def _recover(self, k: int, sent: deque[Task[Any]], retried: set[int]) -> None:
+    def _recover(self, k: int, sent: deque[list[Task[Any]]], retried: set[int]) -> None:
         """Worker ``k`` died: a new one gets the chunks it had, once; a chunk that was
         already tried again fails."""
         proc, conn = self._workers[k]
         conn.close()
         proc.join(5)
-        for task in [t for t in sent if id(t) in retried or self._closed]:
-            sent.remove(task)
+        tasks = [t for group in sent for t in group]
+        sent.clear()
+        for task in [t for t in tasks if id(t) in retried or self._closed]:
+            tasks.remove(task)
             retried.discard(id(task))
             self._fair.done(task, exc=BrokenProcessPool("a decryption worker died"))
-        if not sent:
+        if not tasks:
             return
         try:
             self._workers[k] = self._ready(*self._spawn())
         except BrokenProcessPool as exc:
-            while sent:
-                self._fair.done(sent.popleft(), exc=exc)
+            for task in tasks:
+                self._fair.done(task, exc=exc)
             return
-        for task in sent:
+        for task in tasks:  # one message each: a message of one chunk always runs whole
             retried.add(id(task))
-            self._send(k, task)  # a failure shows at the next receive
+            sent.append([task])
+            self._send(k, [task])  # a failure shows at the next receive
 
     def close(self) -> None:
         self._closed = True

@@ -148,3 +148,14 @@ class BankProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def slow_job(job: tuple[str, float]) -> str:
+    """A worker pool job (``bank.workers``) that takes ``job[1]`` seconds, for tests of
+    the order in which the pool runs jobs; spawned workers import it from here."""
+    time.sleep(job[1])
+    return job[0]
+
+
+def no_init() -> None:
+    """A worker pool's ``init`` with nothing to load."""

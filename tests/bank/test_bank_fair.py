@@ -115,3 +115,31 @@ def test_closing_fails_waiting_jobs_and_releases_the_workers() -> None:
     assert isinstance(out["a"], Closed)
     with pytest.raises(Closed):
         fair.run("b", [("b", 0)])
+
+
+def test_a_caller_alone_gets_several_chunks_at_once_and_one_each_when_others_wait() -> None:
+    fair: Queue = FairQueue()
+    submit(fair, "bob", 10)
+    assert [t.job for t in fair.take_many(4)] == [("bob", i) for i in range(4)]
+    submit(fair, "carol", 2)
+    assert [t.job for t in fair.take_many(4)] == [("carol", 0)]  # fewest in flight, and not alone
+    assert [t.job for t in fair.take_many(4)] == [("carol", 1)]
+    assert len(fair.take_many(4)) == 4  # bob is alone again
+
+
+def test_a_newcomer_calls_contended_and_jobs_given_back_are_first_in_line() -> None:
+    fair: Queue = FairQueue()
+    calls: list[int] = []
+    fair.on_contended(lambda: calls.append(1))
+    submit(fair, "bob", 6)
+    assert calls == []  # nobody else was in the workers
+    group = fair.take_many(4)
+    submit(fair, "bob", 1)  # more of a caller already served: not a newcomer
+    assert calls == []
+    submit(fair, "carol", 1)
+    assert calls == [1]
+    assert fair.in_flight("bob") == 4
+    fair.requeue(group[2:])  # the worker finished two and gave two back
+    assert fair.in_flight("bob") == 2
+    assert fair.take().job == ("carol", 0)  # type: ignore[union-attr]
+    assert [t.job for t in fair.take_many(8)] == [("bob", 2), ("bob", 3), ("bob", 4), ("bob", 5), ("bob", 0)]
