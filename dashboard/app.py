@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from . import charts, users
 from .sessions import COOKIE, Session, Signer
 from .settings import DashboardSettings
 from .source import Source
+from .throttle import LoginThrottle
 
 log = logging.getLogger("ecoin.dashboard")
 
@@ -44,6 +46,7 @@ SOURCE = web.AppKey("source", Source)
 SIGNER = web.AppKey("signer", Signer)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+THROTTLE = web.AppKey("throttle", LoginThrottle)
 
 
 def _when(at: int | None) -> str:
@@ -113,13 +116,23 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
     name, password = str(form.get("user", "")), str(form.get("password", ""))
+    throttle = request.app[THROTTLE]
+    wait = throttle.wait_s(name)
+    if wait:
+        log.warning("login_throttled", extra={"user": name[:32]})
+        message = "too many failed logins: try again later"
+        response = render(request, "login.html", status=429, message=message)
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     known = users.load(request.app[SETTINGS].users)
     user = known.get(name)
     # A missing user costs the same scrypt as a wrong password: no probing of names.
     record = user.password if user else users.hash_password("x", b"0" * 16)
     if not users.check_password(record, password) or user is None:
+        throttle.failed(name)
         log.warning("login_refused", extra={"user": name[:32]})
         return render(request, "login.html", status=401, message="wrong user name or password")
+    throttle.succeeded(name)
     log.info("login", extra={"user": user.name, "role": user.role})
     response = web.HTTPSeeOther(f"/{user.role}")
     response.set_cookie(
@@ -281,6 +294,7 @@ def make_app(settings: DashboardSettings, signer: Signer, source: Source | None 
     app[SOURCE] = source or Source(settings)
     app[SIGNER] = signer
     app[TEMPLATES] = templates()
+    app[THROTTLE] = LoginThrottle(settings.login_failures, settings.login_window_s)
     app.cleanup_ctx.append(_http)
     static = Path(str(importlib.resources.files("ecoin.dashboard") / "static"))
     app.add_routes(

@@ -8,6 +8,8 @@
     users = "users.toml"              # who may log in (ecoin-dashboard user add)
     session_key = "session.key"       # 32 bytes, 0600, made on first start
     refresh_s = 5.0                   # how often an open page refreshes its figures
+    login_failures = 5                # failed logins per user name within login_window_s,
+    login_window_s = 900.0            # then 429 until the oldest ages out
     [dashboard.health]                # the operator's live status: name = a /healthz URL
     "analyst alice" = "http://127.0.0.1:9101/healthz"
     "gateway gw1" = "http://gw1.lan:9102/healthz"
@@ -41,6 +43,8 @@ class DashboardSettings:
     secure_cookies: bool = False  # true behind an HTTPS proxy: the browser sends them over TLS only
     refresh_s: float = 5.0
     health_timeout_s: float = 1.0
+    login_failures: int = 5
+    login_window_s: float = 900.0
     log_level: str = "info"
     health: dict[str, str] = field(default_factory=dict)
 
@@ -61,7 +65,9 @@ def check(s: DashboardSettings) -> DashboardSettings:
         raise ConfigError("dashboard.port: must be 0 to 65535")
     if not s.bank.startswith("https://"):
         raise ConfigError("dashboard.bank: the bank's https:// URL")
-    for name in ("session_hours", "refresh_s", "health_timeout_s"):
+    if s.login_failures < 1:
+        raise ConfigError("dashboard.login_failures: must be >= 1")
+    for name in ("session_hours", "refresh_s", "health_timeout_s", "login_window_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"dashboard.{name}: must be > 0")
     for label, url in s.health.items():

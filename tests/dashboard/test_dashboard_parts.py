@@ -1,9 +1,11 @@
 """The dashboard's parts without a browser: signed sessions (an altered or expired cookie is
 no session), CSRF tokens bound to their session, scrypt passwords, the users file and the
-configuration (bad keys exit 2, naming them), the charts (SVG with no script)."""
+configuration (bad keys exit 2, naming them), the charts (SVG with no script), and the
+throttle on failed logins (over real HTTP)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import stat
 import subprocess
@@ -11,10 +13,13 @@ import sys
 import time
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from ecoin.common.config import ConfigError
 from ecoin.dashboard import charts, settings, users
+from ecoin.dashboard.app import THROTTLE, make_app
 from ecoin.dashboard.sessions import Signer, load_key
+from ecoin.tools import pki as pki_tool
 
 
 def test_sessions_are_signed_expire_and_bind_their_forms(tmp_path):
@@ -86,3 +91,35 @@ def test_charts_are_plain_svg():
     assert svg.startswith("<svg") and "<script" not in svg and "dev-1" in svg
     assert "<script" not in charts.bars("spend", {"alice (average)": 3}, "coins")
     assert "<svg" in charts.timeline("empty", span, {})
+
+
+def test_failed_logins_per_name_get_429_until_the_window_passes(tmp_path):
+    pki_tool.init(tmp_path / "pki")
+    pki_tool.issue(tmp_path / "pki", "dashboard", "dashboard")
+    users.add(tmp_path / "users.toml", "olive", "owner", "correct horse battery")
+    conf = settings.DashboardSettings(
+        pki=str(tmp_path / "pki"), users=str(tmp_path / "users.toml"), login_failures=3
+    )
+    app = make_app(conf, Signer(load_key(tmp_path / "session.key"), 1))
+    clock = [0.0]
+    app[THROTTLE].clock = lambda: clock[0]
+
+    right = ("olive", "correct horse battery")
+    tries = [("olive", "wrong")] * 4 + [right, ("ops", "x")]
+
+    async def attempts() -> list[tuple[int, str | None]]:
+        async with TestClient(TestServer(app)) as client:
+            out = []
+            for k, (user, password) in enumerate([*tries, right]):
+                if k == len(tries):
+                    clock[0] = 900.0  # the window has passed
+                form = {"user": user, "password": password}
+                r = await client.post("/login", data=form, allow_redirects=False)
+                out.append((r.status, r.headers.get("Retry-After")))
+            return out
+
+    got = asyncio.run(attempts())
+    assert got[:3] == [(401, None)] * 3
+    assert got[3] == (429, "900") and got[4] == (429, "900")  # even the right password waits
+    assert got[5] == (401, None)  # another name is not locked out
+    assert got[6] == (303, None)
