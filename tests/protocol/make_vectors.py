@@ -182,8 +182,11 @@ def _field(v: object) -> object:
     return {"hex": h(v)} if isinstance(v, (bytes, bytearray)) else v
 
 
-def _operation(out: list[dict[str, object]], bits: int, service: str, readings: bytes, count: int) -> None:
-    """An OPERATION paying `count` coins, and two RESULTs answering it."""
+def _operation(
+    out: list[dict[str, object]], bits: int, service: str, readings: bytes, count: int, paid: int = 0
+) -> None:
+    """An OPERATION paying `count` coins, and two RESULTs answering it (three with `paid`:
+    the analyst's answer saying the bank spent only `paid` of the coins, PROTOCOL.md 5)."""
     coin, op_id, iv, seed = rb(32 * count), rb(16), rb(16), rb(32)
     n = int(str(KEYS[bits]["n"]), 16)
     kid = session.key_id(cr, n)
@@ -222,7 +225,9 @@ def _operation(out: list[dict[str, object]], bits: int, service: str, readings: 
             {"key": bits, "label": "label", "message": "plain", "ciphertext": "header"},
         )
     )
-    for result in (b'{"service":"' + service.encode() + b'","result":21.5}', b""):
+    answer = b'{"service":"' + service.encode() + b'","result":21.5}'
+    results = [answer, b""] + ([answer[:-1] + b',"paid":%d}' % paid] if paid else [])
+    for result in results:
         riv = rb(16)
         rframe = session.seal_result(cr, op_id, k_enc, k_mac, result, riv)
         rf = {"op_id": op_id, "k_enc": k_enc, "k_mac": k_mac, "iv": riv, "result": result, "frame": rframe}
@@ -277,6 +282,8 @@ def messages() -> list[dict[str, object]]:
     legacy = bytes([wire.VERSION, wire.T_STATUS]) + op_id + bytes([wire.S_LIVE])
     f = {"op_id": op_id, "code": wire.S_LIVE, "price": 1, "frame": legacy}
     out.append(_wire_pair("status", f, None, "op_id code price"))
+    # A 3-coin header of which the bank spent 2 (drawn last, like the priced ones above).
+    _operation(out, 2048, "average", readings_1k, 3, paid=2)
     return out
 
 
