@@ -18,9 +18,10 @@ Limits (Mosquitto 2.0; mosquitto.conf(5) says which options exist per listener):
   ids its password opens and cannot disconnect the gateway, an analyst or a device by taking
   theirs (device ids may not start with the services' ``ecoin-`` prefix). On the service
   listener the password is the identity: Mosquitto 2.0 cannot check that the certificate's
-  CN belongs to the user name, and with ``use_identity_as_username`` (CN = user) it reads no
-  password at all, so a user name per connection is only possible this way. The certificate
-  still keeps everyone without one from the listener (devices, a leaked password alone).
+  CN belongs to the user name. The other way, ``use_identity_as_username`` (CN = user), reads
+  no password at all and would bind ids to the CN: one connection per certificate, while
+  the gateway holds two and an analyst one per service and instance. The certificate still
+  keeps everyone without one off the listener (devices, a leaked password alone).
 * ``max_packet_size`` is global in Mosquitto 2.0: it is set just above the largest valid
   frame plus MQTT overhead, which is also the largest packet any service sends, so a larger
   publish disconnects its sender before the gateway sees a byte of it.
@@ -82,11 +83,15 @@ def _credentials(known: dict[str, str], names: list[str]) -> dict[str, str]:
     return {n: known.get(n) or secrets.token_urlsafe(24) for n in names}
 
 
+def _instances(c: BrokerConf, analyst: str) -> list[str]:
+    return c.instances.get(analyst, ["1"])  # analyst/settings.py's default instance
+
+
 def service_users(c: BrokerConf) -> dict[str, str]:
     """user name (= client id) -> its party, for every connection of the service listener."""
     users = {topics.gateway_client(gw, link): gw for gw in c.gateways for link in topics.GATEWAY_LINKS}
     for analyst, services in sorted(c.analysts.items()):
-        for instance in c.instances.get(analyst, ["1"]):
+        for instance in _instances(c, analyst):
             users.update({topics.analyst_client(analyst, instance, svc): analyst for svc in services})
     return users
 
@@ -118,7 +123,7 @@ def service_acl(c: BrokerConf) -> str:
     for analyst, services in sorted(c.analysts.items()):
         if not services:  # "+" would let it read every operation and announce any service
             raise ValueError(f"analyst {analyst}: list the services it offers")
-        for instance in c.instances.get(analyst, ["1"]):
+        for instance in _instances(c, analyst):
             for svc in services:
                 lines += [
                     f"\nuser {topics.analyst_client(analyst, instance, svc)}",
@@ -171,6 +176,16 @@ def _password_lines(users: dict[str, str], passwords: dict[str, str]) -> str:
     return "".join(f"{user}:{hash_password(passwords[owner])}\n" for user, owner in users.items())
 
 
+def _write_secrets(folder: Path, services: dict[str, str]) -> None:
+    """One file per party, to copy to its host; a party no longer configured loses its own."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.glob("*.password"):
+        if old.stem not in services:
+            old.unlink()
+    for party, password in services.items():
+        files.write_atomic(folder / f"{party}.password", password + "\n", 0o600)
+
+
 def generate(c: BrokerConf, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Writes mosquitto.conf, passwords, passwords-services, acl-devices, acl-services,
     credentials.toml and secrets/<party>.password into the output directory; returns their
@@ -190,9 +205,7 @@ def generate(c: BrokerConf, out_dir: str | Path | None = None) -> dict[str, Path
         "secrets": out / "secrets",
     }
     write_credentials(creds_path, devices, services)
-    paths["secrets"].mkdir(mode=0o700, exist_ok=True)
-    for party, password in services.items():
-        files.write_atomic(paths["secrets"] / f"{party}.password", password + "\n", 0o600)
+    _write_secrets(paths["secrets"], services)
     files.write_atomic(paths["passwords"], _password_lines({d: d for d in devices}, devices), 0o640)
     files.write_atomic(paths["service_passwords"], _password_lines(service_users(c), services), 0o640)
     files.write_atomic(paths["acl_devices"], device_acl())

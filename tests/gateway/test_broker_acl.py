@@ -51,6 +51,8 @@ def test_regeneration_keeps_passwords(tmp_path: Path) -> None:
         "ecoin-analyst-alice-1-echo",
         "ecoin-analyst-bob-1-other",
     ]
+    brokerconf.generate(conf, tmp_path)  # bob is gone: so is his password
+    assert not (paths["secrets"] / "bob.password").exists()
 
 
 def test_every_instance_and_service_of_an_analyst_has_its_own_user() -> None:
