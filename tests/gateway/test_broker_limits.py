@@ -139,6 +139,31 @@ def test_an_analyst_cannot_take_another_analysts_client_id(routed, pki: Path) ->
             c.stop()
 
 
+def test_a_restarted_gateway_gets_both_sessions_back(routed, pki: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The ids bound to the logins are the ids of before: the broker keeps what came for each
+    link while the gateway was away (a device's operation, a reply) and hands it over."""
+    (conf, creds, _), gw = routed
+    gw.stop()
+    dev = Device(conf.device_port, "dev-b", "dev-b", creds["dev-b"], context=device_tls(pki)).start()
+    replier = Client(
+        conf.service_port, service_tls(pki, "analyst", "bob"), *analyst_login(pki, "bob", "other"), v5=True
+    )
+    again = None
+    try:
+        op = operation()
+        dev.send(op)  # into the edge session of the stopped gateway
+        assert replier.connected.wait(5) and replier.refused is None
+        replier.publish("ecoin/gw/gw1/reply", bytes(operation()[:64]))  # into its upstream session
+        again = Gateway(gwconfig.from_table(_table(conf, pki, tmp_path))).start()
+        assert wire.frame_type(dev.wait(op[2:18])) == (wire.T_RESULT, op[2:18])
+        wait_until(lambda: metric(again, "ecoin_gateway_late_replies_total") == 1, what="the kept reply")
+    finally:
+        if again is not None:
+            again.stop()
+        replier.stop()
+        dev.stop()
+
+
 def test_a_device_cannot_take_the_gateways_client_id(routed, pki: Path) -> None:  # type: ignore[no-untyped-def]
     (conf, creds, _), gw = routed
     edge, up = gw.edge.link.connects, gw.upstream.link.connects
