@@ -76,7 +76,7 @@ def _analysers(s: Settings) -> dict[str, plugins.Analyser]:
 def cmd_check(args: argparse.Namespace) -> int:
     s = _settings(args)
     _analysers(s)
-    for path in s.tls_paths():
+    for path in (*s.tls_paths(), *([s.broker.password_file] if s.broker.password_file else [])):
         if not Path(path).is_file():
             raise ConfigError(f"{path}: no such file")
     print(f"ok: analyst {s.id} (instance {s.instance}) offers {', '.join(s.services)}")

@@ -85,6 +85,9 @@ class Link:
             from ecoin.common import tls
 
             c.tls_set_context(tls.client_context(*s.tls_paths()))
+        password = s.broker_password()
+        if password is not None:  # the broker's service listener: the client id is the user name
+            c.username_pw_set(s.client_id(self.service), password)
         c.will_set(self.announce_topic, b"", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

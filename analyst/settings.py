@@ -11,6 +11,7 @@
     host = "broker.example"
     port = 8884
     tls = true                   # false only for tests on loopback
+    password_file = "/etc/ecoin/alice.mqtt-password"   # broker-config's secrets/alice.password
 
     [analyst.bank]
     url = "https://bank.example:8443"
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecoin.common import config
+from ecoin.common import config, topics
 from ecoin.common.config import ConfigError
 from ecoin.protocol import wire
 
@@ -49,6 +50,9 @@ class Broker:
     host: str = "127.0.0.1"
     port: int = 8884
     tls: bool = True
+    # With TLS, each connection logs in with the certificate AND this password (the broker's
+    # ``secrets/<id>.password``), its client id as the user name: the broker binds the id to it.
+    password_file: str = ""
     keepalive_s: int = 30
     # Operations the broker may hand us before we acknowledge one (MQTT 5 Receive Maximum).
     # We acknowledge only once the reply is safely at the broker, so this is our pipeline depth.
@@ -133,8 +137,13 @@ class Settings:
         return self.limits.threads or self.worker_count() + 2
 
     def client_id(self, service: str) -> str:
-        """Stable across restarts, so the broker hands a restarted process its old session."""
-        return f"ecoin-analyst-{self.id}-{self.instance}-{service}"
+        """Stable across restarts, so the broker hands a restarted process its old session;
+        also the user name of that connection on the broker's service listener."""
+        return topics.analyst_client(self.id, self.instance, service)
+
+    def broker_password(self) -> str | None:
+        path = self.broker.password_file
+        return Path(path).read_text().strip() if path else None
 
 
 def check(s: Settings) -> Settings:
@@ -165,6 +174,11 @@ def check(s: Settings) -> Settings:
     cert, key, ca = s.tls_paths()
     if not (cert and key and ca):
         raise ConfigError("analyst: set pki (or cert, key and ca): the bank needs our certificate")
+    if s.broker.tls and not s.broker.password_file:
+        raise ConfigError(
+            "analyst.broker.password_file: the broker's service listener wants our password too"
+            f" (`ecoin-gateway broker-config` writes it to secrets/{s.id}.password)"
+        )
     return s
 
 
@@ -189,4 +203,5 @@ def _check_offer(s: Settings, service: str, table: Any) -> None:
 
 def load(path: str | Path) -> Settings:
     """The ``[analyst]`` table of ``path``, relative paths resolved against the file, checked."""
-    return config.load_section(Settings, path, "analyst", ("pki", "cert", "key", "ca"), check)
+    paths = ("pki", "cert", "key", "ca", "broker.password_file")
+    return config.load_section(Settings, path, "analyst", paths, check)

@@ -118,7 +118,7 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         ops = seal(coins, "average")
         warm, measured, single = ops[:WARMUP], ops[WARMUP : WARMUP + OPS], ops[WARMUP + OPS : -WARMUP - OPS]
         second = ops[-WARMUP - OPS :]
-        broker = tls_broker(workdir / "mq", pki, analysts).start()
+        broker = tls_broker(workdir / "mq", pki, analysts, instances={"alice": ["1", "2"]}).start()
         try:
             assert broker.proc is not None
             out.update(mqtt_ceiling.measure(broker.port, pki, broker.proc.pid))

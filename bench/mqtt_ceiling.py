@@ -35,7 +35,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecoin.common import tls
+from ecoin.common import tls, topics
+from ecoin.testing.broker import password
 
 MSGS = 20_000
 WINDOW = 2_000
@@ -58,13 +59,13 @@ class _Pair:
         self.got = 0
         self.last = time.monotonic()
         self.cond = threading.Condition()
-        self.sub = self._client(port, pki, "alice", "analyst", True)
+        self.sub = self._client(port, pki, "alice", "analyst", True)  # as alice's "average" link
         self.sub.on_message = self._on_message
         subscribed = threading.Event()
         self.sub.on_subscribe = lambda *_: subscribed.set()
         self.sub.subscribe(f"$share/ecoin-average/{TOPIC}", qos=1)
         self.sub.loop_start()
-        self.pub = self._client(port, pki, "gw1", "gateway", False)
+        self.pub = self._client(port, pki, "gw1", "gateway", False)  # as gw1's upstream link
         self.pub.loop_start()
         if not subscribed.wait(10):
             raise RuntimeError("the paho subscriber could not subscribe")
@@ -77,6 +78,8 @@ class _Pair:
         c.tls_set_context(
             tls.client_context(pki / role / f"{name}.crt", pki / role / f"{name}.key", pki / "ca.crt")
         )
+        user = topics.analyst_client(name, "1", "average") if manual else topics.gateway_client(name, "up")
+        c.username_pw_set(user, password(pki, name))  # the generated broker's service login
         c.max_inflight_messages_set(256)
         c.max_queued_messages_set(0)
         props = Properties(PacketTypes.CONNECT)

@@ -77,3 +77,20 @@ def announcement_of(topic: str) -> tuple[str, str] | None:
 
 def is_reply(topic: str) -> bool:
     return _REPLY.fullmatch(topic) is not None
+
+
+# Client ids of the services. On the broker's service listener each is also the user name it
+# logs in with (Mosquitto's ``use_username_as_clientid``), so the ACLs and the password file
+# are keyed by them; they are stable across restarts, so the broker keeps each one's session.
+CLIENT_PREFIX = "ecoin-"  # no device may be named so: Mosquitto shares ids across listeners
+GATEWAY_LINKS = ("edge", "up")
+
+
+def gateway_client(gateway: str, link: str) -> str:
+    """The gateway's ``edge`` (devices' topics) or ``up`` (operations, replies) connection."""
+    return f"{CLIENT_PREFIX}gw-{gateway}-{link}"
+
+
+def analyst_client(analyst: str, instance: str, service: str) -> str:
+    """One connection per analyst process and service (each has its own last will)."""
+    return f"{CLIENT_PREFIX}analyst-{analyst}-{instance}-{service}"

@@ -75,7 +75,10 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     except ValueError as exc:  # the [gateway.broker] table cannot make a safe broker
         raise ConfigError(f"gateway.broker: {exc}") from None
     log.info("broker_config_written", extra={k: str(v) for k, v in paths.items()})
-    print(f"wrote {paths['conf']}; device passwords in {paths['credentials']} (0600)")
+    print(
+        f"wrote {paths['conf']}; device passwords in {paths['credentials']} (0600); each gateway's"
+        f" and analyst's broker password in {paths['secrets']}/<name>.password, to copy to its host"
+    )
     return 0
 
 

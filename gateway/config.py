@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ecoin.common import config as cfg
+from ecoin.common import topics
 from ecoin.protocol import wire
 
 # Client ids of the services (gateway links, analysts) start with this; Mosquitto shares ids
 # across listeners and binds a device's to its user name, so no device may be named so.
-SERVICE_CLIENT_PREFIX = "ecoin-"
+SERVICE_CLIENT_PREFIX = topics.CLIENT_PREFIX
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class Broker:
     ca: str = ""  # the project CA; with cert and key the gateway logs in by certificate
     cert: str = ""
     key: str = ""
+    # On the generated broker's service listener the gateway logs in with the certificate AND
+    # its password (``credentials.toml`` [services] of ``broker-config``); the user name is
+    # then the link's client id. ``username``/``password``: a broker without that scheme.
+    password_file: str = ""
     username: str = ""
     password: str = ""
     keepalive: int = 30
@@ -85,9 +90,11 @@ class BrokerConf:
     device_port: int = 8883  # TLS, username + password (one credential per device)
     # False only for the simulator on loopback: the MicroPython unix port has no ssl module.
     device_tls: bool = True
-    service_port: int = 8884  # TLS, client certificate required (analysts, gateways)
+    service_port: int = 8884  # TLS, client certificate and password (analysts, gateways)
     devices: list[str] = field(default_factory=list)
     analysts: dict[str, list[str]] = field(default_factory=dict)  # analyst -> the services it offers
+    # analyst -> its processes' ``instance`` ids (each has its own MQTT sessions); default ["1"]
+    instances: dict[str, list[str]] = field(default_factory=dict)
     gateways: list[str] = field(default_factory=list)
     max_inflight: int = 100
 
@@ -113,6 +120,7 @@ SECTION = "gateway"
 # Keys holding file paths (``table.key``): resolved against the configuration file's directory.
 _PATHS = (
     *(f"{table}.{key}" for table in ("edge", "upstream", "bank") for key in ("ca", "cert", "key")),
+    *(f"{table}.password_file" for table in ("edge", "upstream")),
     "queue.path",
     *(f"broker.{key}" for key in ("out_dir", "ca", "cert", "key")),
 )
@@ -146,6 +154,7 @@ def check(c: Config) -> None:
                 raise ValueError(f"device id {device}: {SERVICE_CLIENT_PREFIX}* are the services' client ids")
     except ValueError as exc:
         raise cfg.ConfigError(f"gateway config: {exc}") from None
+    _check_instances(c.broker)
     empty = sorted(a for a, services in c.broker.analysts.items() if not services)
     if empty:
         raise cfg.ConfigError(f"gateway config: broker.analysts: list the services of {', '.join(empty)}")
@@ -155,6 +164,19 @@ def check(c: Config) -> None:
         raise cfg.ConfigError("gateway config: timeouts and rates must be > 0")
     if not 0 < c.limits.frame_max <= wire.FRAME_MAX:
         raise cfg.ConfigError(f"gateway config: limits.frame_max must be 1 to {wire.FRAME_MAX}")
+
+
+def _check_instances(b: BrokerConf) -> None:
+    for analyst, instances in b.instances.items():
+        if analyst not in b.analysts:
+            raise cfg.ConfigError(f"gateway config: broker.instances: {analyst} is not in broker.analysts")
+        if not isinstance(instances, list) or not instances:
+            raise cfg.ConfigError(f"gateway config: broker.instances.{analyst}: a list of instance ids")
+        try:
+            for instance in instances:
+                wire.device_id(instance)  # analyst instances use the id alphabet (analyst/settings.py)
+        except (TypeError, ValueError) as exc:
+            raise cfg.ConfigError(f"gateway config: broker.instances.{analyst}: {exc}") from None
 
 
 def _loopback(host: str) -> bool:

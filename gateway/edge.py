@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 
 from ecoin.common import topics
 from ecoin.gateway.backoff import Backoff
-from ecoin.gateway.config import SERVICE_CLIENT_PREFIX, Broker
+from ecoin.gateway.config import Broker
 from ecoin.gateway.link import Link
 from ecoin.gateway.netloop import NetLoop
 
@@ -53,7 +53,7 @@ class Edge:
         self.link = Link(
             "edge",
             broker,
-            f"{SERVICE_CLIENT_PREFIX}gw-{gateway_id}-edge",
+            topics.gateway_client(gateway_id, "edge"),
             netloop,
             v5=False,
             subscriptions=[(UP_FILTER, 1)],

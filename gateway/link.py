@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -119,6 +120,19 @@ class Link:
                 )
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise LinkError(f"{name}: TLS files: {exc}") from exc
+        self._login = self._read_login()
+
+    def _read_login(self) -> tuple[str, str | None] | None:
+        """(user name, password): with a password file the user name is the client id, as
+        the generated broker's service listener binds the id to the user name."""
+        b = self.broker
+        if not b.password_file:
+            return (b.username, b.password or None) if b.username else None
+        try:
+            password = Path(b.password_file).read_text().strip()
+        except OSError as exc:  # now, not on every retry
+            raise LinkError(f"{self.name}: password file: {exc}") from exc
+        return b.username or self.client_id, password
 
     # Life cycle.
 
@@ -206,7 +220,6 @@ class Link:
         return {"clean_start": False, "properties": props}
 
     def _make_client(self) -> mqtt.Client:
-        b = self.broker
         client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -220,8 +233,8 @@ class Link:
         client.max_queued_messages_set(0)
         if self._tls is not None:
             client.tls_set_context(self._tls)
-        if b.username:
-            client.username_pw_set(b.username, b.password or None)
+        if self._login is not None:
+            client.username_pw_set(*self._login)
         if self.will:
             client.will_set(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
         client.on_connect = self._connected

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from ecoin.common import topics
 from ecoin.gateway import directory as directory_mod
 from ecoin.gateway.backoff import Backoff
-from ecoin.gateway.config import SERVICE_CLIENT_PREFIX, Broker
+from ecoin.gateway.config import Broker
 from ecoin.gateway.directory import Directory
 from ecoin.gateway.link import Link, Will
 from ecoin.gateway.netloop import NetLoop
@@ -110,7 +110,7 @@ class Upstream:
         self.link = Link(
             "upstream",
             broker,
-            f"{SERVICE_CLIENT_PREFIX}gw-{gateway_id}-up",
+            topics.gateway_client(gateway_id, "up"),
             netloop,
             v5=True,
             subscriptions=[

@@ -1,9 +1,10 @@
 """``make demo``: the whole of ecoin on this machine, end to end, then a summary.
 
 It generates the PKI; starts Mosquitto with the generated configuration (TLS listeners,
-one password per device, ACLs), the bank (SQLite), two analysts (``average`` and
-``stats``) and the gateway; provisions simulated devices that run the real firmware on
-the MicroPython unix port under a board-like heap cap; runs them until each has completed
+one password per device, a certificate and a password per analyst and gateway, ACLs), the
+bank (SQLite), two analysts (``average`` and ``stats``) and the gateway; provisions
+simulated devices that run the real firmware on the MicroPython unix port under a
+board-like heap cap; runs them until each has completed
 its operations while showing live progress; shows one more device whose owner's policy
 refuses its service (the bank refuses, the analyst says why, the device gets the generic
 error, the owner's claim refunds the coin); audits the bank; prints the owner's statement,
@@ -40,7 +41,7 @@ from ecoin.sim import demo_policy as policy_demo
 from ecoin.sim.device import SimDevice
 from ecoin.testing.analyst import AnalystProcess
 from ecoin.testing.bank import BankProcess
-from ecoin.testing.broker import generated_broker
+from ecoin.testing.broker import generated_broker, password_file
 from ecoin.testing.dashboard import DashboardProcess
 from ecoin.testing.servers import free_port, stop, wait_for_port
 from ecoin.tools import pki
@@ -201,7 +202,7 @@ class Demo:
         wait_for_port(conf.device_port)
         self.say(
             f"Mosquitto: devices on {conf.device_port} (passwords; plain TCP on loopback: the unix port has "
-            f"no ssl), services on {conf.service_port} (mutual TLS)"
+            f"no ssl), services on {conf.service_port} (mutual TLS and a password each)"
         )
         return {
             "device_port": conf.device_port,
@@ -226,6 +227,7 @@ class Demo:
             "ca": str(pki_dir / "ca.crt"),
             "cert": str(pki_dir / "gateway" / f"{GATEWAY}.crt"),
             "key": str(pki_dir / "gateway" / f"{GATEWAY}.key"),
+            "password_file": str(password_file(pki_dir, GATEWAY)),  # the broker's secrets/gw1.password
         }
         health = free_port()
         table = {

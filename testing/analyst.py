@@ -32,10 +32,11 @@ import tomli_w
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecoin.common import crypto, sockets, tls
+from ecoin.common import crypto, sockets, tls, topics
 from ecoin.common.bank_client import BankError, Withdrawal
 from ecoin.protocol import session
 from ecoin.testing import metrics
+from ecoin.testing.broker import generated_broker, password, password_file
 from ecoin.testing.servers import Mosquitto, free_port, stop
 
 READINGS = json.dumps(
@@ -44,13 +45,16 @@ READINGS = json.dumps(
 
 
 def tls_broker(
-    workdir: Path, pki: Path, analysts: dict[str, list[str]], gateways: tuple[str, ...] = ("gw1",)
+    workdir: Path,
+    pki: Path,
+    analysts: dict[str, list[str]],
+    gateways: tuple[str, ...] = ("gw1",),
+    instances: dict[str, list[str]] | None = None,
 ) -> Mosquitto:
-    """A Mosquitto configured by the gateway's generator (TLS, client certificates, ACLs);
-    not started. Its ``port`` is the service listener (analysts and gateways)."""
-    from ecoin.testing.broker import generated_broker
-
-    return generated_broker(workdir, pki, analysts=analysts, gateways=gateways).mosquitto
+    """A Mosquitto configured by the gateway's generator (TLS, client certificates and
+    passwords, ACLs); not started. Its ``port`` is the service listener (analysts and
+    gateways); ``instances``: analyst -> its processes' instance ids (default ["1"])."""
+    return generated_broker(workdir, pki, analysts=analysts, gateways=gateways, instances=instances).mosquitto
 
 
 # Coins and operations.
@@ -122,9 +126,10 @@ class Requester:
             client_id=f"req-{gateway_id}-{os.getpid()}",
             protocol=mqtt.MQTTv5,
         )
-        if pki is not None:
+        if pki is not None:  # the gateway's upstream login on the generated broker
             role = pki / "gateway" / gateway_id
             c.tls_set_context(tls.client_context(f"{role}.crt", f"{role}.key", pki / "ca.crt"))
+            c.username_pw_set(topics.gateway_client(gateway_id, "up"), password(pki, gateway_id))
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.on_socket_open = sockets.nodelay
@@ -222,6 +227,8 @@ class AnalystProcess:
                 table[key] = {**table[key], **value}
             else:
                 table[key] = value
+        if table["broker"].get("tls", True):  # the generated broker: certificate and password
+            table["broker"].setdefault("password_file", str(password_file(pki, analyst)))
         self.config = self.workdir / "analyst.toml"
         self.config.write_text(tomli_w.dumps({"analyst": table}))
         self.log = self.workdir / "analyst.log"

@@ -24,10 +24,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecoin.common import tls
+from ecoin.common import tls, topics
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway import framing
 from ecoin.protocol import wire
+from ecoin.testing.broker import password, password_file
 from ecoin.testing.servers import wait_until
 
 __all__ = ["wait_until"]  # tests take it from here with the gateway's other helpers
@@ -80,6 +81,7 @@ class EchoAnalyst:
         services: tuple[str, ...] = ("echo",),
         name: str = "echo1",
         price: int | None = None,  # None: an announcement without a price (before prices)
+        login: tuple[str, str] | None = None,  # (user name, password) on the service listener
         **tls: Any,
     ):
         self.services = services
@@ -88,19 +90,25 @@ class EchoAnalyst:
         self.received: Counter[bytes] = Counter()
         self.lock = threading.Lock()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"analyst-{name}", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=login[0] if login else f"analyst-{name}",
+            protocol=mqtt.MQTTv5,
         )
         self.client.max_inflight_messages_set(1000)
         for svc in services:
             self.client.will_set(f"ecoin/svc/{svc}/analyst/{name}", b"", qos=1, retain=True)
         if tls:
             self.client.tls_set_context(tls["context"])
+        if login:
+            self.client.username_pw_set(*login)
         self.client.on_connect = self._connected
         self.client.on_message = self._message
         self.port = port
         self.ready = threading.Event()
+        self.connects = 0  # more than 1: something knocked this connection off
 
     def _connected(self, client: mqtt.Client, *args: Any) -> None:
+        self.connects += 1
         for svc in self.services:
             client.subscribe(f"$share/ecoin-{svc}/ecoin/svc/{svc}/op", 1)
             announcement: dict[str, Any] = {
@@ -252,14 +260,25 @@ def service_tls(pki: Path, role: str, name: str) -> ssl.SSLContext:
 
 
 def gateway_side(port: int, pki: Path) -> dict[str, Any]:
-    """An [edge] or [upstream] table: gw1's certificate on the service listener."""
+    """An [edge] or [upstream] table: gw1's certificate and password on the service listener."""
     return {
         "port": port,
         "tls": True,
         "ca": str(pki / "ca.crt"),
         "cert": str(pki / "gateway" / "gw1.crt"),
         "key": str(pki / "gateway" / "gw1.key"),
+        "password_file": str(password_file(pki, "gw1")),
     }
+
+
+def analyst_login(pki: Path, analyst: str, service: str, instance: str = "1") -> tuple[str, str]:
+    """What an analyst's connection for ``service`` logs in with on the service listener."""
+    return topics.analyst_client(analyst, instance, service), password(pki, analyst)
+
+
+def gateway_login(pki: Path, link: str = "up", gateway: str = "gw1") -> tuple[str, str]:
+    """What the gateway's ``edge`` or ``up`` connection logs in with on the service listener."""
+    return topics.gateway_client(gateway, link), password(pki, gateway)
 
 
 def _firmware_link() -> ModuleType | None:

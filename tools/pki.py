@@ -149,7 +149,7 @@ def issue(
     server = role in SERVER_ROLES
     if hosts and not server:  # a client never needs to be reachable by name
         raise PKIError(f"--host applies only to server roles ({', '.join(SERVER_ROLES)})")
-    # The broker's ACLs see only the CN, so a name belongs to one role.
+    # The bank names accounts by the CN alone, so a name belongs to one role.
     taken = [p.parent.name for p in pki_dir.glob(f"*/{name}.crt") if p.parent.name != role]
     if taken:
         raise PKIError(f"name {name!r} is already used by role {taken[0]}; names are unique across roles")

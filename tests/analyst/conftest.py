@@ -43,7 +43,9 @@ def with_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def broker(tmp_path: Path, pki: Path) -> Iterator[Mosquitto]:
-    mq = tls_broker(tmp_path / "mq", pki, BROKER_ACL).start()
+    # alice runs as two processes in test_service (instances 1 and 2); gw2 watches announcements
+    instances = {"alice": ["1", "2"]}
+    mq = tls_broker(tmp_path / "mq", pki, BROKER_ACL, ("gw1", "gw2"), instances).start()
     try:
         yield mq
     finally:

@@ -19,7 +19,12 @@ def write(tmp_path: Path, table: dict[str, Any]) -> Path:
 
 
 def good(pki_dir: Path | str, /, **changes: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {"id": "alice", "services": ["average", "anomaly"], "pki": str(pki_dir)}
+    table: dict[str, Any] = {
+        "id": "alice",
+        "services": ["average", "anomaly"],
+        "pki": str(pki_dir),
+        "broker": {"password_file": "mqtt/alice.password"},  # from the file's directory
+    }
     table.update(changes)
     return table
 
@@ -33,6 +38,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_check_accepts_a_good_configuration(
     tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "mqtt").mkdir()
+    (tmp_path / "mqtt" / "alice.password").write_text("secret\n")
     path = write(tmp_path, good(pki, options={"anomaly": {"k": 2}}, bank={"batch_max": 128}))
     code, out, _ = run(capsys, "check", "--config", str(path), "--instance", "7")
     assert code == 0 and "ok: analyst alice (instance 7) offers average, anomaly" in out
@@ -43,6 +50,8 @@ def test_check_accepts_a_good_configuration(
         str(pki / "ca.crt"),
     )
     assert s.client_id("average") == "ecoin-analyst-alice-1-average" and s.bank.batch_max == 128
+    assert s.broker.password_file == str(tmp_path / "mqtt" / "alice.password")
+    assert s.broker_password() == "secret"
 
 
 def test_offers_set_price_description_and_version(tmp_path: Path, pki: Path) -> None:
@@ -77,6 +86,7 @@ def test_relative_paths_are_taken_from_the_file(tmp_path: Path, pki: Path) -> No
         ({"bank": {"batch_max": 500}}, "batch_max: must be 1 to 256"),
         ({"limits": {"max_input_bytes": 5000}}, "max_input_bytes: must be 1 to 4096"),
         ({"broker": {"port": "8884"}}, "analyst.broker.port: expected int, got str"),
+        ({"broker": {"tls": True}}, "analyst.broker.password_file: the broker's service listener"),
         ({"pki": ""}, "set pki"),
         ({"offers": {"average": {"price": 5}}}, "offers.average.price: must be 1 to 4 coins"),
         ({"offers": {"average": {"price": 0}}}, "offers.average.price: must be 1 to 4 coins"),
@@ -99,5 +109,7 @@ def test_missing_files_are_named(tmp_path: Path, pki: Path, capsys: pytest.Captu
     assert code == 2 and "nope.toml: no such configuration file" in err
     code, _, err = run(capsys, "check", "--config", str(write(tmp_path, good(pki, id="zed"))))
     assert code == 2 and "zed.crt: no such file" in err
+    code, _, err = run(capsys, "check", "--config", str(write(tmp_path, good(pki))))
+    assert code == 2 and "alice.password: no such file" in err
     code, _, err = run(capsys, "check", "--config", str(write(tmp_path, good(pki))), "--instance", "a b")
     assert code == 2 and "device id has a character outside" in err

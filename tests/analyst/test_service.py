@@ -14,16 +14,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from ecoin.common import crypto, tls
+from ecoin.common import crypto, tls, topics
 from ecoin.protocol import session, wire
 from ecoin.testing.analyst import seal, withdraw
+from ecoin.testing.broker import password
 from ecoin.testing.servers import wait_until
 
 from .helpers import ANALYSTS, analyst, errors, kind, results
 
 
 class Announcements:
-    """What a gateway sees on ecoin/svc/+/analyst/+ (retained)."""
+    """What a gateway sees on ecoin/svc/+/analyst/+ (retained): a second gateway, gw2 (its
+    own login; the requester is gw1's, and one login is one connection)."""
 
     def __init__(self, port: int, pki: Path) -> None:
         self.seen: dict[str, bytes] = {}
@@ -34,6 +36,7 @@ class Announcements:
         c.tls_set_context(
             tls.client_context(pki / "gateway/gw1.crt", pki / "gateway/gw1.key", pki / "ca.crt")
         )
+        c.username_pw_set(topics.gateway_client("gw2", "up"), password(pki, "gw2"))
         c.on_message = self._on_message
         c.connect("127.0.0.1", port)
         c.subscribe("ecoin/svc/+/analyst/+", qos=1)

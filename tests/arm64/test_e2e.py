@@ -3,8 +3,9 @@ Debian packages and wheels, under QEMU) serve simulated devices (the real firmwa
 MicroPython unix port) over MQTT and over a serial pty, to analysts and a bank on the host.
 
 The Pi's half is set up as docs/GATEWAY.md tells a user to: `ecoin-gateway broker-config`
-writes the broker's configuration, Mosquitto runs it unchanged as `mosquitto -c` with the
-broker key and passwords readable by its group, and `ecoin-gateway serve --config` routes.
+writes the broker's configuration (and the gateway's own broker password), Mosquitto runs
+it unchanged as `mosquitto -c` with the broker key and passwords readable by its group, and
+`ecoin-gateway serve --config` routes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ecoin.sim.demo import ANALYSTS, GATEWAY, Demo, Device
 from ecoin.sim.device import SimDevice
 from ecoin.testing.arm64 import Arm64Root, is_emulated, wait_serving
 from ecoin.testing.bank import BankProcess
+from ecoin.testing.broker import seed_passwords
 from ecoin.testing.ptyuart import PtyUart
 from ecoin.testing.servers import free_port, wait_for_port
 from ecoin.tools.provisioning.bundle import Broker, provision_device
@@ -44,6 +46,8 @@ def gateway_table(pi: Arm64Root, work: Path, ports: dict[str, int], bank_url: st
         "ca": pi.inside(pki / "ca.crt"),
         "cert": pi.inside(pki / "gateway" / f"{GATEWAY}.crt"),
         "key": pi.inside(pki / "gateway" / f"{GATEWAY}.key"),
+        # written by broker-config on the Pi (docs/GATEWAY.md): the Pi's own broker password
+        "password_file": pi.inside(work / "broker" / "secrets" / f"{GATEWAY}.password"),
     }
     return {
         "gateway_id": GATEWAY,
@@ -100,11 +104,15 @@ class PiDemo(Demo):
 
     def start_broker(self, pki_dir: Path) -> dict[str, Any]:
         pki, tls, out = (self.pi.inside(self.workdir / d) for d in ("pki", "broker-tls", "broker"))
+        # The analysts on the host already hold their broker passwords (as an operator would
+        # have copied them from an earlier broker-config): this run keeps them.
+        seed_passwords(self.workdir / "broker", pki_dir, list(ANALYSTS))
         # docs/GATEWAY.md's steps: the broker's TLS files and passwords readable by its group.
         steps = (
             f"install -d -m 0750 -g mosquitto {tls} && install -m 0640 -g mosquitto {pki}/ca.crt "
             f"{pki}/broker/broker.crt {pki}/broker/broker.key {tls}/ && "
-            f"ecoin-gateway broker-config --config {self.write_config('')} && chgrp mosquitto {out}/passwords"
+            f"ecoin-gateway broker-config --config {self.write_config('')} && "
+            f"chgrp mosquitto {out}/passwords {out}/passwords-services"
         )
         done = self.pi.run(["sh", "-c", steps])
         assert done.returncode == 0, done.stdout + done.stderr

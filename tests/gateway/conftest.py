@@ -43,8 +43,10 @@ BROKER_DEVICES = ["dev-a", "dev-b", "dev-c"]
 @pytest.fixture
 def broker(tmp_path: Path, pki: Path) -> Iterator[tuple[gwconfig.BrokerConf, dict[str, str], Mosquitto]]:
     """A real Mosquitto run with exactly the files ``broker-config`` writes: (its BrokerConf,
-    the device passwords, the broker). Analyst alice offers "echo"; the gateway is gw1."""
-    b = generated_broker(tmp_path / "mosq", pki, analysts={"alice": ["echo"]}, devices=BROKER_DEVICES)
+    the device passwords, the broker). Analyst alice offers "echo", bob "other"; the gateway
+    is gw1; the services' passwords are ``ecoin.testing.broker.password(pki, party)``."""
+    analysts = {"alice": ["echo"], "bob": ["other"]}
+    b = generated_broker(tmp_path / "mosq", pki, analysts=analysts, devices=BROKER_DEVICES)
     assert b.paths["credentials"].stat().st_mode & 0o077 == 0
     mosq = b.mosquitto.start()
     wait_for_port(b.conf.device_port)  # its second listener may open later (slow on arm64 under QEMU)

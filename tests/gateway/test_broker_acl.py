@@ -17,7 +17,9 @@ from ecoin.testing.gateway import (
     Client,
     Device,
     EchoAnalyst,
+    analyst_login,
     device_tls,
+    gateway_login,
     gateway_side,
     operation,
     query,
@@ -28,12 +30,46 @@ from ecoin.testing.metrics import metric
 
 
 def test_regeneration_keeps_passwords(tmp_path: Path) -> None:
-    conf = gwconfig.BrokerConf(devices=["d1"])
-    first = brokerconf.load_credentials(brokerconf.generate(conf, tmp_path)["credentials"])
-    conf2 = gwconfig.BrokerConf(devices=["d1", "d2"])
-    second = brokerconf.load_credentials(brokerconf.generate(conf2, tmp_path)["credentials"])
+    conf = gwconfig.BrokerConf(devices=["d1"], gateways=["gw1"], analysts={"alice": ["echo"]})
+    creds = brokerconf.generate(conf, tmp_path)["credentials"]
+    first, first_services = brokerconf.load_credentials(creds), brokerconf.load_credentials(creds, "services")
+    conf2 = gwconfig.BrokerConf(
+        devices=["d1", "d2"], gateways=["gw1"], analysts={"alice": ["echo"], "bob": ["other"]}
+    )
+    paths = brokerconf.generate(conf2, tmp_path)
+    second, services = brokerconf.load_credentials(creds), brokerconf.load_credentials(creds, "services")
     assert second["d1"] == first["d1"] and set(second) == {"d1", "d2"}
     assert (tmp_path / "passwords").read_text().count("$7$") == 2
+    assert services == {**first_services, "bob": services["bob"]} and set(services) == {"gw1", "alice", "bob"}
+    for party, password in services.items():  # one file per party, to copy to its host
+        secret = paths["secrets"] / f"{party}.password"
+        assert secret.read_text().strip() == password and secret.stat().st_mode & 0o077 == 0
+    users = [line.split(":")[0] for line in paths["service_passwords"].read_text().splitlines()]
+    assert users == [
+        "ecoin-gw-gw1-edge",
+        "ecoin-gw-gw1-up",
+        "ecoin-analyst-alice-1-echo",
+        "ecoin-analyst-bob-1-other",
+    ]
+    brokerconf.generate(conf, tmp_path)  # bob is gone: so is his password
+    assert not (paths["secrets"] / "bob.password").exists()
+
+
+def test_every_instance_and_service_of_an_analyst_has_its_own_user() -> None:
+    conf = gwconfig.BrokerConf(analysts={"alice": ["a", "b"]}, instances={"alice": ["1", "2"]})
+    assert list(brokerconf.service_users(conf)) == [
+        "ecoin-analyst-alice-1-a",
+        "ecoin-analyst-alice-1-b",
+        "ecoin-analyst-alice-2-a",
+        "ecoin-analyst-alice-2-b",
+    ]
+    acl = brokerconf.service_acl(conf)
+    block = acl.split("user ecoin-analyst-alice-2-b\n")[1].split("\n\n")[0]
+    assert block.splitlines() == [
+        "topic read ecoin/svc/b/op",
+        "topic write ecoin/svc/b/analyst/alice",
+        "topic write ecoin/gw/+/reply",
+    ]
 
 
 def test_devices_are_confined_to_their_own_topics(broker, pki: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +86,11 @@ def test_devices_are_confined_to_their_own_topics(broker, pki: Path, tmp_path: P
         }
     )
     alice = EchoAnalyst(
-        conf.service_port, ("echo",), name="alice", context=service_tls(pki, "analyst", "alice")
+        conf.service_port,
+        ("echo",),
+        name="alice",
+        context=service_tls(pki, "analyst", "alice"),
+        login=analyst_login(pki, "alice", "echo"),
     )
     alice.start()
     gw = Gateway(gw_cfg).start()
@@ -107,9 +147,11 @@ def test_bad_credentials_are_refused(broker, pki: Path) -> None:  # type: ignore
 def test_analysts_stay_on_service_topics(broker, pki: Path) -> None:  # type: ignore[no-untyped-def]
     conf, creds, _ = broker
     ctx = device_tls(pki)
-    alice = Client(conf.service_port, service_tls(pki, "analyst", "alice"), v5=True)
+    alice = Client(
+        conf.service_port, service_tls(pki, "analyst", "alice"), *analyst_login(pki, "alice", "echo"), v5=True
+    )
     dev = Client(conf.device_port, ctx, "dev-a", creds["dev-a"])
-    gw = Client(conf.service_port, service_tls(pki, "gateway", "gw1"), v5=True)
+    gw = Client(conf.service_port, service_tls(pki, "gateway", "gw1"), *gateway_login(pki), v5=True)
     try:
         for c in (alice, dev, gw):
             assert c.connected.wait(5) and c.refused is None
@@ -151,6 +193,9 @@ def test_devices_cannot_use_the_service_listener(broker, pki: Path) -> None:  # 
     "broker, message",
     [
         ({"analysts": {"alice": []}}, "list the services of alice"),
+        ({"analysts": {"alice": ["a"]}, "instances": {"bob": ["1"]}}, "bob is not in broker.analysts"),
+        ({"analysts": {"alice": ["a"]}, "instances": {"alice": ["a b"]}}, "broker.instances.alice"),
+        ({"analysts": {"alice": ["a"]}, "instances": {"alice": []}}, "a list of instance ids"),
         ({"device_tls": False, "bind": "0.0.0.0"}, "loopback bind only"),
     ],
 )

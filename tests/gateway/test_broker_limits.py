@@ -1,5 +1,6 @@
 """Limits of the generated Mosquitto configuration (issue 13), with the real Mosquitto: client
-ids bound to device users, the packet size cap, AEAD-only TLS 1.2, stale retained replies."""
+ids bound to user names on both listeners, the packet size cap, AEAD-only TLS 1.2, stale
+retained replies."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from ecoin.common import topics
 from ecoin.gateway import brokerconf
 from ecoin.gateway import config as gwconfig
 from ecoin.gateway.service import Gateway
@@ -24,7 +26,9 @@ from ecoin.testing.gateway import (
     Client,
     Device,
     EchoAnalyst,
+    analyst_login,
     device_tls,
+    gateway_login,
     gateway_side,
     operation,
     service_tls,
@@ -50,7 +54,11 @@ def _table(conf: gwconfig.BrokerConf, pki: Path, tmp_path: Path, health: int = 0
 def routed(broker, pki: Path, tmp_path: Path) -> Iterator[tuple[Any, Gateway]]:  # type: ignore[no-untyped-def]
     conf, creds, _ = broker
     alice = EchoAnalyst(
-        conf.service_port, ("echo",), name="alice", context=service_tls(pki, "analyst", "alice")
+        conf.service_port,
+        ("echo",),
+        name="alice",
+        context=service_tls(pki, "analyst", "alice"),
+        login=analyst_login(pki, "alice", "echo"),
     )
     alice.start()
     gw = Gateway(gwconfig.from_table(_table(conf, pki, tmp_path))).start()
@@ -59,16 +67,106 @@ def routed(broker, pki: Path, tmp_path: Path) -> Iterator[tuple[Any, Gateway]]: 
             lambda: gw.edge.link.subscribed and gw.directory.synced_now and gw.directory.is_live("echo"),
             what="gateway up",
         )
+        gw.alice = alice  # type: ignore[attr-defined]  # the analyst behind it, for its counters
         yield broker, gw
     finally:
         gw.stop()
         alice.stop()
 
 
+def _round_trips(conf: gwconfig.BrokerConf, pki: Path, creds: dict[str, str], n: int = 5) -> None:
+    """Operations through both of the gateway's links and alice, after an attempt."""
+    dev = Device(conf.device_port, "dev-b", "dev-b", creds["dev-b"], context=device_tls(pki)).start()
+    try:
+        for _ in range(n):
+            op = operation()
+            assert wire.frame_type(dev.ask(op)) == (wire.T_RESULT, op[2:18])
+    finally:
+        dev.stop()
+
+
+def _impostors(conf: gwconfig.BrokerConf, pki: Path, client_id: str) -> list[Client]:
+    """Certificate holders asking for ``client_id``: bob and the owner olive with their
+    certificate only (as the service listener took them before), and bob with his own login."""
+    return [
+        Client(conf.service_port, service_tls(pki, "analyst", "bob"), client_id=client_id),
+        Client(conf.service_port, service_tls(pki, "owner", "olive"), client_id=client_id),
+        Client(
+            conf.service_port,
+            service_tls(pki, "analyst", "bob"),
+            *analyst_login(pki, "bob", "other"),
+            client_id=client_id,
+        ),
+    ]
+
+
+def _refused_or_own_id(impostors: list[Client]) -> None:
+    for c in impostors[:2]:
+        assert c.refused is not None, "a certificate alone was let in"
+    assert impostors[2].refused is None  # bob logged in, under his own id
+
+
+def test_an_analyst_cannot_take_the_gateways_client_ids(routed, pki: Path) -> None:  # type: ignore[no-untyped-def]
+    (conf, creds, _), gw = routed
+    edge, up = gw.edge.link.connects, gw.upstream.link.connects
+    impostors = [
+        c for link in (gw.edge.link, gw.upstream.link) for c in _impostors(conf, pki, link.client_id)
+    ]
+    try:
+        assert all(c.connected.wait(5) for c in impostors)
+        _round_trips(conf, pki, creds)
+        assert (gw.edge.link.connects, gw.upstream.link.connects) == (edge, up), "the gateway was knocked off"
+        assert gw.edge.link.subscribed and gw.upstream.link.up
+        _refused_or_own_id(impostors[:3])
+        _refused_or_own_id(impostors[3:])
+    finally:
+        for c in impostors:
+            c.stop()
+
+
+def test_an_analyst_cannot_take_another_analysts_client_id(routed, pki: Path) -> None:  # type: ignore[no-untyped-def]
+    (conf, creds, _), gw = routed
+    alice = gw.alice
+    connects = alice.connects
+    impostors = _impostors(conf, pki, topics.analyst_client("alice", "1", "echo"))
+    try:
+        assert all(c.connected.wait(5) for c in impostors)
+        _round_trips(conf, pki, creds)
+        assert alice.connects == connects, "alice was knocked off"
+        _refused_or_own_id(impostors)
+    finally:
+        for c in impostors:
+            c.stop()
+
+
+def test_a_restarted_gateway_gets_both_sessions_back(routed, pki: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The ids bound to the logins are the ids of before: the broker keeps what came for each
+    link while the gateway was away (a device's operation, a reply) and hands it over."""
+    (conf, creds, _), gw = routed
+    gw.stop()
+    dev = Device(conf.device_port, "dev-b", "dev-b", creds["dev-b"], context=device_tls(pki)).start()
+    replier = Client(
+        conf.service_port, service_tls(pki, "analyst", "bob"), *analyst_login(pki, "bob", "other"), v5=True
+    )
+    again = None
+    try:
+        op = operation()
+        dev.send(op)  # into the edge session of the stopped gateway
+        assert replier.connected.wait(5) and replier.refused is None
+        replier.publish("ecoin/gw/gw1/reply", bytes(operation()[:64]))  # into its upstream session
+        again = Gateway(gwconfig.from_table(_table(conf, pki, tmp_path))).start()
+        assert wire.frame_type(dev.wait(op[2:18])) == (wire.T_RESULT, op[2:18])
+        wait_until(lambda: metric(again, "ecoin_gateway_late_replies_total") == 1, what="the kept reply")
+    finally:
+        if again is not None:
+            again.stop()
+        replier.stop()
+        dev.stop()
+
+
 def test_a_device_cannot_take_the_gateways_client_id(routed, pki: Path) -> None:  # type: ignore[no-untyped-def]
     (conf, creds, _), gw = routed
     edge, up = gw.edge.link.connects, gw.upstream.link.connects
-    dev_b = Device(conf.device_port, "dev-b", "dev-b", creds["dev-b"], context=device_tls(pki)).start()
     impostors = [
         Client(conf.device_port, device_tls(pki), "dev-a", creds["dev-a"], client_id=link.client_id)
         for link in (gw.edge.link, gw.upstream.link)
@@ -76,15 +174,12 @@ def test_a_device_cannot_take_the_gateways_client_id(routed, pki: Path) -> None:
     try:
         for c in impostors:
             assert c.connected.wait(5)
-        for _ in range(5):  # round trips through both links after the attempts
-            op = operation()
-            assert wire.frame_type(dev_b.ask(op)) == (wire.T_RESULT, op[2:18])
+        _round_trips(conf, pki, creds)
         assert (gw.edge.link.connects, gw.upstream.link.connects) == (edge, up)
         assert gw.edge.link.subscribed and gw.upstream.link.up
     finally:
         for c in impostors:
             c.stop()
-        dev_b.stop()
 
 
 def test_device_ids_may_not_look_like_service_client_ids() -> None:
@@ -164,7 +259,9 @@ def test_tls12_offers_only_aead_suites(broker, pki: Path) -> None:  # type: igno
 
 def test_a_retained_reply_is_cleared_and_never_relayed(broker, pki: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     conf, _, _ = broker
-    alice = Client(conf.service_port, service_tls(pki, "analyst", "alice"), v5=True)
+    alice = Client(
+        conf.service_port, service_tls(pki, "analyst", "alice"), *analyst_login(pki, "alice", "echo"), v5=True
+    )
     assert alice.connected.wait(5)
     alice.publish("ecoin/gw/gw1/reply", result_like := bytes(operation()[:64]), retain=True)
     alice.stop()
@@ -174,15 +271,17 @@ def test_a_retained_reply_is_cleared_and_never_relayed(broker, pki: Path, tmp_pa
             lambda: metric(gw, 'ecoin_gateway_malformed_total{source="reply"}') == 1,
             what="the stale reply dropped",
         )
-        probe = Client(conf.service_port, service_tls(pki, "gateway", "gw1"), v5=True)
-        try:
-            assert probe.connected.wait(5)
-            probe.subscribe("ecoin/gw/gw1/reply")
-            probe.subscribe("ecoin/gw/gw1/status")  # retained: arrives after any retained reply
-            wait_until(lambda: any(t.endswith("/status") for t, _ in probe.got), what="status")
-            assert ("ecoin/gw/gw1/reply", result_like) not in probe.got
-        finally:
-            probe.stop()
         assert metric(gw, "ecoin_gateway_late_replies_total") == 0
     finally:
         gw.stop()
+    # Only the gateway's own login reads its reply topic, and it would replace the running
+    # gateway's connection: the retained state is looked at once the gateway has stopped.
+    probe = Client(conf.service_port, service_tls(pki, "gateway", "gw1"), *gateway_login(pki), v5=True)
+    try:
+        assert probe.connected.wait(5)
+        probe.subscribe("ecoin/gw/gw1/reply")
+        probe.subscribe("ecoin/gw/gw1/status")  # retained: arrives after any retained reply
+        wait_until(lambda: any(t.endswith("/status") for t, _ in probe.got), what="status")
+        assert ("ecoin/gw/gw1/reply", result_like) not in probe.got
+    finally:
+        probe.stop()
