@@ -53,11 +53,13 @@ RECENT_MAX = 50_000  # (device, op_id) pairs remembered to drop repeated operati
 QUERIES_MAX = 1_000  # queries held until the directory is complete
 QUERY_HOLD_S = 3.0  # at most this long: then the directory's view, whatever it is
 TICK_S = 1.0  # the worker wakes at least this often
-STALL_S = 3.0  # a longer gap between its wake-ups: the process was stopped
-# Frames read this soon after a stall are aged by it. Short: the worker also counts its own
-# busy time as a stop (see _note_tick); with a 2 s window the fuzz test lost the fresh
-# frame after its flood, probably so. A wrongly aged frame is only dropped unspent.
-CATCHUP_S = 0.5
+# Wall time the process spent neither on a CPU nor within its worker's longest wait: a
+# longer quiet gap means it was stopped (SIGSTOP, a frozen cgroup, a paused VM). Busy time
+# (a flood, a slow expiry, emulation) is CPU time, so it is never taken for a stop.
+STALL_S = 3.0
+# Frames read this soon after a stop may have waited through it: they are aged by it. A
+# wrongly aged frame is only dropped unspent.
+CATCHUP_S = 2.0
 
 
 class UpstreamPort(Protocol):
@@ -108,7 +110,7 @@ class Router:
         self._lock = threading.Lock()
         self._stragglers = Stragglers()  # replies counted after a restart or a deadline
         self._held: deque[Query] = deque()
-        self._tick = time.monotonic()  # the worker's last wake-up
+        self._tick = (time.monotonic(), time.process_time())  # the worker's last wake-up
         self._stall = (0.0, 0.0)  # (seconds stopped, monotonic end of the catch-up)
         self._wake = threading.Condition()
         self._kicked = False
@@ -120,7 +122,7 @@ class Router:
     # Life cycle.
 
     def start(self) -> None:
-        self._tick = time.monotonic()
+        self._tick = (time.monotonic(), time.process_time())
         self._worker = threading.Thread(target=self._work, name="router", daemon=True)
         self._worker.start()
 
@@ -235,11 +237,18 @@ class Router:
         for q in due:
             self._status(q)
 
+    def _quiet(self, now: float) -> tuple[float, float]:
+        """(wall seconds, of them not on any CPU) since the worker's last wake-up. CPU time
+        is the whole process's: it does not advance while the process is stopped."""
+        tick, cpu = self._tick
+        gap = now - tick
+        return gap, gap - (time.process_time() - cpu)
+
     def _stalled(self, now: float) -> float:
         """How long a frame read now may have waited unseen: the length of a stop of the
         whole process that has just ended (0 normally)."""
-        gap = now - self._tick
-        if gap > STALL_S:
+        gap, quiet = self._quiet(now)
+        if quiet > STALL_S:
             return gap  # the worker has not run since before the stop
         stopped, until = self._stall
         return stopped if now < until else 0.0
@@ -430,11 +439,11 @@ class Router:
 
     def _note_tick(self) -> None:
         now = time.monotonic()
-        gap = now - self._tick
-        if gap > STALL_S:
+        gap, quiet = self._quiet(now)
+        if quiet > STALL_S:
             self._stall = (gap, now + CATCHUP_S)
             log.warning("gateway_stalled", extra={"seconds": round(gap, 1)})
-        self._tick = now
+        self._tick = (now, time.process_time())
 
     def _next_wait(self) -> float:
         now = time.monotonic()

@@ -143,7 +143,8 @@ def test_a_resumed_gateway_does_not_forward_a_stale_operation(tmp_path: Path, mo
         stale = operation()
         dev.send(stale).wait_for_publish(5)
         stopped = time.monotonic()
-        wait_until(lambda: time.monotonic() - stopped > 3.0, what="the device's deadline", timeout=10)
+        # Past the device's deadline, and a stop clearly longer than the router's threshold.
+        wait_until(lambda: time.monotonic() - stopped > router.STALL_S + 1.0, what="a long stop", timeout=10)
         gw.signal(signal.SIGCONT)
         resumed = time.monotonic()
         assert wire.decode_error(dev.wait(stale[2:18])) == (stale[2:18], wire.E_DROPPED)
