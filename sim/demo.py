@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,9 +245,10 @@ class Demo:
         (gw_dir / "gateway.toml").write_text(tomli_w.dumps({"gateway": table}))
         log = open(gw_dir / "gateway.log", "ab")  # noqa: SIM115 - owned by the process
         cmd = [sys.executable, "-m", "ecoin.gateway.cli", "serve", "--config", str(gw_dir / "gateway.toml")]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        with _interrupts_after():
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+            self.stack.callback(stop, proc)
         log.close()
-        self.stack.callback(stop, proc)
         wait_for_port(health)
         self.health[f"gateway {GATEWAY}"] = f"http://127.0.0.1:{health}/healthz"
         self.gateway_health_port = health
@@ -277,8 +278,9 @@ class Demo:
             policy_demo.set_policy(self.say, owner)
         self.say(f"provisioned {self.devices} devices with 1000 coins each; starting them ({self.heap} heap)")
         for dev in [*self.watched(), self.refused]:
-            self.stack.callback(dev.sim.stop)
-            dev.sim.start()
+            with _interrupts_after():
+                self.stack.callback(dev.sim.stop)
+                dev.sim.start()
 
     def make_device(
         self,
@@ -418,6 +420,24 @@ class Demo:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts_after() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a start is taken once it is over: raised inside Popen or
+    between a start and its stop's registration, it would leave a process running."""
+    came: list[int] = []
+    handlers = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in _STOPS}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if came:
+        raise KeyboardInterrupt
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:

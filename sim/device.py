@@ -65,6 +65,7 @@ class SimDevice:
         self._stopping = False
         self._code: int | None = None
         self._done = threading.Event()
+        self._lock = threading.Lock()  # a stop against a reset's new process
         if hardware and self.ap:
             wdt = self.watchdog.port if self.watchdog else None
             write_description(self.hw_dir / "hw.json", hardware.describe(self.ap.file, self.link_file, wdt))
@@ -124,21 +125,31 @@ class SimDevice:
                 if code is not None:
                     break
                 continue
-            if code == RESET and self.hardware:
-                self.resets += 1
-                self._note("reset")
-                self._spawn()
-            elif code is not None:
+            if code is not None and not (code == RESET and self.hardware):
                 break
-            elif self.watchdog and self.watchdog.expired():
+            if code is not None or (self.watchdog and self.watchdog.expired()):
+                self._reset(watchdog=code is None)
+        self._code = self.proc.wait()
+        self._done.set()
+
+    def _reset(self, watchdog: bool) -> None:
+        """Starts the board again, unless a stop came meanwhile: under the lock a stop takes,
+        so no process is born after the stop has signalled the one it saw."""
+        assert self.proc
+        with self._lock:
+            if self._stopping:
+                return
+            if watchdog:
+                assert self.watchdog
                 self.proc.kill()
                 self.proc.wait()
                 self.watchdog.disarm()
                 self.watchdog_resets += 1
                 self._note("watchdog reset")
-                self._spawn()
-        self._code = self.proc.wait()
-        self._done.set()
+            else:
+                self.resets += 1
+                self._note("reset")
+            self._spawn()
 
     @property
     def running(self) -> bool:
@@ -165,8 +176,9 @@ class SimDevice:
         if not self.running:
             return self._finish()
         assert self.proc
-        self._stopping = True
-        self.proc.send_signal(signal.SIGINT)
+        with self._lock:
+            self._stopping = True
+            self.proc.send_signal(signal.SIGINT)
         try:
             return self.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -174,9 +186,10 @@ class SimDevice:
 
     def kill(self) -> int | None:
         """Cuts the power: SIGKILL, no chance to write anything."""
-        self._stopping = True
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+        with self._lock:
+            self._stopping = True
+            if self.proc and self.proc.poll() is None:
+                self.proc.kill()
         return self._finish()
 
     def _finish(self) -> int | None:
