@@ -28,6 +28,14 @@ RATIOS = {
     "analyst_vs_bank_same_run": ("analyst_ops_per_s", "analyst_bank_direct_per_s"),
     # the price of emulation (bench_arm64): how much the arm64 CPU figure overstates
     "arm64_vs_native_gateway_cpu": ("arm64_gateway_cpu_ms_per_op", "native_gateway_cpu_ms_per_op"),
+    # the analyst's MQTT pattern, CPU per message of each client against paho on MQTT 5
+    # (bench_mqtt_clients): below 1, cheaper than paho5
+    "mqtt_gmqtt_vs_paho5_cpu": ("mqtt_clients_gmqtt_cpu_ms", "mqtt_clients_paho5_cpu_ms"),
+    "mqtt_paho311_vs_paho5_cpu": ("mqtt_clients_paho311_cpu_ms", "mqtt_clients_paho5_cpu_ms"),
+    "mqtt_gmqtt_vs_paho5_handoff_cpu": (
+        "mqtt_clients_gmqtt_handoff_cpu_ms",
+        "mqtt_clients_paho5_handoff_cpu_ms",
+    ),
     # fastjsonschema against the home-made validator it replaced (bench_readings): above 1, faster
     **{
         f"readings_{what}_new_vs_old": (f"readings_{what}_new_per_s", f"readings_{what}_old_per_s")

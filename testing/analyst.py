@@ -182,6 +182,12 @@ class Requester:
         with self._cond:
             return self._cond.wait_for(lambda: len(self.replies) >= count, timeout)
 
+    def wait_arrivals(self, count: int, timeout: float = 60.0) -> bool:
+        """True once ``count`` replies arrived, each counted (a copy, or one without
+        correlation data from an MQTT 3.1.1 client, too)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.arrivals) >= count, timeout)
+
     def reply(self, correlation: bytes) -> bytes | None:
         with self._cond:
             got = self.replies.get(correlation)
