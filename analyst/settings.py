@@ -103,7 +103,7 @@ VERSION_MAX = 32
 @dataclass(frozen=True)
 class Settings:
     id: str = ""
-    instance: str = "1"
+    instance: str = topics.DEFAULT_INSTANCE
     services: list[str] = field(default_factory=list)
     pki: str = ""
     cert: str = ""

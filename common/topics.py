@@ -91,6 +91,9 @@ def gateway_client(gateway: str, link: str) -> str:
     return f"{CLIENT_PREFIX}gw-{gateway}-{link}"
 
 
+DEFAULT_INSTANCE = "1"  # an analyst's process when it runs only one (its MQTT session)
+
+
 def analyst_client(analyst: str, instance: str, service: str) -> str:
     """One connection per analyst process and service (each has its own last will)."""
     return f"{CLIENT_PREFIX}analyst-{analyst}-{instance}-{service}"

@@ -84,7 +84,7 @@ def _credentials(known: dict[str, str], names: list[str]) -> dict[str, str]:
 
 
 def _instances(c: BrokerConf, analyst: str) -> list[str]:
-    return c.instances.get(analyst, ["1"])  # analyst/settings.py's default instance
+    return c.instances.get(analyst, [topics.DEFAULT_INSTANCE])
 
 
 def service_users(c: BrokerConf) -> dict[str, str]:
