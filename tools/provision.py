@@ -185,6 +185,9 @@ def cmd_decommission(args: argparse.Namespace, cfg: Settings) -> int:
     with bank_client(_bank(args, cfg)) as client:
         done = client.decommission(args.device_id)
     print(f"{done['device_id']}: decommissioned; {done['refunded']} coins refunded, its key revoked")
+    # The bank cannot reach the gateway's broker: its operator removes the login.
+    print(f"  its broker login stays until {done['device_id']} leaves the gateway's [gateway.broker] devices")
+    print("  and `ecoin-gateway broker-config` runs again (docs/PROVISIONING.md)")
     return 0
 
 
