@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -34,10 +35,12 @@ from .workers import WorkerPool
 CHUNK = 4  # headers per task of a worker: a few milliseconds, so no caller holds a worker long
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One operation to redeem, as the analyst sent it (types and sizes already checked):
-    its header, and the digest and tag that let the bank verify it before paying."""
+    its header, and the digest and tag that let the bank verify it before paying. Item and
+    Opened are immutable tuples, not frozen dataclasses: one of each is built per header in
+    the bank's process, and a frozen dataclass's ``__init__`` (one ``object.__setattr__``
+    per field) cost three times as much (bench bank_vs_base, docs/BANK_API.md)."""
 
     kid: bytes
     header: bytes
@@ -49,8 +52,7 @@ class Item:
     price: int = 1  # the analyst's price for the service: the header must hold this many coins
 
 
-@dataclass(frozen=True)
-class Opened:
+class Opened(NamedTuple):
     """A header that decrypted and matched its item: what the ledger needs, not the coins."""
 
     hashes: tuple[bytes, ...]  # one per coin of the header (1 to 4): the price the device paid

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ecoin.common import bank_errors as errors
@@ -278,7 +278,7 @@ class Ledger:
             elif len(o.hashes) == items[i].price:  # the usual case: no copy of the item
                 todo.append((i, o))
             else:  # more coins than the price (a gateway told the device more): the first price
-                todo.append((i, replace(o, hashes=o.hashes[: items[i].price])))
+                todo.append((i, o._replace(hashes=o.hashes[: items[i].price])))
         if todo:
             for i, result in self.store.run(lambda tx: self._spend(tx, account, todo)).items():
                 results[i] = result

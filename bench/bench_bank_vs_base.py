@@ -27,6 +27,9 @@ Figures (``bank_ab_*``):
   processes (server and RSA workers) spent per redemption, median over the rounds. This
   is the steadier figure on a shared machine: what a bank alone on its cores would turn
   into throughput;
+- base_server_ms_per_redeem, new_server_ms_per_redeem: the same for the bank's own process
+  only (event loop, request threads, RSA drivers; not the RSA workers), median over the
+  rounds: where the two banks' code differs most;
 - rounds, unbatched_rounds: every round's base/new per second, in order (the noise);
 - loadavg_start, loadavg_end: the 1-minute load average around the rounds (2 cores here).
 """
@@ -133,13 +136,15 @@ def cpu_seconds(pid: int) -> float:
 
 def _round(
     bank: BankProcess, coins: int, batch: int, connections: int, headers: bench_bank.Headers
-) -> tuple[float, float]:
-    """(redemptions per second, the bank's CPU milliseconds per redemption)."""
+) -> tuple[float, float, float]:
+    """(redemptions per second, CPU milliseconds per redemption of the bank's processes,
+    and of its own process alone)."""
     minted, w = bench_bank.withdraw(bank, coins)
     assert bank.proc is not None
-    before = cpu_seconds(bank.proc.pid)
+    pid = bank.proc.pid
+    before, own = cpu_seconds(pid), _stats()[pid][1]
     rate = bench_bank.redeem_rate(bank, minted, w, batch, connections, headers)
-    return rate, (cpu_seconds(bank.proc.pid) - before) * 1000 / coins
+    return rate, (cpu_seconds(pid) - before) * 1000 / coins, (_stats()[pid][1] - own) * 1000 / coins
 
 
 def side_by_side(
@@ -149,18 +154,21 @@ def side_by_side(
     of each, and the medians of the pairwise ratios new / base."""
     rates: dict[str, list[float]] = {name: [] for name in banks}
     cpu: dict[str, list[float]] = {name: [] for name in banks}
+    server: dict[str, list[float]] = {name: [] for name in banks}
     for r in range(ROUNDS):
         order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
         for name in order:
-            rate, ms = _round(banks[name][0], coins, batch, conns, banks[name][1])
+            rate, ms, own = _round(banks[name][0], coins, batch, conns, banks[name][1])
             rates[name].append(rate)
             cpu[name].append(ms)
+            server[name].append(own)
     pairs = [n / b for n, b in zip(rates["new"], rates["base"], strict=True)]
     cpu_pairs = [b / n for n, b in zip(cpu["new"], cpu["base"], strict=True)]
     rounds = " ".join(f"{b:.0f}/{n:.0f}" for b, n in zip(rates["base"], rates["new"], strict=True))
     return {
         **{name: max(r) for name, r in rates.items()},
         **{f"{name}_cpu": statistics.median(c) for name, c in cpu.items()},
+        **{f"{name}_server": statistics.median(c) for name, c in server.items()},
         "ratio": statistics.median(pairs),
         "cpu_ratio": statistics.median(cpu_pairs),
         "rounds": rounds,
@@ -207,6 +215,8 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         "bank_ab_base_cpu_ms_per_redeem": round(batched["base_cpu"], 3),
         "bank_ab_new_cpu_ms_per_redeem": round(batched["new_cpu"], 3),
         "bank_ab_cpu_new_vs_base": round(batched["cpu_ratio"], 3),
+        "bank_ab_base_server_ms_per_redeem": round(batched["base_server"], 4),
+        "bank_ab_new_server_ms_per_redeem": round(batched["new_server"], 4),
         "bank_ab_base_unbatched_cpu_ms": round(single["base_cpu"], 3),
         "bank_ab_new_unbatched_cpu_ms": round(single["new_cpu"], 3),
         "bank_ab_unbatched_cpu_new_vs_base": round(single["cpu_ratio"], 3),

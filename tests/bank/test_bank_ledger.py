@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 
@@ -66,7 +65,7 @@ def test_one_coin_buys_one_operation_whatever_the_readings(ledger, make_item):
 def test_a_modified_operation_spends_nothing_and_is_refunded(ledger, make_item):
     coin = ledger.withdraw("olive", "dev1", 1, "w1").coins[0]
     item = make_item(coin)
-    forged = dataclasses.replace(item, digest=crypto.sha256(b"one byte changed"))
+    forged = item._replace(digest=crypto.sha256(b"one byte changed"))
     assert ledger.redeem("alice", [forged])[0]["code"] == "bad_tag"
     assert ledger.balance("alice").balance == 0
     [claimed] = ledger.claim("olive", "dev1", [coin])
@@ -82,8 +81,8 @@ def test_an_item_past_its_not_after_spends_nothing_and_is_refunded(ledger, make_
     late, timely = ledger.withdraw("olive", "dev1", 2, "w1").coins
     now = ledger.clock()
     items = [
-        dataclasses.replace(make_item(late), not_after=now - 0.5),
-        dataclasses.replace(make_item(timely), not_after=now + 60),
+        make_item(late)._replace(not_after=now - 0.5),
+        make_item(timely)._replace(not_after=now + 60),
     ]
     assert [r.get("code") for r in ledger.redeem("alice", items)] == ["deadline_passed", None]
     assert ledger.balance("alice").balance == 1
@@ -116,7 +115,7 @@ def test_every_refusal_has_its_reason_and_leaves_the_coin_unspent(ledger, make_i
     ]
     results = ledger.redeem(
         "bob",  # bob does not offer stats
-        [good, *(dataclasses.replace(good, **v) for v in variants), make_item(os.urandom(32))],
+        [good, *(good._replace(**v) for v in variants), make_item(os.urandom(32))],
     )
     codes = [r.get("code") for r in results]
     assert codes == [
@@ -309,9 +308,9 @@ def test_workers_answer_as_the_thread_does(ledger, make_item, pki):
     opened and refused items come back from a worker equal to the in-thread opening."""
     coins = ledger.withdraw("olive", "dev1", 2, "w1").coins
     good = make_item(coins[0], service="stats")
-    bad_tag = dataclasses.replace(make_item(coins[1]), tag=bytes(32))
-    junk = dataclasses.replace(good, header=os.urandom(len(good.header)), not_after=123.0)
-    items = [good, bad_tag, junk, dataclasses.replace(good, not_after=1e9)]
+    bad_tag = make_item(coins[1])._replace(tag=bytes(32))
+    junk = good._replace(header=os.urandom(len(good.header)), not_after=123.0)
+    items = [good, bad_tag, junk, good._replace(not_after=1e9)]
     pooled = Opener(pki, 1)
     try:
         assert pooled.open(items) == ledger.opener.open(items)

@@ -4,7 +4,6 @@ on a real database, SQLite and PostgreSQL (each test runs on both)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 
 import pytest
 
@@ -16,7 +15,7 @@ from .test_bank_ledger import keys_of
 
 
 def priced(item, price):
-    return dataclasses.replace(item, price=price)
+    return item._replace(price=price)
 
 
 def audit_ok(ledger) -> None:
