@@ -7,7 +7,6 @@ when the watchdog or the firmware resets the board."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from ecoin.sim import ctrlc
 from ecoin.sim.hardware import AccessPoint, Hardware, WatchdogMonitor, write_description
 from ecoin.tools.provisioning import flash
 from ecoin.tools.provisioning.deploy import find_tool
@@ -178,7 +178,7 @@ class SimDevice:
         assert self.proc
         with self._lock:
             self._stopping = True
-            self.proc.send_signal(signal.SIGINT)
+            ctrlc.interrupt(self.proc)  # as a board takes it: never inside the unix port's C code
         try:
             return self.wait(timeout)
         except subprocess.TimeoutExpired:

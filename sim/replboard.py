@@ -35,6 +35,7 @@ import tty
 from pathlib import Path
 
 from ecoin.common import files
+from ecoin.sim import ctrlc
 from ecoin.sim.device import hardware_dir
 from ecoin.sim.hardware import AccessPoint, Hardware, WatchdogMonitor, write_description
 
@@ -361,7 +362,7 @@ class ReplBoard:
 
     def _from_host(self, data: bytes) -> None:
         if b"\x03" in data and self._interruptible() and self._proc is not None:
-            self._proc.send_signal(signal.SIGINT)
+            ctrlc.interrupt(self._proc)  # in a wait, as a board takes it (not mid-collection)
             data = data.replace(b"\x03", b"")
         self._to_dev += data
 
