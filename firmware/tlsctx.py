@@ -8,18 +8,22 @@ import binascii
 def context(board, ca_file="ca.crt"):
     """A client TLS context that verifies the broker against ca_file (PEM or DER), through
     the board's wrapper if it has one (the sim board checks certificate dates by its clock)."""
-    import ssl
+    try:
+        # MicroPython's C module itself: ssl is a Python module around it (ssl.py, frozen)
+        # whose classes and functions would take about 1 KB of heap for good.
+        import tls
+    except ImportError:  # CPython
+        import ssl
 
-    if hasattr(ssl, "create_default_context"):  # CPython
         ctx = ssl.create_default_context(cafile=ca_file)
     else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
         with open(ca_file, "rb") as f:
             ca = f.read()
         if ca.startswith(b"-----"):  # PEM: MicroPython's mbedtls binding takes DER
             body = ca.split(b"-----BEGIN CERTIFICATE-----")[1].split(b"-----END")[0]
             ca = binascii.a2b_base64(body.replace(b"\n", b"").replace(b"\r", b""))
-        ctx.load_verify_locations(cadata=ca)
+        ctx.load_verify_locations(ca)
         ca = None
     return board.tls(ctx) if hasattr(board, "tls") else ctx

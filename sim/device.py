@@ -100,7 +100,10 @@ class SimDevice:
             env["ECOIN_SIM_HW"] = str(self.hw_dir / "hw.json")
             self.link_file.write_text("down")
         if self.runtime == "micropython":
-            env["MICROPYPATH"] = f"{self.flash_dir}:.frozen"  # .frozen: ssl and friends, as on a board
+            # A board's path: the flash (the working directory) as "", then .frozen (ssl and
+            # friends). Relative, as on a board: each module's __file__ is interned on the
+            # heap, and a host's absolute path would cost a board's heap it never spends.
+            env["MICROPYPATH"] = ":.frozen"
         else:
             env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(

@@ -76,7 +76,10 @@ def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = Non
             source.write_text(trim.with_list(src.read_text()))
         if mpy and src.name not in ("main.py", "boot.py"):  # what a board runs at boot is source
             out = flash_dir / f"{stem}.mpy"
-            proc = subprocess.run([str(cross), "-o", str(out), str(source)], capture_output=True, text=True)
+            # -s: the name tracebacks give; the default, the host's path, would be interned
+            # on the device as a qstr of its own, never freed (tens of bytes per module).
+            cmd = [str(cross), "-s", src.name, "-o", str(out), str(source)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 raise DeployError(f"mpy-cross failed on {src}: {proc.stderr.strip()}")
             (flash_dir / f"{stem}.py").unlink(missing_ok=True)
