@@ -77,7 +77,9 @@ class SimDevice:
     def command(self) -> list[str]:
         if self.runtime == "micropython":
             assert self.micropython
-            return [self.micropython, "-X", f"heapsize={self.heap}", "main.py"]
+            # -m: main.py run as a board runs it, from "" on sys.path (a script's run puts its
+            # absolute directory there, and every module's __file__ would carry it).
+            return [self.micropython, "-X", f"heapsize={self.heap}", "-m", "main"]
         return [sys.executable, "-u", "-m", "ecoin.sim.compat.run", str(self.flash_dir)]
 
     def start(self) -> SimDevice:
@@ -102,7 +104,7 @@ class SimDevice:
         if self.runtime == "micropython":
             # A board's path: the flash (the working directory) as "", then .frozen (ssl and
             # friends). Relative, as on a board: each module's __file__ is interned on the
-            # heap, and a host's absolute path would cost a board's heap it never spends.
+            # heap, and a host's absolute path would cost heap a board never spends.
             env["MICROPYPATH"] = ":.frozen"
         else:
             env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
