@@ -39,7 +39,8 @@ def test_the_short_fault_run_recovers_and_conserves_coins(tmp_path: Path):
 def test_a_bank_outage_longer_than_a_device_waits_pays_for_no_lost_answer(tmp_path: Path):
     """25 s with the bank down, then 25 s with it frozen (calls already sent sit in its
     sockets), each longer than a device's 20 s: the operations cut fail and their coins stay
-    refundable; none is redeemed after its device gave up; everything recovers."""
+    refundable; none is redeemed after its device gave up (a spend committed just before the
+    kill is paid before); everything recovers."""
     out = tmp_path / "faults"
     done = subprocess.run(
         [sys.executable, "-m", "ecoin.sim.faults", "--faults", "bank-outage,bank-stop", "--runs", "1"]
@@ -54,9 +55,10 @@ def test_a_bank_outage_longer_than_a_device_waits_pays_for_no_lost_answer(tmp_pa
     checks, rows = report["checks"], {r["fault"]: r for r in report["table"]}
     assert set(rows) == {"bank-outage", "bank-stop"}
     assert checks["all_recovered"] and checks["coins_conserved"] and checks["audit_ok"], report
-    assert {kind: r["paid_without_result"] for kind, r in rows.items()} == {
-        "bank-outage": 0,
-        "bank-stop": 0,
-    }, report
+    # Frozen, the bank answers every call once it resumes, and refuses those past not_after.
+    assert rows["bank-stop"]["paid_without_result"] == 0, report
+    # Killed, it may have committed a spend whose answer dies with it: that one was paid
+    # before the device gave up, not after; at most the operations in flight (2 devices).
+    assert rows["bank-outage"]["paid_without_result"] <= 2, report
     assert checks["paid_without_result_outside_faults"] == 0, report
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
