@@ -85,7 +85,10 @@ class Mosquitto:
     def plain(cls, workdir: Path, port: int | None = None) -> Mosquitto:
         """An anonymous plain-TCP broker on loopback, for tests that are not about the broker."""
         port = port or free_port()
-        return cls(workdir, f"listener {port} 127.0.0.1\nallow_anonymous true\n", port)
+        # The generated configuration's queue (gateway/brokerconf.py): a subscriber that falls
+        # behind by fewer messages loses none (Mosquitto's default, 1,000, drops them unseen).
+        conf = f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000\n"
+        return cls(workdir, conf, port)
 
     def start(self) -> Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
