@@ -35,7 +35,6 @@ import tty
 from pathlib import Path
 
 from ecoin.common import files
-from ecoin.sim import ctrlc
 from ecoin.sim.device import hardware_dir
 from ecoin.sim.hardware import AccessPoint, Hardware, WatchdogMonitor, write_description
 
@@ -362,7 +361,9 @@ class ReplBoard:
 
     def _from_host(self, data: bytes) -> None:
         if b"\x03" in data and self._interruptible() and self._proc is not None:
-            ctrlc.interrupt(self._proc)  # in a wait, as a board takes it (not mid-collection)
+            # Plain SIGINT: sim/ctrlc.py's wait for a blocking call would hold this relay (up
+            # to 5 s) while mpremote waits for the prompt; a maintenance timed out so.
+            self._proc.send_signal(signal.SIGINT)
             data = data.replace(b"\x03", b"")
         self._to_dev += data
 
