@@ -127,8 +127,7 @@ class FairQueue(Generic[T, R]):
                 if not self._closed:
                     self._queues.setdefault(task.caller, deque()).appendleft(task)
             self._cond.notify(len(tasks))
-            gone = tasks if self._closed else []
-            ended = [t.batch for t in gone if _settle(t.batch, t.index, None, Closed("the bank is stopping"))]
+            ended = _fail_closed(tasks) if self._closed else []
         for batch in ended:
             batch.finished.set()
 
@@ -150,7 +149,7 @@ class FairQueue(Generic[T, R]):
             left = [t for q in self._queues.values() for t in q]
             self._queues.clear()
             self._cond.notify_all()
-            ended = [t.batch for t in left if _settle(t.batch, t.index, None, Closed("the bank is stopping"))]
+            ended = _fail_closed(left)
         for batch in ended:
             batch.finished.set()
 
@@ -171,3 +170,8 @@ def _settle(batch: _Batch, index: int, result: Any, exc: BaseException | None) -
     batch.results[index] = result
     batch.left -= 1
     return batch.left == 0
+
+
+def _fail_closed(tasks: list[Task[Any]]) -> list[_Batch]:
+    """Under the queue's lock: fails jobs that will never run; the batches they ended."""
+    return [t.batch for t in tasks if _settle(t.batch, t.index, None, Closed("the bank is stopping"))]

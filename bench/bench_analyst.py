@@ -42,7 +42,7 @@ from ecoin.testing.analyst import AnalystProcess, Requester, seal, tls_broker, w
 from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
-from . import mqtt_ceiling
+from . import cpu, mqtt_ceiling
 from .bench_bank import redeem_rate
 
 WARMUP = 200
@@ -57,19 +57,6 @@ def _delta(after: dict[str, float], before: dict[str, float], name: str) -> floa
 
 def _per_op_ms(after: dict[str, float], before: dict[str, float], name: str, ops: int) -> float:
     return round(_delta(after, before, name) / ops * 1000, 4)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (the analyser workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
-    total = 0
-    for p in pids:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
 
 
 def _unloaded_latency_ms(gw: Requester, ops: list, base: int) -> float:  # type: ignore[type-arg]
@@ -131,14 +118,14 @@ def run(workdir: Path) -> dict[str, float | int | str]:
                 if not gw.wait(WARMUP, 60):
                     raise RuntimeError("warm-up operations were not all answered")
                 assert a.proc is not None
-                before, cpu_before = a.metrics(), _cpu_seconds(a.proc.pid)
+                before, cpu_before = a.metrics(), cpu.tree(a.proc.pid)
                 started = time.monotonic()
                 with profile.sampled(a.proc.pid, "analyst"):
                     gw.send_all("average", measured, start=WARMUP)
                     if not gw.wait(WARMUP + OPS, 300):
                         raise RuntimeError(f"only {len(gw.replies) - WARMUP} of {OPS} answered")
                 elapsed = gw.arrivals[-1] - started
-                after, cpu_after = a.metrics(), _cpu_seconds(a.proc.pid)
+                after, cpu_after = a.metrics(), cpu.tree(a.proc.pid)
                 out["analyst_latency_ms_p50"] = _unloaded_latency_ms(gw, single, 0)
                 idle = a.metrics()
                 gw.close()

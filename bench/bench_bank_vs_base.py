@@ -48,7 +48,7 @@ from ecoin.protocol import wire
 from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
-from . import bench_bank
+from . import bench_bank, cpu
 
 BASELINE = os.environ.get("ECOIN_BENCH_BASELINE", "6f58217")
 ROUNDS = 6  # per bank; the order alternates, so each goes first as often as second
@@ -108,32 +108,6 @@ def _prepare(bank: BankProcess, coins: int) -> None:
         olive.register_device("dev1", bench_bank.DEVICE_KEY)
 
 
-def _stats() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used: user + system) of every process we can read."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and its live descendants (a bank and its RSA
-    workers): unlike a rate, barely moved by what else the machine runs."""
-    stats = _stats()
-    tree, total, i = [pid], 0.0, 0
-    while i < len(tree):
-        total += stats.get(tree[i], (0, 0.0))[1]
-        tree += [p for p, (parent, _) in stats.items() if parent == tree[i]]
-        i += 1
-    return total
-
-
 def _round(
     bank: BankProcess, coins: int, batch: int, connections: int, headers: bench_bank.Headers
 ) -> tuple[float, float, float]:
@@ -142,9 +116,9 @@ def _round(
     minted, w = bench_bank.withdraw(bank, coins)
     assert bank.proc is not None
     pid = bank.proc.pid
-    before, own = cpu_seconds(pid), _stats()[pid][1]
+    before, own = cpu.tree(pid), cpu.process(pid)
     rate = bench_bank.redeem_rate(bank, minted, w, batch, connections, headers)
-    return rate, (cpu_seconds(pid) - before) * 1000 / coins, (_stats()[pid][1] - own) * 1000 / coins
+    return rate, (cpu.tree(pid) - before) * 1000 / coins, (cpu.process(pid) - own) * 1000 / coins
 
 
 def side_by_side(

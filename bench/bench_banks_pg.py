@@ -34,7 +34,8 @@ from ecoin.testing.bank import BankProcess
 from ecoin.testing.servers import postgres
 from ecoin.tools import pki as pki_tool
 
-from .bench_bank import DEVICE_KEY, _headers, withdraw
+from . import cpu
+from .bench_bank import DEVICE_KEY, v2_headers, withdraw
 
 BATCH = 256
 COINS = 7_680  # per bank and round: 30 batches
@@ -42,26 +43,9 @@ CONNECTIONS = 4
 ROUNDS = 2
 
 
-def _cpu_tree(pid: int) -> float:
-    """CPU seconds of a process and its children, recursively (banks and their RSA
-    workers; PostgreSQL's postmaster and its backends)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a backend that ended meanwhile
-    return total
-
-
 def _load(args: dict[str, Any], ready: Any, go: Any, out: Any) -> None:
     """One bank's load: headers built first, then redeemed on CONNECTIONS connections."""
-    items = _headers(args["public"], args["kid"], args["coins"])
+    items = v2_headers(args["public"], args["kid"], args["coins"])
     chunks = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
     cert, key, ca = args["tls"]
     clients = [BankClient(args["url"], cert, key, ca, timeout=120) for _ in range(CONNECTIONS)]
@@ -103,10 +87,10 @@ def _round(banks: list[BankProcess], cpu_of: dict[str, int]) -> tuple[float, dic
         p.start()
     for _ in procs:
         ready.get(timeout=600)
-    cpu_before = {k: _cpu_tree(pid) for k, pid in cpu_of.items()}
+    cpu_before = {k: cpu.tree(pid) for k, pid in cpu_of.items()}
     go.set()
     answers = [out.get(timeout=600) for _ in procs]
-    cpu = {k: _cpu_tree(pid) - cpu_before[k] for k, pid in cpu_of.items()}
+    cpu = {k: cpu.tree(pid) - cpu_before[k] for k, pid in cpu_of.items()}
     for p in procs:
         p.join()
     ok = sum(a[0] for a in answers)

@@ -36,6 +36,8 @@ from paho.mqtt.properties import Properties
 from ecoin.protocol import wire
 from ecoin.testing.servers import Mosquitto, free_port
 
+from . import cpu
+
 DEVICES = 200
 CONNECTIONS = 4  # the devices are spread over a few MQTT connections of one load process
 LOAD_S = 10.0
@@ -190,11 +192,6 @@ def rawpub(port: int, n: int) -> None:
 # The benchmark.
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _spawn(*args: str, wait_ready: bool = False) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bench_gateway", *args], stdout=subprocess.PIPE, text=True
@@ -279,9 +276,9 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         _spawn("load", str(port), "3", str(single), "1").wait(120)
         alone = json.loads(single.read_text())
         time.sleep(2.0)
-        cpu0, t0 = _cpu_seconds(gw.pid), time.monotonic()
+        cpu0, t0 = cpu.process(gw.pid), time.monotonic()
         time.sleep(IDLE_S)
-        idle = (_cpu_seconds(gw.pid) - cpu0) / (time.monotonic() - t0) * 100
+        idle = (cpu.process(gw.pid) - cpu0) / (time.monotonic() - t0) * 100
         # The raw hop again, and the mean: other work on a shared machine moves both figures.
         raw = (raw_before + measure_raw(port, workdir)) / 2
         ops = float(figures["ops_per_s"])

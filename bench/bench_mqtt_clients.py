@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ecoin.testing.analyst import Requester, tls_broker
 from ecoin.tools import pki as pki_tool
 
+from . import cpu
 from .mqtt_subjects import KINDS, operation_frame, result_frame
 
 SERVICES = dict(zip(KINDS, ("average", "stats", "size", "anomaly", "echo"), strict=True))  # a topic each
@@ -46,13 +47,6 @@ WARMUP = 300
 WINDOW = 500
 ROUND_S = 120.0
 ROOT = Path(__file__).resolve().parent.parent  # where ``python -m bench.…`` finds the bench
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) to the nanosecond, from the kernel's
-    CPU clock of that process (MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)): /proc's ticks of
-    10 ms are too coarse for a broker that spends about 100 ms on a round."""
-    return time.clock_gettime(((~pid) << 3) | 2)
 
 
 def order(rnd: int) -> list[str]:
@@ -99,7 +93,7 @@ def one_round(
 ) -> tuple[float, float, float]:
     """(msgs/s, client CPU ms per message, broker CPU ms per message) of ``n`` operations."""
     base = len(gw.arrivals)
-    cpu = [cpu_seconds(p) for p in pids]
+    cpu = [cpu.precise(p) for p in pids]
     started = time.monotonic()
     for i in range(n):
         if i - (len(gw.arrivals) - base) >= WINDOW and not gw.wait_arrivals(base + i - WINDOW + 1, ROUND_S):
@@ -108,7 +102,7 @@ def one_round(
     if not gw.wait_arrivals(base + n, ROUND_S):
         raise RuntimeError(f"{kind}: {len(gw.arrivals) - base} of {n} replies")
     elapsed = gw.arrivals[-1] - started
-    used = [(cpu_seconds(p) - c) * 1000 / n for p, c in zip(pids, cpu, strict=True)]
+    used = [(cpu.precise(p) - c) * 1000 / n for p, c in zip(pids, cpu, strict=True)]
     return n / elapsed, used[0], used[1]
 
 

@@ -38,18 +38,13 @@ from paho.mqtt.properties import Properties
 from ecoin.common import tls, topics
 from ecoin.testing.broker import password
 
+from . import cpu
+
 MSGS = 20_000
 WINDOW = 2_000
 QUIET_S = 2.0  # a burst is over when nothing arrived for this long
 FULL_CORE = 0.8
 TOPIC = "ecoin/svc/average/op"
-
-
-def _cpu(pid: int, tid: int | None = None) -> float:
-    """CPU seconds of a process, or of one of its threads."""
-    path = Path(f"/proc/{pid}/task/{tid}/stat") if tid else Path(f"/proc/{pid}/stat")
-    fields = path.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _Pair:
@@ -136,9 +131,9 @@ def measure(port: int, pki: Path, broker_pid: int) -> dict[str, float | int | st
         me, tids = os.getpid(), pair.tids()
         sender = threading.get_native_id()
         parties = {
-            "subscriber": lambda: _cpu(me, tids["subscriber"]),
-            "publisher": lambda: _cpu(me, tids["publisher"]) + _cpu(me, sender),
-            "broker": lambda: _cpu(broker_pid),
+            "subscriber": lambda: cpu.process(me, tids["subscriber"]),
+            "publisher": lambda: cpu.process(me, tids["publisher"]) + cpu.process(me, sender),
+            "broker": lambda: cpu.process(broker_pid),
         }
         before = {k: f() for k, f in parties.items()}
         started = time.monotonic()
