@@ -42,7 +42,7 @@ from ecoin.testing.analyst import AnalystProcess, Requester, seal, tls_broker, w
 from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
-from . import cpu, mqtt_ceiling
+from . import cputime, mqtt_ceiling
 from .bench_bank import redeem_rate
 
 WARMUP = 200
@@ -118,14 +118,14 @@ def run(workdir: Path) -> dict[str, float | int | str]:
                 if not gw.wait(WARMUP, 60):
                     raise RuntimeError("warm-up operations were not all answered")
                 assert a.proc is not None
-                before, cpu_before = a.metrics(), cpu.tree(a.proc.pid)
+                before, cpu_before = a.metrics(), cputime.tree(a.proc.pid)
                 started = time.monotonic()
                 with profile.sampled(a.proc.pid, "analyst"):
                     gw.send_all("average", measured, start=WARMUP)
                     if not gw.wait(WARMUP + OPS, 300):
                         raise RuntimeError(f"only {len(gw.replies) - WARMUP} of {OPS} answered")
                 elapsed = gw.arrivals[-1] - started
-                after, cpu_after = a.metrics(), cpu.tree(a.proc.pid)
+                after, cpu_after = a.metrics(), cputime.tree(a.proc.pid)
                 out["analyst_latency_ms_p50"] = _unloaded_latency_ms(gw, single, 0)
                 idle = a.metrics()
                 gw.close()

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 import tomli_w
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench import cpu
+from bench import cputime
 from bench.bench_gateway import _frame, _spawn, _stop
 from ecoin.testing.arm64 import Arm64Root, is_emulated, wait_serving
 from ecoin.testing.servers import Mosquitto, free_port
@@ -72,7 +72,7 @@ def _paced_load(port: int, pid: int) -> dict[str, float]:
     client.subscribe([(f"ecoin/dev/pace-{i}/down", 1) for i in range(DEVICES)])
     client.loop_start()
     time.sleep(0.5)
-    cpu0, peak, sent = cpu.process(pid), 0.0, 0
+    cpu0, peak, sent = cputime.process(pid), 0.0, 0
     start = time.monotonic()
     while (now := time.monotonic()) < start + LOAD_S:
         while sent < (now - start) * RATE:
@@ -84,7 +84,7 @@ def _paced_load(port: int, pid: int) -> dict[str, float]:
     deadline = time.monotonic() + 30
     while got < sent and answered.acquire(timeout=max(0.0, deadline - time.monotonic())):
         got += 1
-    used = cpu.process(pid) - cpu0
+    used = cputime.process(pid) - cpu0
     client.loop_stop()
     client.disconnect()
     return {"sent": sent, "answered": got, "cpu_s": used, "peak_mb": peak}
@@ -98,9 +98,9 @@ def _measure(kind: str, cmd: list[str], port: int, health: int, log: Path) -> di
         if kind == "arm64" and not is_emulated(gw.pid):
             raise RuntimeError("the arm64 gateway is not running under QEMU")
         time.sleep(2.0)  # settled
-        cpu0 = cpu.process(gw.pid)
+        cpu0 = cputime.process(gw.pid)
         time.sleep(IDLE_S)
-        idle_mb, idle_cpu = _rss_mb(gw.pid), (cpu.process(gw.pid) - cpu0) / IDLE_S * 100
+        idle_mb, idle_cpu = _rss_mb(gw.pid), (cputime.process(gw.pid) - cpu0) / IDLE_S * 100
         load = _paced_load(port, gw.pid)
         if load["answered"] < load["sent"]:
             raise RuntimeError(f"{kind}: {load['answered']} of {load['sent']} operations answered")

@@ -48,7 +48,7 @@ from ecoin.protocol import wire
 from ecoin.testing.bank import BankProcess
 from ecoin.tools import pki as pki_tool
 
-from . import bench_bank, cpu
+from . import bench_bank, cputime
 
 BASELINE = os.environ.get("ECOIN_BENCH_BASELINE", "6f58217")
 ROUNDS = 6  # per bank; the order alternates, so each goes first as often as second
@@ -116,9 +116,9 @@ def _round(
     minted, w = bench_bank.withdraw(bank, coins)
     assert bank.proc is not None
     pid = bank.proc.pid
-    before, own = cpu.tree(pid), cpu.process(pid)
+    before, own = cputime.tree(pid), cputime.process(pid)
     rate = bench_bank.redeem_rate(bank, minted, w, batch, connections, headers)
-    return rate, (cpu.tree(pid) - before) * 1000 / coins, (cpu.process(pid) - own) * 1000 / coins
+    return rate, (cputime.tree(pid) - before) * 1000 / coins, (cputime.process(pid) - own) * 1000 / coins
 
 
 def side_by_side(

@@ -34,7 +34,7 @@ from ecoin.testing.bank import BankProcess
 from ecoin.testing.servers import postgres
 from ecoin.tools import pki as pki_tool
 
-from . import cpu
+from . import cputime
 from .bench_bank import DEVICE_KEY, v2_headers, withdraw
 
 BATCH = 256
@@ -87,10 +87,10 @@ def _round(banks: list[BankProcess], cpu_of: dict[str, int]) -> tuple[float, dic
         p.start()
     for _ in procs:
         ready.get(timeout=600)
-    cpu_before = {k: cpu.tree(pid) for k, pid in cpu_of.items()}
+    cpu_before = {k: cputime.tree(pid) for k, pid in cpu_of.items()}
     go.set()
     answers = [out.get(timeout=600) for _ in procs]
-    cpu = {k: cpu.tree(pid) - cpu_before[k] for k, pid in cpu_of.items()}
+    cpu = {k: cputime.tree(pid) - cpu_before[k] for k, pid in cpu_of.items()}
     for p in procs:
         p.join()
     ok = sum(a[0] for a in answers)

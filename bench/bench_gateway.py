@@ -36,7 +36,7 @@ from paho.mqtt.properties import Properties
 from ecoin.protocol import wire
 from ecoin.testing.servers import Mosquitto, free_port
 
-from . import cpu
+from . import cputime
 
 DEVICES = 200
 CONNECTIONS = 4  # the devices are spread over a few MQTT connections of one load process
@@ -276,9 +276,9 @@ def run(workdir: Path) -> dict[str, float | int | str]:
         _spawn("load", str(port), "3", str(single), "1").wait(120)
         alone = json.loads(single.read_text())
         time.sleep(2.0)
-        cpu0, t0 = cpu.process(gw.pid), time.monotonic()
+        cpu0, t0 = cputime.process(gw.pid), time.monotonic()
         time.sleep(IDLE_S)
-        idle = (cpu.process(gw.pid) - cpu0) / (time.monotonic() - t0) * 100
+        idle = (cputime.process(gw.pid) - cpu0) / (time.monotonic() - t0) * 100
         # The raw hop again, and the mean: other work on a shared machine moves both figures.
         raw = (raw_before + measure_raw(port, workdir)) / 2
         ops = float(figures["ops_per_s"])

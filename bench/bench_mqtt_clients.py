@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ecoin.testing.analyst import Requester, tls_broker
 from ecoin.tools import pki as pki_tool
 
-from . import cpu
+from . import cputime
 from .mqtt_subjects import KINDS, operation_frame, result_frame
 
 SERVICES = dict(zip(KINDS, ("average", "stats", "size", "anomaly", "echo"), strict=True))  # a topic each
@@ -93,7 +93,7 @@ def one_round(
 ) -> tuple[float, float, float]:
     """(msgs/s, client CPU ms per message, broker CPU ms per message) of ``n`` operations."""
     base = len(gw.arrivals)
-    cpu = [cpu.precise(p) for p in pids]
+    cpu = [cputime.precise(p) for p in pids]
     started = time.monotonic()
     for i in range(n):
         if i - (len(gw.arrivals) - base) >= WINDOW and not gw.wait_arrivals(base + i - WINDOW + 1, ROUND_S):
@@ -102,7 +102,7 @@ def one_round(
     if not gw.wait_arrivals(base + n, ROUND_S):
         raise RuntimeError(f"{kind}: {len(gw.arrivals) - base} of {n} replies")
     elapsed = gw.arrivals[-1] - started
-    used = [(cpu.precise(p) - c) * 1000 / n for p, c in zip(pids, cpu, strict=True)]
+    used = [(cputime.precise(p) - c) * 1000 / n for p, c in zip(pids, cpu, strict=True)]
     return n / elapsed, used[0], used[1]
 
 

@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 from ecoin.common import tls, topics
 from ecoin.testing.broker import password
 
-from . import cpu
+from . import cputime
 
 MSGS = 20_000
 WINDOW = 2_000
@@ -131,9 +131,9 @@ def measure(port: int, pki: Path, broker_pid: int) -> dict[str, float | int | st
         me, tids = os.getpid(), pair.tids()
         sender = threading.get_native_id()
         parties = {
-            "subscriber": lambda: cpu.process(me, tids["subscriber"]),
-            "publisher": lambda: cpu.process(me, tids["publisher"]) + cpu.process(me, sender),
-            "broker": lambda: cpu.process(broker_pid),
+            "subscriber": lambda: cputime.process(me, tids["subscriber"]),
+            "publisher": lambda: cputime.process(me, tids["publisher"]) + cputime.process(me, sender),
+            "broker": lambda: cputime.process(broker_pid),
         }
         before = {k: f() for k, f in parties.items()}
         started = time.monotonic()
