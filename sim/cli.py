@@ -88,17 +88,19 @@ def _run(args: argparse.Namespace) -> int:
         print("ecoin-sim: no micropython binary here: running the firmware on CPython (no heap cap)")
     devices = [SimDevice(d, heap=args.heap, runtime=args.runtime) for d in dirs]
     offsets = {dev: dev.console.stat().st_size if dev.console.exists() else 0 for dev in devices}
-    for dev in devices:
-        dev.start()
-    print(f"ecoin-sim: {len(devices)} device(s) on {devices[0].runtime}, heap {args.heap}; Ctrl-C stops them")
     stopping = False
 
     def _interrupt(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    previous = signal.signal(signal.SIGINT, _interrupt)
+    # Ctrl-C and SIGTERM (systemd, kill) both stop the devices; taken from before the first
+    # start, so neither can leave a device process running without us.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for dev in devices:
+            dev.start()
+        print(f"ecoin-sim: {len(devices)} device(s) on {devices[0].runtime}, heap {args.heap}; Ctrl-C stops them")
         while True:
             for dev in devices:
                 offsets[dev] = _echo(dev, offsets[dev])
@@ -112,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         for dev in devices:
             offsets[dev] = _echo(dev, offsets[dev])
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for dev in devices:
             dev.kill()
     codes = [dev.proc.returncode if dev.proc else None for dev in devices]

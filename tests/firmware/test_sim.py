@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -132,3 +133,49 @@ def test_serial_transport_through_the_gateways_framing(tmp_path: Path, make_devi
     out = dev.output()
     assert "ops=3 results=3 doubts=0" in out, out
     assert len(answerer.ops) == 3 and decoder.dropped == 0
+
+
+def _device_processes(flash: Path) -> list[int]:
+    """Pids of the processes running in ``flash`` (a device's cwd is its flash directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cwd").resolve() == flash.resolve():
+                pids.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_devices_of_a_run(tmp_path: Path, broker: Mosquitto, responder: Responder, coin_key):
+    """systemd and kill stop ``ecoin-sim run`` with SIGTERM: its devices stop with it."""
+    kid, (n, e) = coin_key[1]
+    (tmp_path / "coin.json").write_text(json.dumps({"kid": kid.hex(), "n": format(n, "x"), "e": e}))
+    (tmp_path / "cfg.json").write_text(json.dumps(FAST))
+    (tmp_path / "coins").write_bytes(os.urandom(32 * 50))
+    (tmp_path / "key").write_bytes(os.urandom(32))
+    flash = tmp_path / "dev-t"
+    out = sim(
+        "deploy", str(flash), "--device-id", "dev-t", "--service", "average",
+        "--coins", str(tmp_path / "coins"), "--device-key", str(tmp_path / "key"),
+        "--bank-key", str(tmp_path / "coin.json"), "--config", str(tmp_path / "cfg.json"),
+        "--broker", f"127.0.0.1:{broker.port}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    run = subprocess.Popen([*SIM, "run", str(flash)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not responder.ops and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert responder.ops, "the device never sent an operation"
+        assert _device_processes(flash), "no device process found"
+        run.terminate()
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+        left = _device_processes(flash)
+        for pid in left:  # the failure being tested: clean up after it
+            os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in output, output
+    assert left == [], output
