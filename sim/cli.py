@@ -100,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         for dev in devices:
             dev.start()
-        print(f"ecoin-sim: {len(devices)} device(s) on {devices[0].runtime}, heap {args.heap}; Ctrl-C stops them")
+        where = f"{len(devices)} device(s) on {devices[0].runtime}, heap {args.heap}"
+        print(f"ecoin-sim: {where}; Ctrl-C stops them")
         while True:
             for dev in devices:
                 offsets[dev] = _echo(dev, offsets[dev])

@@ -148,7 +148,9 @@ def _device_processes(flash: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_devices_of_a_run(tmp_path: Path, broker: Mosquitto, responder: Responder, coin_key):
+def test_sigterm_stops_the_devices_of_a_run(
+    tmp_path: Path, broker: Mosquitto, responder: Responder, coin_key
+):
     """systemd and kill stop ``ecoin-sim run`` with SIGTERM: its devices stop with it."""
     kid, (n, e) = coin_key[1]
     (tmp_path / "coin.json").write_text(json.dumps({"kid": kid.hex(), "n": format(n, "x"), "e": e}))
@@ -163,7 +165,9 @@ def test_sigterm_stops_the_devices_of_a_run(tmp_path: Path, broker: Mosquitto, r
         "--broker", f"127.0.0.1:{broker.port}",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    run = subprocess.Popen([*SIM, "run", str(flash)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [*SIM, "run", str(flash)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while not responder.ops and time.monotonic() < deadline:
