@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,7 @@ class Link:
             c.username_pw_set(s.client_id(self.service), password)
         c.will_set(self.announce_topic, b"", qos=1, retain=True)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
@@ -126,6 +128,17 @@ class Link:
         self.announce()
         self.connected.set()
         self.metrics.connected.labels(self.service).set(1)
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        """A connection attempt that failed before MQTT (refused, unreachable, TLS): paho
+        calls this from inside its ``except OSError``, so the error is the one being handled;
+        without it a dead broker left no trace in the log (only /healthz knew)."""
+        b = self.settings.broker
+        error = sys.exc_info()[1]
+        log.warning(
+            "broker_connect_failed",
+            extra={"service": self.service, "broker": f"{b.host}:{b.port}", "error": str(error or "unknown")},
+        )
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any) -> None:
         if any(code.is_failure for code in codes):

@@ -110,7 +110,14 @@ def main(argv: list[str]) -> int:
     options = json.loads(argv[0]) if argv else {}
     found = discover()
     _limit_memory(int(argv[1]) if len(argv) > 1 else 0)
-    _write_all(out, _READY)  # start-up is not charged to the first analysis's time limit
+    try:
+        _write_all(out, _READY)  # start-up is not charged to the first analysis's time limit
+        return _serve(out, found, options)
+    except BrokenPipeError:
+        return 0  # the service stopped while we started or answered: nobody is left to tell
+
+
+def _serve(out: int, found: Discovery, options: Mapping[str, Mapping[str, Any]]) -> int:
     while True:
         try:
             (n,) = _LEN.unpack(_read_exact(0, _LEN.size))

@@ -241,7 +241,8 @@ class AnalystProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> AnalystProcess:
+    def start(self, timeout: float = 30.0, wait: bool = True) -> AnalystProcess:
+        """Starts the process and, with ``wait``, waits until /healthz says it serves."""
         if self.proc and self.proc.poll() is None:
             # A second process would leak the first (``with AnalystProcess(...).start():``).
             raise RuntimeError("the analyst is already running; stop() it first")
@@ -250,7 +251,7 @@ class AnalystProcess:
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
         log.close()
         deadline = time.monotonic() + timeout
-        while not self.healthy():
+        while wait and not self.healthy():
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"the analyst exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}"

@@ -18,7 +18,7 @@ from ecoin.common import crypto, tls, topics
 from ecoin.protocol import session, wire
 from ecoin.testing.analyst import seal, withdraw
 from ecoin.testing.broker import password
-from ecoin.testing.servers import wait_until
+from ecoin.testing.servers import free_port, wait_until
 
 from .helpers import ANALYSTS, analyst, errors, kind, results
 
@@ -401,3 +401,19 @@ def refused(bank: Any, code: str) -> float:
         ln for ln in text.splitlines() if ln.startswith(f'ecoin_bank_redemptions_total{{result="{code}"}}')
     ]
     return float(rows[0].split()[-1]) if rows else 0.0
+
+
+def test_an_unreachable_broker_is_logged_with_its_address(tmp_path, pki, bank_server) -> None:  # type: ignore[no-untyped-def]
+    """A dead broker is in the log, not only in /healthz (paho's failed connects never reach
+    on_connect)."""
+    port = free_port()  # nobody listens there
+    a = analyst(tmp_path, pki, port, bank_server, ["average"]).start(wait=False)
+    try:
+        failed = lambda: [e for e in a.events() if e["event"] == "broker_connect_failed"]  # noqa: E731
+        wait_until(failed, timeout=20, what="broker_connect_failed in the analyst's log")
+        assert not a.healthy()
+    finally:
+        a.stop()
+    event = failed()[0]
+    assert event["broker"] == f"127.0.0.1:{port}" and "refused" in event["error"].lower(), event
+    assert "Traceback" not in a.log.read_text()
