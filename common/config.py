@@ -32,6 +32,10 @@ def read(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as exc:  # a directory, no permission...: the file's fault, not a runtime one
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a TOML file (TOML is UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -55,7 +59,9 @@ def _required(f: dataclasses.Field[Any]) -> bool:
 
 
 def _value(hint: Any, value: Any, where: str) -> Any:
-    """One key's value, checked against its annotation."""
+    """One key's value, checked against its annotation (the items of an array or table too)."""
+    if hint is Any:
+        return value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table")
@@ -65,7 +71,17 @@ def _value(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise ConfigError(f"{where}: expected an array of tables ([[{where}]])")
         return [build(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]  # type: ignore[arg-type]
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
+    if base is list and (args := typing.get_args(hint)):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected an array, got {type(value).__name__}")
+        return [_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if base is dict and (args := typing.get_args(hint)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return {k: _value(args[1], v, f"{where}.{k}") for k, v in value.items()}  # TOML keys are str
+    if base in (int, float) and isinstance(value, bool):  # a bool is an int to Python, not to TOML
+        raise ConfigError(f"{where}: expected {base.__name__}, got bool")
+    if base is float and isinstance(value, int):
         return float(value)
     if isinstance(base, type) and not isinstance(value, base):
         raise ConfigError(f"{where}: expected {base.__name__}, got {type(value).__name__}")

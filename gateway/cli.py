@@ -14,6 +14,7 @@ import argparse
 import logging
 import signal
 import threading
+from pathlib import Path
 
 from ecoin.common import cli, logs
 from ecoin.common.config import ConfigError
@@ -68,8 +69,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_broker_table(b: gwconfig.BrokerConf) -> None:
+    """What the generator cannot do without: someone to let in, and the TLS files to name."""
+    if not (b.devices or b.gateways or b.analysts):
+        raise ConfigError("gateway.broker: lists no devices, gateways or analysts (is the table there?)")
+    unnamed = [key for key in ("ca", "cert", "key") if not getattr(b, key)]
+    if unnamed:
+        raise ConfigError(f"gateway.broker: give {', '.join(unnamed)} (the broker's TLS files)")
+    for key in ("ca", "cert", "key"):  # often copied in later: Mosquitto needs them at start
+        if not Path(getattr(b, key)).is_file():
+            print(f"ecoin-gateway: warning: gateway.broker.{key} {getattr(b, key)} is not here yet")
+
+
 def cmd_broker_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    _check_broker_table(cfg.broker)
     try:
         paths = brokerconf.generate(cfg.broker, args.out)
     except ValueError as exc:  # the [gateway.broker] table cannot make a safe broker

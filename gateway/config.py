@@ -8,6 +8,7 @@ Relative paths are taken from the configuration file's directory.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,21 +140,36 @@ def load(path: str | Path) -> Config:
     return cfg.load_section(Config, path, SECTION, _PATHS, check)
 
 
-def check(c: Config) -> None:
+def _name(value: str, where: str, check: Callable[[str], object] = wire.device_id) -> None:
+    """An id (gateway, analyst, device...) or a service name: it becomes a broker user name,
+    a client id and a topic level, so only the protocol's alphabet (PROTOCOL.md 2)."""
     try:
-        wire.device_id(c.gateway_id)
-        seen: set[str] = set()
-        for port in c.serial:
-            wire.device_id(port.device_id)
-            if port.device_id in seen:
-                raise ValueError(f"serial device id {port.device_id} appears twice")
-            seen.add(port.device_id)
-        for device in c.broker.devices:
-            wire.device_id(device)
-            if device.startswith(SERVICE_CLIENT_PREFIX):
-                raise ValueError(f"device id {device}: {SERVICE_CLIENT_PREFIX}* are the services' client ids")
-    except ValueError as exc:
-        raise cfg.ConfigError(f"gateway config: {exc}") from None
+        check(value)
+    except (TypeError, ValueError) as exc:
+        what = str(exc).split(" ", 2)[-1]  # "device id has a character ..." -> "has a character ..."
+        raise cfg.ConfigError(f"gateway config: {where} {value!r} {what}") from None
+
+
+def check(c: Config) -> None:
+    _name(c.gateway_id, "gateway_id")
+    seen: set[str] = set()
+    for port in c.serial:
+        _name(port.device_id, "serial: device id")
+        if port.device_id in seen:
+            raise cfg.ConfigError(f"gateway config: serial device id {port.device_id} appears twice")
+        seen.add(port.device_id)
+    for device in c.broker.devices:
+        _name(device, "broker.devices: device id")
+        if device.startswith(SERVICE_CLIENT_PREFIX):
+            raise cfg.ConfigError(
+                f"gateway config: device id {device}: {SERVICE_CLIENT_PREFIX}* are the services' client ids"
+            )
+    for gateway in c.broker.gateways:
+        _name(gateway, "broker.gateways: gateway id")
+    for analyst, services in c.broker.analysts.items():
+        _name(analyst, "broker.analysts: analyst")
+        for service in services:
+            _name(service, f"broker.analysts.{analyst}: service", wire.service_name)
     _check_instances(c.broker)
     empty = sorted(a for a, services in c.broker.analysts.items() if not services)
     if empty:
@@ -172,11 +188,8 @@ def _check_instances(b: BrokerConf) -> None:
             raise cfg.ConfigError(f"gateway config: broker.instances: {analyst} is not in broker.analysts")
         if not isinstance(instances, list) or not instances:
             raise cfg.ConfigError(f"gateway config: broker.instances.{analyst}: a list of instance ids")
-        try:
-            for instance in instances:
-                wire.device_id(instance)  # analyst instances use the id alphabet (analyst/settings.py)
-        except (TypeError, ValueError) as exc:
-            raise cfg.ConfigError(f"gateway config: broker.instances.{analyst}: {exc}") from None
+        for instance in instances:  # analyst instances use the id alphabet (analyst/settings.py)
+            _name(instance, f"broker.instances.{analyst}: instance")
 
 
 def _loopback(host: str) -> bool:

@@ -40,6 +40,10 @@ class Store:
 class Demo:
     key: str = "demo.key"
     log_level: str = "info"
+    port: int = 1
+    rate: float = 1.0
+    names: list[str] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
     store: Store = field(default_factory=Store)
     ports: list[Port] = field(default_factory=list)
 
@@ -92,6 +96,35 @@ def test_every_error_names_the_file_then_the_key(tmp_path: Path) -> None:
     path = write(tmp_path, "[demo]\n")
     with pytest.raises(ConfigError, match=re.escape(f"{path}: demo.key: not this one")):
         load_section(Demo, path, "demo", check=refuse)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("port = true", "demo.port: expected int, got bool"),  # Python's bool is an int; TOML's is not
+        ("rate = false", "demo.rate: expected float, got bool"),
+        ('names = "ab"', "demo.names: expected an array, got str"),  # not one name per character
+        ('names = ["a", 2]', "demo.names[1]: expected str, got int"),
+        ('groups = {a = "xy"}', "demo.groups.a: expected an array, got str"),
+        ("groups = {a = [1]}", "demo.groups.a[0]: expected str, got int"),
+        ('groups = ["a"]', "demo.groups: expected a table, got list"),
+    ],
+)
+def test_values_inside_arrays_and_tables_are_checked_too(tmp_path: Path, text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_section(Demo, write(tmp_path, f"[demo]\n{text}\n"), "demo")
+    good = '[demo]\nport = 2\nrate = 3\nnames = ["a"]\ngroups = {g = ["b"]}\n'
+    s = load_section(Demo, write(tmp_path, good), "demo")
+    assert (s.port, s.rate, s.names, s.groups) == (2, 3.0, ["a"], {"g": ["b"]})
+
+
+def test_a_file_that_cannot_be_read_as_toml_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "demo.toml"
+    path.write_bytes(b'[demo]\nkey = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: not a TOML file (TOML is UTF-8 text)")):
+        load_section(Demo, path, "demo")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path}: cannot read it: Is a directory")):
+        load_section(Demo, tmp_path, "demo")
 
 
 @pytest.mark.parametrize("section", sorted(LOADERS))

@@ -75,6 +75,27 @@ alice = ["avg", "stats"]
     assert len((tmp_path / "out" / "passwords").read_text().splitlines()) == 2
 
 
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ("", "lists no devices, gateways or analysts"),  # no [gateway.broker] table at all
+        ('[gateway.broker]\ndevices = ["d1"]\nca = "ca.crt"\n', "give cert, key (the broker's TLS files)"),
+    ],
+)
+def test_broker_config_refuses_a_table_it_cannot_make_a_broker_of(
+    tmp_path: Path, table: str, error: str
+) -> None:
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(f"[gateway]\n{table}")
+    run = subprocess.run(
+        [*CLI, "broker-config", "--config", str(conf), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and error in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 class StatusWatcher:
     def __init__(self, port: int) -> None:
         self.states: list[str] = []
