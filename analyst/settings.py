@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ecoin.common import config, topics
+from ecoin.common.bank_client import BadUrl, split_url
 from ecoin.common.config import ConfigError
 from ecoin.protocol import wire
 
@@ -155,6 +156,10 @@ def check(s: Settings) -> Settings:
             wire.service_name(service)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"analyst: {exc}") from None
+    try:
+        split_url(s.bank.url)
+    except BadUrl as exc:
+        raise ConfigError(f"analyst.bank.url: {exc}") from None
     if not s.services:
         raise ConfigError("analyst.services: offer at least one service")
     if len(set(s.services)) != len(s.services):

@@ -94,6 +94,22 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+class BadUrl(ValueError):
+    """A bank URL that is not https://host[:port]."""
+
+
+def split_url(url: str) -> tuple[str, int]:
+    """(host, port) of the bank's ``https://host[:port]`` (443 by default)."""
+    try:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        port = parts.port or 443  # urllib checks the port only when asked for it
+    except ValueError:  # a port out of range or not a number, an unclosed [IPv6 literal
+        parts, port = None, 0
+    if parts is None or parts.scheme != "https" or not parts.hostname:
+        raise BadUrl(f"bank url must be https://host:port, not {url!r}")
+    return parts.hostname, port
+
+
 class BankClient:
     def __init__(
         self,
@@ -103,11 +119,7 @@ class BankClient:
         ca: str | Path,
         timeout: float = 30.0,
     ) -> None:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError(f"bank url must be https://host:port, not {url!r}")
-        self.host = parts.hostname
-        self.port = parts.port or 443
+        self.host, self.port = split_url(url)
         self.timeout = timeout
         self.context = tls.client_context(cert, key, ca)
         self._conn: http.client.HTTPSConnection | None = None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecoin.common import config
+from ecoin.common.bank_client import BadUrl, split_url
 from ecoin.common.config import ConfigError
 
 
@@ -63,8 +64,10 @@ _PATHS = ("pki", "cert", "key", "ca", "users", "session_key")
 def check(s: DashboardSettings) -> DashboardSettings:
     if not 0 <= s.port <= 65535:
         raise ConfigError("dashboard.port: must be 0 to 65535")
-    if not s.bank.startswith("https://"):
-        raise ConfigError("dashboard.bank: the bank's https:// URL")
+    try:
+        split_url(s.bank)
+    except BadUrl as exc:
+        raise ConfigError(f"dashboard.bank: {exc}") from None
     if s.login_failures < 1:
         raise ConfigError("dashboard.login_failures: must be >= 1")
     for name in ("session_hours", "refresh_s", "health_timeout_s", "login_window_s"):

@@ -19,6 +19,7 @@ from typing import Any
 
 from ecoin.common import cli, policy_cli
 from ecoin.common import config as ecoin_config
+from ecoin.common.bank_client import BadUrl, split_url
 from ecoin.common.bank_errors import BankError
 from ecoin.common.claim_uri import ClaimUri, ClaimUriError
 from ecoin.tools.provisioning import (
@@ -74,6 +75,7 @@ def _bank(args: argparse.Namespace, cfg: Settings, default_url: str = "") -> Ban
     url = _pick(args, cfg, "bank") or default_url
     if not url:
         raise ProvisionError("give the bank's URL: --bank https://HOST:PORT")
+    split_url(url)  # BadUrl (a usage error) before anything is read or asked
     cert, key, ca = (_pick(args, cfg, n) for n in ("owner_cert", "owner_key", "ca"))
     if cert or key:
         if not (cert and key and ca):
@@ -330,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ecoin-provision",
         parser(BOARDS, COMMANDS),
         argv,
-        usage=(ecoin_config.ConfigError, ClaimUriError),
+        usage=(ecoin_config.ConfigError, ClaimUriError, BadUrl),
         runtime=(ProvisionError, BankError, FlashError, OSError),
         call=_run,
         interrupted="interrupted; run the same command again to finish",

@@ -86,6 +86,8 @@ def test_relative_paths_are_taken_from_the_file(tmp_path: Path, pki: Path) -> No
         ({"bank": {"batch_max": 500}}, "batch_max: must be 1 to 256"),
         ({"limits": {"max_input_bytes": 5000}}, "max_input_bytes: must be 1 to 4096"),
         ({"broker": {"port": "8884"}}, "analyst.broker.port: expected int, got str"),
+        ({"bank": {"url": "https://bank:99999"}}, "analyst.bank.url: bank url must be https://host:port"),
+        ({"broker": {"port": True}}, "analyst.broker.port: expected int, got bool"),
         ({"broker": {"tls": True}}, "analyst.broker.password_file: the broker's service listener"),
         ({"pki": ""}, "set pki"),
         ({"offers": {"average": {"price": 5}}}, "offers.average.price: must be 1 to 4 coins"),

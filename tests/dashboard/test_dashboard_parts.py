@@ -69,6 +69,7 @@ def test_configuration_errors_name_the_key_and_exit_2(tmp_path):
     for text, key in (
         ("[dashboard]\nprot = 1\n", "prot"),
         ('[dashboard]\nbank = "http://bank"\n', "dashboard.bank"),
+        ('[dashboard]\nbank = "https://[::1"\n', "dashboard.bank: bank url must be https://host:port"),
         ("[dashboard]\nrefresh_s = 0\n", "refresh_s"),
         ('[dashboard]\n[dashboard.health]\nx = "ftp://a"\n', "health.x"),
         ("[bank]\n", "no [dashboard] table"),

@@ -91,6 +91,15 @@ def test_help_texts(provision):
     assert missing.returncode == 2 and "--port" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8443", "https://127.0.0.1:abc", "https://127.0.0.1:99999", "https://[::1"]
+)
+def test_a_malformed_bank_url_is_a_usage_error(provision, tmp_path, url):
+    run = provision("statement", "--bank", url, "--pki", str(tmp_path), "--owner", "olive", check=False)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert f"bank url must be https://host:port, not {url!r}" in run.stderr
+
+
 def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path, provision):
     out = tmp_path / "devices"
     creds = tmp_path / "credentials.toml"
