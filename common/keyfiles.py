@@ -28,7 +28,10 @@ def load_private(path: Path) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
         raise PKIError(f"{path} does not exist; run `ecoin-pki init` or `ecoin-pki issue`") from exc
     if mode & 0o077:
         raise PKIError(f"{path} has mode {mode:04o}; private keys must be 0600 (chmod 600 {path})")
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError):  # garbage, or a key with a passphrase
+        raise PKIError(f"{path}: not an unencrypted PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise PKIError(f"{path}: unsupported key type")
     return key

@@ -119,11 +119,31 @@ def _make_ca(pki_dir: Path) -> None:
     files.write_atomic(pki_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise PKIError(f"{path} does not exist") from None
+    except ValueError:
+        raise PKIError(f"{path}: not a PEM certificate") from None
+
+
 def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = load_private(pki_dir / "ca.key")
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PKIError(f"{pki_dir / 'ca.key'} is not an EC key")
-    return x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes()), key
+    cert = _load_cert(pki_dir / "ca.crt")
+    # A certificate issued with this key but under another ca.crt would verify nowhere.
+    if cert.public_key() != key.public_key() or not _is_ca(cert):
+        raise PKIError(f"{pki_dir / 'ca.crt'} is not the CA certificate of {pki_dir / 'ca.key'}")
+    return cert, key
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
@@ -186,6 +206,8 @@ def new_coin_key(pki_dir: Path | str, bits: int = 2048) -> str:
     coins issued under them can still be redeemed until the bank retires them."""
     if bits not in COIN_KEY_BITS:
         raise PKIError(f"coin keys are {' or '.join(map(str, COIN_KEY_BITS))} bits, not {bits}")
+    if not (Path(pki_dir) / "ca.crt").is_file():  # a typo must not grow a stray coin key
+        raise PKIError(f"{pki_dir} is not a PKI directory (no ca.crt); `ecoin-pki init` makes one")
     coin = Path(pki_dir) / "coin"
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     numbers = key.public_key().public_numbers()
@@ -210,6 +232,8 @@ def init(pki_dir: Path | str, coin_key_bits: int = 2048, hosts: Sequence[str] = 
     """Creates whatever of the CA, bank, broker, admin, auditor and the first coin key is
     missing, keeping what exists. Returns one line per item saying which."""
     pki_dir = Path(pki_dir)
+    if pki_dir.exists() and not pki_dir.is_dir():
+        raise PKIError(f"{pki_dir} is a file; a PKI is a directory")
     pki_dir.mkdir(parents=True, exist_ok=True)
     report = []
     have_ca = [(pki_dir / f).exists() for f in ("ca.crt", "ca.key")]
@@ -239,7 +263,7 @@ def show(pki_dir: Path | str) -> list[str]:
         raise PKIError(f"{pki_dir} is not a PKI directory (no ca.crt)")
     lines = []
     for crt in [pki_dir / "ca.crt", *sorted(pki_dir.glob("*/*.crt"))]:
-        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        cert = _load_cert(crt)
         label = "ca" if crt.parent == pki_dir else f"{crt.parent.name}/{crt.stem}"
         lines.append(f"{label:<24} until {cert.not_valid_after_utc:%Y-%m-%d}  serial {cert.serial_number:x}")
     current = current_kid(pki_dir) if (pki_dir / "coin" / "current").exists() else ""
@@ -293,7 +317,7 @@ def _init(args: argparse.Namespace) -> list[str]:
 
 def _issue(args: argparse.Namespace) -> list[str]:
     cert_path, _ = leaf_paths(args.dir, args.role, _check_name(args.name))
-    old = x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
+    old = _load_cert(cert_path) if cert_path.exists() else None
     cert_path, key_path = issue(args.dir, args.role, args.name, args.host, force=args.force)
     lines = [f"replaced {args.role}/{args.name} (old serial {old.serial_number:x})"] if old else []
     return [*lines, f"issued {cert_path} and {key_path}"]

@@ -322,6 +322,33 @@ def test_cli(tmp_path: Path) -> None:
     assert "analyst/carol" in out.stdout and "3072 bits" in out.stdout and "(current)" in out.stdout
 
 
+def test_cli_names_a_broken_pki_instead_of_a_traceback(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    pki_tool.init(pki)
+    ca = (pki / "ca.crt").read_bytes()
+
+    def refused(*args: str) -> str:
+        out = cli(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        return out.stderr
+
+    (pki / "ca.crt").write_bytes((pki / "bank" / "bank.crt").read_bytes())  # the wrong certificate
+    assert "is not the CA certificate of" in refused("issue", str(pki), "--role", "analyst", "--name", "zed")
+    (pki / "ca.crt").write_bytes(b"garbage")
+    assert f"{pki / 'ca.crt'}: not a PEM certificate" in refused("show", str(pki))
+    assert "not a PEM certificate" in refused("issue", str(pki), "--role", "analyst", "--name", "zed")
+    (pki / "ca.crt").write_bytes(ca)
+    (pki / "bank" / "bank.crt").write_bytes(b"garbage")
+    assert f"{pki / 'bank' / 'bank.crt'}: not a PEM certificate" in refused("show", str(pki))
+    (pki / "ca.key").write_bytes(b"garbage")
+    assert "not an unencrypted PEM private key" in refused("issue", str(pki), "--role", "analyst", "--name", "z")
+    assert not (pki / "analyst" / "z.crt").exists()
+    assert "is not a PKI directory" in refused("coin-key", str(tmp_path / "typo"))
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "afile").write_text("x")
+    assert "is a file; a PKI is a directory" in refused("init", str(tmp_path / "afile"))
+
+
 def test_mosquitto_fixture_carries_messages(mosquitto: Mosquitto) -> None:
     got = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
