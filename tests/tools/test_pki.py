@@ -341,7 +341,8 @@ def test_cli_names_a_broken_pki_instead_of_a_traceback(tmp_path: Path) -> None:
     (pki / "bank" / "bank.crt").write_bytes(b"garbage")
     assert f"{pki / 'bank' / 'bank.crt'}: not a PEM certificate" in refused("show", str(pki))
     (pki / "ca.key").write_bytes(b"garbage")
-    assert "not an unencrypted PEM private key" in refused("issue", str(pki), "--role", "analyst", "--name", "z")
+    error = refused("issue", str(pki), "--role", "analyst", "--name", "z")
+    assert "not an unencrypted PEM private key" in error
     assert not (pki / "analyst" / "z.crt").exists()
     assert "is not a PKI directory" in refused("coin-key", str(tmp_path / "typo"))
     assert not (tmp_path / "typo").exists()
