@@ -100,6 +100,25 @@ def test_a_malformed_bank_url_is_a_usage_error(provision, tmp_path, url):
     assert f"bank url must be https://host:port, not {url!r}" in run.stderr
 
 
+def test_a_broker_credentials_file_that_cannot_work_is_refused_before_any_coin_moves(
+    bank_server, owner, tmp_path, provision
+):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[devices]\n")
+    common = ("new", "dev-c", "--bank", bank_server.url, "--pki", str(bank_server.pki), "--owner", "olive",
+              "--service", "average", "--out", str(tmp_path / "devices"), "--coins", "5")  # fmt: skip
+    for creds, error in (
+        (tmp_path / "nowhere" / "credentials.toml", f"{tmp_path / 'nowhere'} does not exist"),
+        (binary, f"{binary}: not a credentials.toml of broker-config"),
+    ):
+        run = provision(*common, "--broker-credentials", str(creds), check=False)
+        assert run.returncode != 0 and error in run.stderr and "Traceback" not in run.stderr, run.stderr
+    run = provision(*common, "--broker-port", "99999", check=False)
+    assert run.returncode != 0 and "broker port 99999: must be 1 to 65535" in run.stderr
+    assert balance(bank_server, "olive") == 5000  # nothing withdrawn
+    assert not (tmp_path / "devices" / "dev-c").exists()  # not even a device key made
+
+
 def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path, provision):
     out = tmp_path / "devices"
     creds = tmp_path / "credentials.toml"

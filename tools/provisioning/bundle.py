@@ -117,6 +117,22 @@ def flash_files(bundle: Path) -> list[str]:
     return [n for n in names if n not in store] + store
 
 
+def credentials_table(path: Path) -> dict[str, Any]:
+    """The credentials.toml of ``--broker-credentials`` (empty if it is not there yet); a file
+    that cannot be read or written is a ProvisionError naming it, found before any coin moves."""
+    if not path.parent.is_dir():
+        raise ProvisionError(f"{path.parent} does not exist (the directory of --broker-credentials)")
+    if not path.exists():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ProvisionError(f"{path}: not a credentials.toml of broker-config ({exc})") from None
+    if not isinstance(table.get("devices", {}), dict):
+        raise ProvisionError(f"{path}: its devices must be a table of passwords")
+    return table
+
+
 def broker_password(device_id: str, broker: Broker) -> str:
     """The device's broker password: from the credentials file if it knows the device,
     else a new one (added to that file, so the next broker-config run accepts it)."""
@@ -125,7 +141,7 @@ def broker_password(device_id: str, broker: Broker) -> str:
     if broker.credentials is None:
         return secrets.token_urlsafe(24)
     path = Path(broker.credentials)
-    table: dict[str, Any] = tomllib.loads(path.read_text()) if path.exists() else {}
+    table = credentials_table(path)
     devices = dict(table.get("devices", {}))
     if device_id not in devices:
         devices[device_id] = secrets.token_urlsafe(24)
@@ -196,6 +212,10 @@ def provision_device(
     except deploy.DeployError as exc:
         raise ProvisionError(str(exc)) from exc
     brk = _as_broker(broker)
+    if not 1 <= brk.port <= 65535:
+        raise ProvisionError(f"broker port {brk.port}: must be 1 to 65535")
+    if brk.credentials is not None:
+        credentials_table(Path(brk.credentials))
     cfg = device_config(service, brk, config, board)
     bundle = Path(out_dir) / device_id
     meta = load_meta(bundle)
