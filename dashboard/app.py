@@ -32,6 +32,7 @@ from aiohttp import web
 from ecoin.common import bank_errors as errors
 from ecoin.common import names
 from ecoin.common.claim_uri import ClaimUri, ClaimUriError
+from ecoin.common.config import ConfigError
 
 from . import charts, users
 from .sessions import COOKIE, Session, Signer
@@ -124,7 +125,11 @@ async def login(request: web.Request) -> web.Response:
         response = render(request, "login.html", status=429, message=message)
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
-    known = users.load(request.app[SETTINGS].users)
+    try:  # read at each login, so `user add` needs no restart
+        known = users.load(request.app[SETTINGS].users)
+    except ConfigError as exc:  # broken since the start: the operator's to fix, nobody logs in
+        log.error("users_file_unreadable", extra={"error": str(exc)[:300]})
+        return render(request, "login.html", status=503, message="logins are unavailable: see the log")
     user = known.get(name)
     # A missing user costs the same scrypt as a wrong password: no probing of names.
     record = user.password if user else users.hash_password("x", b"0" * 16)

@@ -39,9 +39,20 @@ def cmd_serve(s: DashboardSettings, args: argparse.Namespace) -> int:
     for path in s.tls_paths():
         if not Path(path).is_file():
             raise ConfigError(f"{path}: the dashboard's certificate, key or CA is missing (ecoin-pki issue)")
+    users.load(s.users)  # a broken users file is a configuration error now, not a 500 per login
     app = make_app(s, Signer(load_key(s.session_key), s.session_hours))
-    log.info("dashboard_started", extra={"listen": s.listen, "port": s.port, "bank": s.bank})
-    web.run_app(app, host=s.listen, port=s.port, print=None, access_log=None)
+    started = {"listen": s.listen, "port": s.port, "bank": s.bank}
+    try:  # run_app "prints" once it listens; it returns on SIGINT or SIGTERM
+        web.run_app(
+            app,
+            host=s.listen,
+            port=s.port,
+            access_log=None,
+            print=lambda _: log.info("dashboard_started", extra=started),
+        )
+    except OSError as exc:
+        raise OSError(f"cannot listen on {s.listen}:{s.port}: {exc.strerror or exc}") from None
+    log.info("dashboard_stopped")
     return 0
 
 

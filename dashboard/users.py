@@ -64,6 +64,8 @@ def load(path: str | Path) -> dict[str, User]:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the users file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     out = {}

@@ -19,6 +19,7 @@ from ecoin.common.config import ConfigError
 from ecoin.dashboard import charts, settings, users
 from ecoin.dashboard.app import THROTTLE, make_app
 from ecoin.dashboard.sessions import Signer, load_key
+from ecoin.testing.servers import free_port
 from ecoin.tools import pki as pki_tool
 
 
@@ -124,3 +125,38 @@ def test_failed_logins_per_name_get_429_until_the_window_passes(tmp_path):
     assert got[3] == (429, "900") and got[4] == (429, "900")  # even the right password waits
     assert got[5] == (401, None)  # another name is not locked out
     assert got[6] == (303, None)
+
+
+def test_a_broken_users_file_stops_serve_at_start_and_logins_after_it(tmp_path):
+    pki_tool.init(tmp_path / "pki")
+    pki_tool.issue(tmp_path / "pki", "dashboard", "dashboard")
+    (tmp_path / "users.toml").write_bytes(b"\xff\xfe garbage")
+    cfg = tmp_path / "dashboard.toml"
+    cfg.write_text(f'[dashboard]\npki = "pki"\nusers = "users.toml"\nport = {free_port()}\n')
+    serve = [sys.executable, "-m", "ecoin.dashboard.cli", "-c", str(cfg), "serve"]
+    done = subprocess.run(serve, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "cannot read the users file" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+    (tmp_path / "users.toml").unlink()
+    users.add(tmp_path / "users.toml", "olive", "owner", "correct horse battery")
+    proc = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # logged once it listens
+        assert '"event":"dashboard_started"' in first, first
+        (tmp_path / "users.toml").write_text("[users.olive\n")  # broken while it runs
+        conf = settings.load(cfg)
+        app = make_app(conf, Signer(load_key(tmp_path / "session.key"), 1))
+
+        async def login() -> int:
+            async with TestClient(TestServer(app)) as client:
+                r = await client.post("/login", data={"user": "olive", "password": "x"})
+                return r.status
+
+        assert asyncio.run(login()) == 503
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and '"event":"dashboard_stopped"' in rest and "Traceback" not in rest, rest
