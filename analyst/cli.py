@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -73,12 +74,33 @@ def _analysers(s: Settings) -> dict[str, plugins.Analyser]:
     return found.analysers
 
 
+def _check_tls(s: Settings) -> None:
+    """What serve will do with the files: build the TLS context, and find the analyst's own
+    name and role in its certificate (the bank and broker know it by them)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from ecoin.common import tls
+
+    cert, key, ca = s.tls_paths()
+    try:
+        tls.client_context(cert, key, ca)
+        subject = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{cert}, {key}, {ca}: not a certificate, its key and the CA ({exc})") from None
+    cn = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    ou = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    if (cn, ou) != ([s.id], ["analyst"]):
+        raise ConfigError(f"{cert}: not analyst {s.id}'s certificate (its CN is {cn}, its role {ou})")
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     s = _settings(args)
     _analysers(s)
     for path in (*s.tls_paths(), *([s.broker.password_file] if s.broker.password_file else [])):
         if not Path(path).is_file():
             raise ConfigError(f"{path}: no such file")
+    _check_tls(s)
     print(f"ok: analyst {s.id} (instance {s.instance}) offers {', '.join(s.services)}")
     return 0
 

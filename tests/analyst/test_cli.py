@@ -106,6 +106,23 @@ def test_check_refuses_bad_configurations(
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_check_reads_the_certificate_as_serve_will(
+    tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mqtt").mkdir()
+    (tmp_path / "mqtt" / "alice.password").write_text("secret\n")
+    theirs = {"cert": str(pki / "bank/bank.crt"), "key": str(pki / "bank/bank.key")}  # a pair, not alice's
+    code, _, err = run(capsys, "check", "--config", str(write(tmp_path, good(pki, **theirs))))
+    assert code == 2 and "not analyst alice's certificate (its CN is ['bank'], its role ['bank'])" in err
+    mismatched = {"cert": str(pki / "analyst/alice.crt"), "key": str(pki / "bank/bank.key")}
+    code, _, err = run(capsys, "check", "--config", str(write(tmp_path, good(pki, **mismatched))))
+    assert code == 2 and "not a certificate, its key and the CA" in err and "Traceback" not in err
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate")
+    code, _, err = run(capsys, "check", "--config", str(write(tmp_path, good(pki, cert=str(garbage)))))
+    assert code == 2 and "not a certificate, its key and the CA" in err and "Traceback" not in err
+
+
 def test_missing_files_are_named(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "serve", "--config", str(tmp_path / "nope.toml"))
     assert code == 2 and "nope.toml: no such configuration file" in err
