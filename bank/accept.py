@@ -271,4 +271,7 @@ async def listen(
 ) -> asyncio.Server:
     """Starts accepting; returns the asyncio server (``sockets[0]`` has the real port)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _Acceptor(server, context), host, port, backlog=backlog)
+    try:
+        return await loop.create_server(lambda: _Acceptor(server, context), host, port, backlog=backlog)
+    except OSError as exc:  # "Address already in use" alone does not say which one
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -61,6 +61,11 @@ def serve(
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # scrapes are not events
 
-    server = Server((host, port), Handler)
+    try:
+        server = Server((host, port), Handler)
+    except OSError as exc:  # "Address already in use" alone does not say which one
+        raise OSError(
+            exc.errno, f"metrics and /healthz: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server

@@ -9,6 +9,8 @@ log in as a client.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,26 @@ class PeerIdentityError(Exception):
     """The peer presented no certificate, or one without a CN and an OU."""
 
 
+@contextmanager
+def _named(what: str, *paths: StrPath) -> Iterator[None]:
+    """Turns OpenSSL's nameless errors (``[Errno 2] No such file or directory``,
+    ``[X509: KEY_VALUES_MISMATCH]``) into ones that name the files; same exception types."""
+    try:
+        yield
+    except FileNotFoundError:
+        missing = next((p for p in paths if not Path(p).is_file()), paths[0])
+        raise FileNotFoundError(2, f"{what}: no such file", str(missing)) from None
+    except ssl.SSLError as exc:
+        raise ssl.SSLError(exc.errno, f"{what} {', '.join(map(str, paths))}: {exc.strerror or exc}") from None
+
+
 def _base(protocol: int, cert: StrPath, key: StrPath, ca: StrPath) -> ssl.SSLContext:
     ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert), str(key))
-    ctx.load_verify_locations(cafile=str(ca))  # the project CA only
+    with _named("certificate and key", cert, key):
+        ctx.load_cert_chain(str(cert), str(key))
+    with _named("CA certificate", ca):
+        ctx.load_verify_locations(cafile=str(ca))  # the project CA only
     return ctx
 
 
@@ -52,7 +69,8 @@ def server_auth_context(ca: StrPath) -> ssl.SSLContext:
         raise ValueError("a CA file is required: the server is checked against the project CA only")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cafile=str(ca))
+    with _named("CA certificate", ca):
+        ctx.load_verify_locations(cafile=str(ca))
     return ctx
 
 

@@ -58,3 +58,14 @@ def test_another_error_is_one_structured_line(server, capsys, caplog):
         server.handle_error(None, ("127.0.0.1", 1))
     assert capsys.readouterr().err == ""
     assert [(r.getMessage(), r.levelname) for r in caplog.records] == [("health_request_failed", "WARNING")]
+
+
+def test_a_port_in_use_is_named() -> None:
+    taken = health.serve("127.0.0.1", 0, CollectorRegistry())
+    port = taken.server_address[1]
+    try:
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            health.serve("127.0.0.1", port, CollectorRegistry())
+    finally:
+        taken.shutdown()
+        taken.server_close()

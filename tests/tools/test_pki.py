@@ -363,3 +363,14 @@ def test_mosquitto_fixture_carries_messages(mosquitto: Mosquitto) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_tls_errors_name_their_files(pki: Path, tmp_path: Path) -> None:
+    cert, key, ca = pki / "bank/bank.crt", pki / "analyst/alice.key", pki / "ca.crt"
+    with pytest.raises(ssl.SSLError, match=f"certificate and key {cert}, {key}: .*KEY_VALUES_MISMATCH"):
+        tls.server_context(cert, key, ca)
+    with pytest.raises(FileNotFoundError, match=f"CA certificate: no such file: '{tmp_path / 'ca.crt'}'"):
+        tls.client_context(cert, pki / "bank/bank.key", tmp_path / "ca.crt")
+    (tmp_path / "ca.crt").write_text("garbage")
+    with pytest.raises(ssl.SSLError, match=f"CA certificate {tmp_path / 'ca.crt'}: "):
+        tls.server_auth_context(tmp_path / "ca.crt")
