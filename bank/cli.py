@@ -160,32 +160,37 @@ def parser() -> argparse.ArgumentParser:
     acc = cmds.group("account", "create, fund and list accounts", cmd_account)
     create = acc.add("create", "create an owner or analyst account")
     create.add_argument("id", help="account id = the CN of its certificate")
-    create.add_argument("--kind", choices=("owner", "analyst"), required=True)
+    create.add_argument(
+        "--kind",
+        choices=("owner", "analyst"),
+        required=True,
+        help="an owner buys coins; an analyst redeems them",
+    )
     create.add_argument("--service", action="append", help="a service the analyst offers (repeat)")
     fund = acc.add("fund", "credit an owner account")
-    fund.add_argument("id")
-    fund.add_argument("amount", type=int)
+    fund.add_argument("id", help="the owner account to credit")
+    fund.add_argument("amount", type=int, help="units to credit (one unit buys one coin)")
     fund.add_argument("--request-id", help="makes a repeat of this command a no-op")
     acc.add("list", "list accounts and balances")
 
     dev = cmds.group("device", "register and list devices", cmd_device)
     add = dev.add("add", "register a device and its key")
     add.add_argument("id", help="device id")
-    add.add_argument("--owner", required=True)
+    add.add_argument("--owner", required=True, help="the owner account the device belongs to")
     add.add_argument("--key-file", required=True, help="the 32-byte device key (raw or 64 hex digits)")
     dev.add("list", "list devices")
 
     pol = cmds.group("policy", "set, show and clear an owner's policies", cmd_policy)
     pset = pol.add("set", "set a device's policy or the owner's default")
-    pset.add_argument("owner")
+    pset.add_argument("owner", help="the owner account")
     policy_cli.add_policy_flags(pset)
-    pol.add("show", "print an owner's policies as JSON").add_argument("owner")
+    pol.add("show", "print an owner's policies as JSON").add_argument("owner", help="the owner account")
     pclear = pol.add("clear", "remove a device's policy or the default")
-    pclear.add_argument("owner")
+    pclear.add_argument("owner", help="the owner account")
     pclear.add_argument("--device", help="the device (default: the owner's default policy)")
 
     st = cmds.add("statement", "an owner's or analyst's statement", cmd_statement)
-    st.add_argument("account")
+    st.add_argument("account", help="the owner or analyst account")
     policy_cli.add_period_flags(st)
     cmds.add("audit", "verify the audit chain and reconcile", cmd_audit)
     cmds.add("expire", "refund and purge expired coins", cmd_expire)

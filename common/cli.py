@@ -1,8 +1,10 @@
 """What every ecoin command shares: how a subcommand is dispatched and what it exits with.
 
 Exit codes: 0 done; 1 a runtime failure (a bank, broker or board that failed us);
-2 a usage or configuration error (fix the command line or the file); 130 interrupted.
-Expected errors are one line on stderr, never a traceback.
+2 a usage or configuration error (fix the command line or the file); 130 interrupted
+(Ctrl-C in the middle of a command's work). A service (``serve``, ``ecoin-sim run``) asked to
+stop by SIGINT or SIGTERM has done its job: it stops cleanly, logs it and exits 0, as systemd
+expects of a unit it stops. Expected errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ class Commands:
     def add(
         self, name: str, help: str, fn: Callable[..., int] | None = None, *, config: bool = True
     ) -> argparse.ArgumentParser:
-        sub = self._sub.add_parser(name, help=help, parents=[self._parent] if config else [])
+        # The one line shown in the command's list heads the subcommand's own --help too.
+        sub = self._sub.add_parser(
+            name, help=help, description=help, parents=[self._parent] if config else []
+        )
         if fn is not None:
             sub.set_defaults(fn=fn)
         return sub

@@ -64,4 +64,6 @@ def policy_from(args: argparse.Namespace) -> dict[str, Any]:
 def add_period_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (UTC; default today)")
     p.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (UTC; default today)")
-    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument(
+        "--format", choices=("json", "csv"), default="json", help="json (default) or csv, one line per entry"
+    )

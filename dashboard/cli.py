@@ -73,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
     user = cmds.group("user", "add and list who may log in", cmd_user)
     add = user.add("add", "add or replace a user (password from stdin)")
     add.add_argument("name", help="an owner's account id at the bank, or an operator's name")
-    add.add_argument("--role", choices=users.ROLES, required=True)
+    add.add_argument(
+        "--role",
+        choices=users.ROLES,
+        required=True,
+        help="owner: its own devices and coins; operator: the services",
+    )
     add.add_argument("--password-file", help="read the password from this file instead of stdin")
     user.add("list", "list users and roles")
     return cmds.parser

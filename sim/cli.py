@@ -161,9 +161,13 @@ def parser() -> argparse.ArgumentParser:
         description="Simulated ecoin collectors: the firmware in MicroPython unix-port processes.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("deploy", help="write a device's flash directory (firmware, config, coins, secrets)")
+    d = sub.add_parser(
+        "deploy",
+        help="write a device's flash directory (firmware, config, coins, secrets)",
+        description="write a device's flash directory (firmware, config, coins, secrets)",
+    )
     d.add_argument("flash", help="the new flash directory")
-    d.add_argument("--device-id", required=True)
+    d.add_argument("--device-id", required=True, help="the device id registered at the bank")
     d.add_argument("--service", help="the analysis the device buys (or in --config)")
     d.add_argument("--coins", required=True, help="file of 32-byte coins, back to back")
     d.add_argument("--device-key", required=True, help="file of the 32-byte device key")
@@ -176,17 +180,34 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--board", default="sim", help="sim (default), esp32 or pico_w")
     d.add_argument("--source", action="store_true", help="deploy .py sources instead of .mpy")
     d.set_defaults(fn=_deploy)
-    r = sub.add_parser("run", help="run devices until they stop (max_ops) or Ctrl-C")
+    r = sub.add_parser(
+        "run",
+        help="run devices until they stop (max_ops) or Ctrl-C",
+        description="run devices until they stop (max_ops) or Ctrl-C",
+    )
     r.add_argument("flash", nargs="+", help="flash directories, or directories of them")
     r.add_argument("--devices", type=int, help="run only the first N")
     r.add_argument("--heap", default="72K", help="MicroPython heap cap (default 72K, board-like)")
-    r.add_argument("--runtime", choices=RUNTIMES, default="auto")
+    r.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="micropython (the real unix port), cpython (no heap cap), or auto: micropython if installed",
+    )
     r.set_defaults(fn=_run)
-    s = sub.add_parser("status", help="coins left and in doubt, read from the flash")
-    s.add_argument("flash", nargs="+")
+    s = sub.add_parser(
+        "status",
+        help="coins left and in doubt, read from the flash",
+        description="coins left and in doubt, read from the flash",
+    )
+    s.add_argument("flash", nargs="+", help="flash directories, or directories of them")
     s.set_defaults(fn=_status)
-    c = sub.add_parser("claim", help="print the refund claim body for the coins in doubt")
-    c.add_argument("flash")
+    c = sub.add_parser(
+        "claim",
+        help="print the refund claim body for the coins in doubt",
+        description="print the refund claim body for the coins in doubt",
+    )
+    c.add_argument("flash", help="the device's flash directory")
     c.set_defaults(fn=_claim)
     return p
 

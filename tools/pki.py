@@ -285,27 +285,34 @@ def _parser() -> argparse.ArgumentParser:
         epilog="See docs/PKI.md for the layout and rotation.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    s = sub.add_parser(
-        "init", help="create the CA, bank, broker, admin, auditor and a coin key (what is missing)"
-    )
+    what = "create the CA, bank, broker, admin, auditor and a coin key (what is missing)"
+    s = sub.add_parser("init", help=what, description=what)
     s.add_argument("dir", type=Path, help="PKI directory (created if needed)")
     s.add_argument("--coin-key-bits", type=int, choices=COIN_KEY_BITS, default=2048, help="default 2048")
     s.add_argument("--host", action="append", default=[], help="extra DNS name or IP for bank and broker")
     s.set_defaults(fn=_print(_init))
-    s = sub.add_parser("issue", help="issue a certificate for one party")
+    s = sub.add_parser(
+        "issue", help="issue a certificate for one party", description="issue a certificate for one party"
+    )
     s.add_argument("dir", type=Path, help="PKI directory")
-    s.add_argument("--role", required=True, choices=ROLES)
+    s.add_argument("--role", required=True, choices=ROLES, help="what the certificate may do (its OU)")
     s.add_argument(
         "--name", required=True, help="CN: 1-32 of A-Z a-z 0-9 . _ -  (analyst id, gateway id, ...)"
     )
     s.add_argument("--host", action="append", default=[], help="extra DNS name or IP (server roles only)")
     s.add_argument("--force", action="store_true", help="replace an existing certificate and key")
     s.set_defaults(fn=_print(_issue))
-    s = sub.add_parser("coin-key", help="add a coin key and make it current (old ones stay for redemption)")
+    s = sub.add_parser(
+        "coin-key",
+        help="add a coin key and make it current (old ones stay for redemption)",
+        description="add a coin key and make it current (old ones stay for redemption)",
+    )
     s.add_argument("dir", type=Path, help="PKI directory")
     s.add_argument("--bits", type=int, choices=COIN_KEY_BITS, default=2048, help="default 2048")
     s.set_defaults(fn=_print(_coin_key))
-    s = sub.add_parser("show", help="list the certificates and coin keys")
+    s = sub.add_parser(
+        "show", help="list the certificates and coin keys", description="list the certificates and coin keys"
+    )
     s.add_argument("dir", type=Path, help="PKI directory")
     s.set_defaults(fn=_print(_show))
     return p

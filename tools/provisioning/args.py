@@ -126,7 +126,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
         "needed; stop the simulated device first). Same safety rule as flash: asks before "
         "replacing a coin store.",
     )
-    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("device_id", metavar="DEVICE_ID", help="the device's id at the bank")
     s.add_argument("--flash", required=True, type=Path, help="the simulated device's flash directory")
     s.add_argument("--yes", action="store_true", help="replace a coin store there without asking")
     s.add_argument("--firmware-only", action="store_true", help="everything but the coin store")
@@ -141,7 +141,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
         "coin: refunded, redeemed (by whom, when), already refunded, or unknown. Coins are shown as "
         "short hashes only. Claiming again is harmless.",
     )
-    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("device_id", metavar="DEVICE_ID", help="the device's id at the bank")
     _where(s, "read its coins")
     s.add_argument("--check", action="store_true", help="only ask the bank; refund nothing")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -154,7 +154,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
         description="Read a device's coin store (a board through mpremote, or a simulated flash "
         "directory): coins left and used, coins in doubt and why, the top-up counter.",
     )
-    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("device_id", metavar="DEVICE_ID", help="the device's id at the bank")
     _where(s, "read its coin store")
     s.add_argument("--json", action="store_true", help="print as JSON")
     _common(s)
@@ -167,14 +167,24 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
         "A payment the policy forbids spends nothing: the coin stays refundable.",
     )
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("set", help="set a device's policy (--device) or the owner's default")
+    a = actions.add_parser(
+        "set",
+        help="set a device's policy (--device) or the owner's default",
+        description="set a device's policy (--device) or the owner's default",
+    )
     policy_cli.add_policy_flags(a)
     _bank_flags(a)
     _common(a)
-    a = actions.add_parser("show", help="print the owner's policies as JSON")
+    a = actions.add_parser(
+        "show", help="print the owner's policies as JSON", description="print the owner's policies as JSON"
+    )
     _bank_flags(a)
     _common(a)
-    a = actions.add_parser("clear", help="remove a device's policy (--device) or the owner's default")
+    a = actions.add_parser(
+        "clear",
+        help="remove a device's policy (--device) or the owner's default",
+        description="remove a device's policy (--device) or the owner's default",
+    )
     a.add_argument("--device", help="the device (default: the owner's default policy)")
     _bank_flags(a)
     _common(a)
@@ -205,8 +215,12 @@ def _claims(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("uri", metavar="URI", help="the claim URI from the sticker's QR code")
     _bank_flags(s)
     _common(s)
-    s = sub.add_parser("transfer", help="hand one of your devices, with its coins, to another owner")
-    s.add_argument("device_id", metavar="DEVICE_ID")
+    s = sub.add_parser(
+        "transfer",
+        help="hand one of your devices, with its coins, to another owner",
+        description="hand one of your devices, with its coins, to another owner",
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID", help="the device's id at the bank")
     s.add_argument("--to", required=True, help="the new owner's account id")
     _bank_flags(s)
     _common(s)
@@ -216,7 +230,7 @@ def _claims(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Refund every outstanding coin of the device to you and revoke its key at the bank, "
         "for good. Asks first (--yes to confirm without a terminal).",
     )
-    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("device_id", metavar="DEVICE_ID", help="the device's id at the bank")
     s.add_argument("--yes", action="store_true", help="decommission without asking")
     _bank_flags(s)
     _common(s)
