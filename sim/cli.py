@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ecoin.common import cli
+from ecoin.common import cli, names
 from ecoin.sim.device import RUNTIMES, SimDevice
 from ecoin.tools.provisioning import flash
+from ecoin.tools.provisioning.bundle import firmware_settings
 from ecoin.tools.provisioning.deploy import DeployError, deploy_device, find_tool
 
 
@@ -35,18 +36,42 @@ def _value(text: str) -> Any:
         return text  # a bare word: a string
 
 
+def _broker(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise CliError(f"--broker wants HOST:PORT with a port of 1 to 65535, not {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def _bank_key(path: str) -> dict[str, Any]:
+    """The coin public key as ecoin-pki writes it (coin/<kid>.json)."""
+    try:
+        key = json.loads(Path(path).read_text())
+    except ValueError:
+        key = None
+    if not isinstance(key, dict) or not {"kid", "n", "e"} <= set(key):
+        raise CliError(
+            f'--bank-key {path}: not a coin public key ({{"kid","n","e"}}: the pki\'s coin/<kid>.json)'
+        )
+    return key
+
+
 def _deploy(args: argparse.Namespace) -> int:
+    if not names.is_id(args.device_id):
+        raise CliError(f"--device-id {args.device_id!r}: {names.ID_RULE}")
     config: dict[str, Any] = json.loads(Path(args.config).read_text()) if args.config else {}
     config["service"] = args.service or config.get("service")
     if args.broker:
-        host, _, port = args.broker.rpartition(":")
-        config["broker_host"], config["broker_port"] = host or "127.0.0.1", int(port)
+        config["broker_host"], config["broker_port"] = _broker(args.broker)
+    known = firmware_settings()
     for item in args.set or []:
         key, sep, text = item.partition("=")
         if not sep:
             raise CliError(f"--set wants key=value, not {item!r}")
+        if key not in known:
+            raise CliError(f"--set {key}: not a firmware setting (see firmware/start.py DEFAULTS)")
         config[key] = _value(text)
-    bank = json.loads(Path(args.bank_key).read_text())
+    bank = _bank_key(args.bank_key)
     password = Path(args.password_file).read_text().strip() if args.password_file else None
     out = deploy_device(
         Path(args.flash),
@@ -150,9 +175,25 @@ def _status(args: argparse.Namespace) -> int:
 
 def _claim(args: argparse.Namespace) -> int:
     d = Path(args.flash)
+    if not (d / "config.json").is_file():
+        raise CliError(f"{d}: not a flash directory (no config.json)")
     device_id = json.loads((d / "config.json").read_text())["device_id"]
     print(json.dumps(flash.claim_body(d, device_id), indent=1))
     return 0
+
+
+def _heap(text: str) -> str:
+    """A MicroPython -X heapsize: bytes, or with K or M."""
+    digits = text[:-1] if text[-1:].upper() in ("K", "M") else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size like 72K, 1M or 65536")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -186,8 +227,8 @@ def parser() -> argparse.ArgumentParser:
         description="run devices until they stop (max_ops) or Ctrl-C",
     )
     r.add_argument("flash", nargs="+", help="flash directories, or directories of them")
-    r.add_argument("--devices", type=int, help="run only the first N")
-    r.add_argument("--heap", default="72K", help="MicroPython heap cap (default 72K, board-like)")
+    r.add_argument("--devices", type=_positive, help="run only the first N")
+    r.add_argument("--heap", type=_heap, default="72K", help="MicroPython heap cap (default 72K, board-like)")
     r.add_argument(
         "--runtime",
         choices=RUNTIMES,

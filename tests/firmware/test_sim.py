@@ -183,3 +183,37 @@ def test_sigterm_stops_the_devices_of_a_run(
             os.kill(pid, signal.SIGKILL)
     assert "Traceback" not in output, output
     assert left == [], output
+
+
+def test_bad_arguments_are_usage_errors_naming_what_is_wrong(tmp_path: Path, coin_key):
+    kid, (n, e) = coin_key[1]
+    (tmp_path / "coin.json").write_text(json.dumps({"kid": kid.hex(), "n": format(n, "x"), "e": e}))
+    (tmp_path / "coins").write_bytes(os.urandom(32 * 3))
+    (tmp_path / "key").write_bytes(os.urandom(32))
+    (tmp_path / "cfg.json").write_text("{}")
+    files = (
+        "--coins",
+        str(tmp_path / "coins"),
+        "--device-key",
+        str(tmp_path / "key"),
+        "--service",
+        "average",
+    )
+
+    def deploy(*extra: str) -> subprocess.CompletedProcess[str]:
+        return sim("deploy", str(tmp_path / "f"), *files, *extra)
+
+    key = ("--bank-key", str(tmp_path / "coin.json"))
+    cases = [
+        (deploy("--device-id", "d1", "--bank-key", str(tmp_path / "cfg.json")), "not a coin public key"),
+        (deploy("--device-id", "d1", *key, "--broker", "nonsense"), "--broker wants HOST:PORT"),
+        (deploy("--device-id", "bad id", *key), "--device-id 'bad id': 1 to 32 of"),
+        (deploy("--device-id", "d1", *key, "--set", "foo=bar"), "--set foo: not a firmware setting"),
+        (sim("run", str(tmp_path), "--heap", "abc"), "'abc': a size like 72K"),
+        (sim("run", str(tmp_path), "--devices", "0"), "'0': a whole number of at least 1"),
+        (sim("claim", str(tmp_path / "nowhere")), "not a flash directory (no config.json)"),
+    ]
+    for run, message in cases:
+        assert run.returncode == 2 and message in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    assert not (tmp_path / "f").exists()  # nothing deployed by a refused command
