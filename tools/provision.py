@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -321,9 +322,14 @@ COMMANDS = {
 }
 
 
+CONFIG_ENV = "ECOIN_PROVISION_CONFIG"
+# Keys holding file paths: taken from the configuration file's directory, as every ecoin file.
+_PATHS = ("pki", "owner_cert", "owner_key", "ca", "broker_credentials", "out")
+
+
 def _run(args: argparse.Namespace) -> int:
-    table = ecoin_config.read(args.config).get("provision", {}) if args.config else {}
-    cfg = ecoin_config.build(Settings, table, "provision")
+    path = args.config or os.environ.get(CONFIG_ENV)  # optional: flags alone are enough
+    cfg = ecoin_config.load_section(Settings, path, "provision", _PATHS) if path else Settings()
     return int(args.fn(args, cfg))
 
 

@@ -119,6 +119,27 @@ def test_a_broker_credentials_file_that_cannot_work_is_refused_before_any_coin_m
     assert not (tmp_path / "devices" / "dev-c").exists()  # not even a device key made
 
 
+def test_the_config_file_follows_the_services_conventions(
+    bank_server, owner, tmp_path, provision, monkeypatch
+):
+    """Relative paths from the file's directory, $ECOIN_PROVISION_CONFIG, a [provision] table."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "pki").symlink_to(bank_server.pki)
+    config = etc / "provision.toml"
+    config.write_text(f'[provision]\nbank = "{bank_server.url}"\npki = "pki"\nowner = "olive"\n')
+    monkeypatch.chdir(tmp_path)  # not the file's directory
+    assert json.loads(provision("statement", "-c", str(config)).stdout)["owner"] == "olive"
+    monkeypatch.setenv("ECOIN_PROVISION_CONFIG", str(config))
+    assert json.loads(provision("statement").stdout)["owner"] == "olive"
+    config.write_text(f'bank = "{bank_server.url}"\n')  # outside any table: not silently ignored
+    run = provision("statement", check=False)
+    assert run.returncode == 2 and f"{config}: no [provision] table (found bank outside it)" in run.stderr
+    config.write_text("[provision]\nbank = 3\n")
+    run = provision("statement", check=False)
+    assert run.returncode == 2 and f"{config}: provision.bank: expected str, got int" in run.stderr
+
+
 def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path, provision):
     out = tmp_path / "devices"
     creds = tmp_path / "credentials.toml"

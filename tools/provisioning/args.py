@@ -27,7 +27,12 @@ def _where(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML file with a [provision] table of defaults")
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="TOML file with a [provision] table of defaults (default $ECOIN_PROVISION_CONFIG, if set)",
+    )
     p.add_argument("--mpremote", help="the mpremote executable (default: the venv's)")
 
 
