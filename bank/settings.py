@@ -105,6 +105,8 @@ def check(s: BankSettings) -> BankSettings:
         raise ConfigError("bank.workers: -1 (one per CPU), 0 (none) or a number of processes")
     if s.coin_expiry_days < 0 or s.expire_every_s < 0:
         raise ConfigError("bank.coin_expiry_days and bank.expire_every_s: must be >= 0")
+    if "://" in s.db and not s.postgres:  # it would become a SQLite file of that name
+        raise ConfigError(f"bank.db: a SQLite file or a postgresql:// URL, not {s.db.split('://')[0]}://")
     return s
 
 

@@ -47,6 +47,7 @@ class SerialLink:
         self._write_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._missing = False  # the port was not there at the last try
         self.opens = 0
 
     @property
@@ -118,8 +119,12 @@ class SerialLink:
                 self.port.path, self.port.baud, timeout=None, write_timeout=WRITE_TIMEOUT_S, exclusive=True
             )
         except (OSError, serial.SerialException, ValueError) as exc:
-            log.info("serial_unavailable", extra={"device": self.device_id, "error": str(exc)})
+            # Once per absence at warning, then each retry (every backoff) at debug.
+            level = logging.DEBUG if self._missing else logging.WARNING
+            log.log(level, "serial_unavailable", extra={"device": self.device_id, "error": str(exc)})
+            self._missing = True
             return None
+        self._missing = False
         ser.reset_input_buffer()  # half a frame from before is noise
         with self._write_lock:
             self._ser = ser

@@ -82,6 +82,7 @@ def bank_cli(
         ("[bank]\nidle_timeout_s = 0\n", "bank.idle_timeout_s: must be > 0"),
         ("[bank]\nmax_connections = -5\n", "bank.max_connections: must be > 0"),
         ("[bank]\nport = 70000\n", "bank.port: must be 0 to 65535"),
+        ('[bank]\ndb = "mysql://x/ecoin"\n', "bank.db: a SQLite file or a postgresql:// URL, not mysql://"),
         ("[bank]\nlisten_port = 1\n", "unknown key(s) listen_port"),
     ],
 )

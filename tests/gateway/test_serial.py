@@ -71,11 +71,18 @@ def test_corrupt_serial_frames_are_dropped_and_counted(serial_gateway) -> None: 
 
 def test_port_that_vanishes_and_returns_recovers(serial_gateway, caplog) -> None:  # type: ignore[no-untyped-def]
     gw, devices, links = serial_gateway
-    caplog.set_level(logging.INFO, logger="ecoin.gateway.serial")
+    caplog.set_level(logging.DEBUG, logger="ecoin.gateway.serial")
+
+    def failures() -> list[int]:
+        records = caplog.records
+        return [
+            r.levelno
+            for r in records
+            if r.msg == "serial_unavailable" and getattr(r, "device", "") == "ser-a"
+        ]
 
     def failed_opens() -> int:
-        records = caplog.records
-        return sum(r.msg == "serial_unavailable" and getattr(r, "device", "") == "ser-a" for r in records)
+        return len(failures())
 
     link = gw.serial[0]
     assert wire.frame_type(devices[0].ask(operation()))[0] == wire.T_RESULT
@@ -83,6 +90,7 @@ def test_port_that_vanishes_and_returns_recovers(serial_gateway, caplog) -> None
     links[0].unlink()
     wait_until(lambda: not link.is_open, what="port seen gone")
     wait_until(lambda: failed_opens() >= 2, what="two failed re-opens")  # it keeps trying
+    assert failures()[:2] == [logging.WARNING, logging.DEBUG]  # said once, not every backoff
     devices[0] = PtyDevice(links[0])  # plugged back in, under the same stable name
     wait_until(lambda: link.is_open and link.opens == 2, what="port re-opened")
     for _ in range(5):
