@@ -40,6 +40,7 @@ import http.client
 import json
 import ssl
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,21 @@ def split_url(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
+# How long past the last not_after of a redemption its answer is still waited for.
+ANSWER_GRACE_S = 2.0
+
+
+def _answer_wait(items: list[RedeemItem], timeout: float) -> float:
+    """A redemption is waited for until every item's not_after has passed: a bank that stalls
+    (a stopped process, a slow disk) and resumes before then may still spend it, and its
+    answer, the keys, must find us listening. Given up sooner, the coin would be paid for an
+    operation whose device is answered FAILED. Past not_after the bank spends nothing."""
+    deadlines = [i.not_after for i in items]
+    if not items or any(d is None for d in deadlines):
+        return timeout
+    return max(timeout, max(d for d in deadlines if d is not None) - time.time() + ANSWER_GRACE_S)
+
+
 class BankClient:
     def __init__(
         self,
@@ -142,9 +158,13 @@ class BankClient:
 
     # Transport.
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One API call; returns the decoded JSON answer or raises the error's class."""
-        status, raw = self._send(method, path, json.dumps(body).encode() if body is not None else None)
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, wait: float | None = None
+    ) -> dict[str, Any]:
+        """One API call; returns the decoded JSON answer or raises the error's class. ``wait``:
+        how long the answer may take (default ``timeout``)."""
+        data = json.dumps(body).encode() if body is not None else None
+        status, raw = self._send(method, path, data, wait or self.timeout)
         return self._decode(status, raw)
 
     def text(self, method: str, path: str) -> str:
@@ -154,11 +174,13 @@ class BankClient:
             self._decode(status, raw)
         return raw.decode()
 
-    def _send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+    def _send(
+        self, method: str, path: str, data: bytes | None, wait: float | None = None
+    ) -> tuple[int, bytes]:
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    status, raw = self._exchange(method, path, data)
+                    status, raw = self._exchange(method, path, data, wait or self.timeout)
                     break
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()
@@ -182,7 +204,7 @@ class BankClient:
             raise from_answer(status, str(error.get("code", "internal")), str(error.get("message", "")))
         return answer
 
-    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+    def _exchange(self, method: str, path: str, data: bytes | None, wait: float) -> tuple[int, bytes]:
         if self._conn is None:
             conn = http.client.HTTPSConnection(
                 self.host, self.port, timeout=self.timeout, context=self.context
@@ -194,6 +216,8 @@ class BankClient:
                 conn.close()
                 raise Unauthenticated(f"refusing to talk to {self.host}:{self.port}: {exc}") from None
             self._conn = conn
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(wait)
         headers = {"Content-Type": "application/json"} if data is not None else {}
         self._conn.request(method, path, body=data, headers=headers)
         response = self._conn.getresponse()
@@ -222,7 +246,7 @@ class BankClient:
             ]
         }
         out = []
-        for r in self.call("POST", "/v1/redeem", body)["results"]:
+        for r in self.call("POST", "/v1/redeem", body, _answer_wait(items, self.timeout))["results"]:
             if r["status"] == "ok":
                 keys = _unb64(r["k_enc"]), _unb64(r["k_mac"]), _unb64(r["iv"])
                 out.append(RedeemResult(True, *keys, coins=int(r.get("coins", 1))))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
 import socket
 import sqlite3
 import ssl
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,3 +287,23 @@ def test_a_non_owner_cannot_tell_whether_a_device_exists(bank):
                     call(device)
                 found.append((err.value.status, err.value.code, err.value.message.replace(device, "D")))
     assert found[0] == found[2] and found[1] == found[3]
+
+
+def test_a_redemption_is_waited_for_until_its_not_after(bank):
+    """A bank that stalls past the client's timeout but resumes before the items' not_after
+    spends them: the client is still listening and gets the keys (given up, the device would
+    be told FAILED for a coin that was paid)."""
+    assert bank.proc is not None
+    with bank.client("owner", "olive") as olive, bank.client("analyst", "alice", timeout=1.0) as alice:
+        w = olive.withdraw("dev1", 1, request_id="stall")
+        alice.balance()  # the connection is up before the stall
+        item = RedeemItem(*operation_item(w.public_key, w.kid, w.coins[0], "average"), time.time() + 5)
+        os.kill(bank.proc.pid, signal.SIGSTOP)
+        resume = threading.Timer(2.5, os.kill, (bank.proc.pid, signal.SIGCONT))  # > 2 timeouts of 1 s
+        resume.start()
+        try:
+            [result] = alice.redeem([item])
+        finally:
+            resume.join()
+            os.kill(bank.proc.pid, signal.SIGCONT)
+    assert result.ok
