@@ -77,21 +77,17 @@ def _analysers(s: Settings) -> dict[str, plugins.Analyser]:
 def _check_tls(s: Settings) -> None:
     """What serve will do with the files: build the TLS context, and find the analyst's own
     name and role in its certificate (the bank and broker know it by them)."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
     from ecoin.common import tls
 
     cert, key, ca = s.tls_paths()
     try:
         tls.client_context(cert, key, ca)
-        subject = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject
-    except (ssl.SSLError, ValueError) as exc:
+        who = tls.certificate_identity(cert)
+    except (ssl.SSLError, ValueError, tls.PeerIdentityError) as exc:
         raise ConfigError(f"{cert}, {key}, {ca}: not a certificate, its key and the CA ({exc})") from None
-    cn = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    ou = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
-    if (cn, ou) != ([s.id], ["analyst"]):
-        raise ConfigError(f"{cert}: not analyst {s.id}'s certificate (its CN is {cn}, its role {ou})")
+    name, role = who
+    if who != (s.id, "analyst"):
+        raise ConfigError(f"{cert}: not analyst {s.id}'s certificate (its CN is {name!r}, its role {role!r})")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -120,10 +120,10 @@ def _answer_wait(items: list[RedeemItem], timeout: float) -> float:
     (a stopped process, a slow disk) and resumes before then may still spend it, and its
     answer, the keys, must find us listening. Given up sooner, the coin would be paid for an
     operation whose device is answered FAILED. Past not_after the bank spends nothing."""
-    deadlines = [i.not_after for i in items]
-    if not items or any(d is None for d in deadlines):
+    deadlines = [i.not_after for i in items if i.not_after is not None]
+    if not items or len(deadlines) < len(items):
         return timeout
-    return max(timeout, max(d for d in deadlines if d is not None) - time.time() + ANSWER_GRACE_S)
+    return max(timeout, max(deadlines) - time.time() + ANSWER_GRACE_S)
 
 
 class BankClient:
@@ -164,7 +164,7 @@ class BankClient:
         """One API call; returns the decoded JSON answer or raises the error's class. ``wait``:
         how long the answer may take (default ``timeout``)."""
         data = json.dumps(body).encode() if body is not None else None
-        status, raw = self._send(method, path, data, wait or self.timeout)
+        status, raw = self._send(method, path, data, wait)
         return self._decode(status, raw)
 
     def text(self, method: str, path: str) -> str:
@@ -177,10 +177,11 @@ class BankClient:
     def _send(
         self, method: str, path: str, data: bytes | None, wait: float | None = None
     ) -> tuple[int, bytes]:
+        wait = self.timeout if wait is None else wait
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    status, raw = self._exchange(method, path, data, wait or self.timeout)
+                    status, raw = self._exchange(method, path, data, wait)
                     break
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()

@@ -18,7 +18,7 @@ StrPath = str | Path
 
 
 class PeerIdentityError(Exception):
-    """The peer presented no certificate, or one without a CN and an OU."""
+    """The peer presented no certificate, or a certificate has no CN or no OU."""
 
 
 @contextmanager
@@ -94,7 +94,24 @@ def peer_identity(peer: ssl.SSLObject | ssl.SSLSocket | dict[str, Any] | None) -
     for rdn in info.get("subject", ()):  # ((("commonName", "alice"),), (("organizationalUnitName", ...),))
         for attr, value in rdn:
             fields.setdefault(attr, value)
-    name, role = fields.get("commonName"), fields.get("organizationalUnitName")
+    return _name_and_role(fields.get("commonName"), fields.get("organizationalUnitName"))
+
+
+def certificate_identity(path: StrPath) -> tuple[str, str]:
+    """(name, role) of a certificate file by the rule ``peer_identity`` applies to a peer's:
+    what the bank and the broker will take its holder for. ValueError if not a certificate."""
+    from cryptography import x509  # only the commands that check their own files need it
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.load_pem_x509_certificate(Path(path).read_bytes()).subject
+    first = {}
+    for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME):
+        values = subject.get_attributes_for_oid(oid)
+        first[oid] = str(values[0].value) if values else None
+    return _name_and_role(first[NameOID.COMMON_NAME], first[NameOID.ORGANIZATIONAL_UNIT_NAME])
+
+
+def _name_and_role(name: str | None, role: str | None) -> tuple[str, str]:
     if not name or not role:
-        raise PeerIdentityError("the peer certificate has no CN or no OU")
+        raise PeerIdentityError("the certificate has no CN or no OU")
     return name, role

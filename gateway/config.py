@@ -8,13 +8,12 @@ Relative paths are taken from the configuration file's directory.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ecoin.common import config as cfg
-from ecoin.common import topics
+from ecoin.common import names, topics
 from ecoin.protocol import wire
 
 # Client ids of the services (gateway links, analysts) start with this; Mosquitto shares ids
@@ -140,14 +139,12 @@ def load(path: str | Path) -> Config:
     return cfg.load_section(Config, path, SECTION, _PATHS, check)
 
 
-def _name(value: str, where: str, check: Callable[[str], object] = wire.device_id) -> None:
+def _name(value: str, where: str, service: bool = False) -> None:
     """An id (gateway, analyst, device...) or a service name: it becomes a broker user name,
     a client id and a topic level, so only the protocol's alphabet (PROTOCOL.md 2)."""
-    try:
-        check(value)
-    except (TypeError, ValueError) as exc:
-        what = str(exc).split(" ", 2)[-1]  # "device id has a character ..." -> "has a character ..."
-        raise cfg.ConfigError(f"gateway config: {where} {value!r} {what}") from None
+    ok, rule = (names.is_service, names.SERVICE_RULE) if service else (names.is_id, names.ID_RULE)
+    if not (isinstance(value, str) and ok(value)):
+        raise cfg.ConfigError(f"gateway config: {where} {value!r} is not {rule}")
 
 
 def check(c: Config) -> None:
@@ -169,7 +166,7 @@ def check(c: Config) -> None:
     for analyst, services in c.broker.analysts.items():
         _name(analyst, "broker.analysts: analyst")
         for service in services:
-            _name(service, f"broker.analysts.{analyst}: service", wire.service_name)
+            _name(service, f"broker.analysts.{analyst}: service", service=True)
     _check_instances(c.broker)
     empty = sorted(a for a, services in c.broker.analysts.items() if not services)
     if empty:

@@ -50,3 +50,15 @@ def test_every_option_and_argument_has_a_help_text(command: str) -> None:
 @pytest.mark.parametrize("command", sorted(PARSERS))
 def test_every_subcommand_describes_itself(command: str) -> None:
     assert [name for name, p in _commands(command, PARSERS[command]()) if not p.description] == []
+
+
+def test_provision_offers_mpremote_and_tls_only_where_they_apply() -> None:
+    """--mpremote only on the commands that talk to a board; --ca mentions --tls only on new."""
+    options = {
+        name: {o: a.help for a in p._actions for o in a.option_strings}
+        for name, p in _commands("provision", PARSERS["ecoin-provision"]())
+    }
+    with_mpremote = sorted(name for name, opts in options.items() if "--mpremote" in opts)
+    assert with_mpremote == ["provision flash", "provision refund", "provision status"]
+    tls_text = sorted(name for name, opts in options.items() if "--tls" in (opts.get("--ca") or ""))
+    assert tls_text == ["provision new"]

@@ -200,11 +200,11 @@ def test_devices_cannot_use_the_service_listener(broker, pki: Path) -> None:  # 
         ({"device_tls": False, "bind": "0.0.0.0"}, "loopback bind only"),
         # Each of these became broker users before: one per character, or a name with a space.
         ({"analysts": {"alice": "average"}}, "broker.analysts.alice: expected an array, got str"),
-        ({"analysts": {"bad name": ["a"]}}, "broker.analysts: analyst 'bad name' has a character"),
-        ({"analysts": {"alice": ["Bad!"]}}, "broker.analysts.alice: service 'Bad!' has a character"),
+        ({"analysts": {"bad name": ["a"]}}, "broker.analysts: analyst 'bad name' is not 1 to"),
+        ({"analysts": {"alice": ["Bad!"]}}, "broker.analysts.alice: service 'Bad!' is not 1 to"),
         ({"devices": [1, 2]}, re.escape("broker.devices[0]: expected str, got int")),
-        ({"devices": ["d 1"]}, "broker.devices: device id 'd 1' has a character"),
-        ({"gateways": ["gw/1"]}, "broker.gateways: gateway id 'gw/1' has a character"),
+        ({"devices": ["d 1"]}, "broker.devices: device id 'd 1' is not 1 to"),
+        ({"gateways": ["gw/1"]}, "broker.gateways: gateway id 'gw/1' is not 1 to"),
     ],
 )
 def test_broker_settings_that_would_open_the_broker_are_refused(broker, message):

@@ -163,7 +163,7 @@ def test_config_errors(tmp_path: Path) -> None:
         gwconfig.from_table({"serial": [{"device_id": "a", "path": "/x"}, {"device_id": "a", "path": "/y"}]})
     with pytest.raises(ConfigError, match="device id"):
         gwconfig.from_table({"serial": [{"device_id": "a/b", "path": "/x"}]})
-    with pytest.raises(ConfigError, match="gateway_id 'bad id!' has a character outside"):
+    with pytest.raises(ConfigError, match="gateway_id 'bad id!' is not 1 to"):
         gwconfig.from_table({"gateway_id": "bad id!"})
     with pytest.raises(ConfigError, match="frame_max"):
         gwconfig.from_table({"limits": {"frame_max": 10_000}})

@@ -10,14 +10,15 @@ from pathlib import Path
 from ecoin.common import policy_cli
 
 
-def _bank_flags(p: argparse.ArgumentParser) -> None:
+def _bank_flags(p: argparse.ArgumentParser, device: bool = False) -> None:
     g = p.add_argument_group("the bank and the owner (who pays for the coins)")
     g.add_argument("--bank", help="the bank's URL, https://HOST:PORT")
     g.add_argument("--pki", help="PKI directory holding owner/NAME.crt|.key and ca.crt (with --owner)")
     g.add_argument("--owner", help="the owner's name in the PKI (the CN of its certificate)")
     g.add_argument("--owner-cert", help="the owner's certificate (instead of --pki/--owner)")
     g.add_argument("--owner-key", help="the owner's private key")
-    g.add_argument("--ca", help="the project CA (also copied onto the device as ca.crt with --tls)")
+    also = " (also copied onto the device as ca.crt with --tls)" if device else ""
+    g.add_argument("--ca", help=f"the project CA, which the bank's certificate must come from{also}")
 
 
 def _where(p: argparse.ArgumentParser, what: str) -> None:
@@ -26,14 +27,15 @@ def _where(p: argparse.ArgumentParser, what: str) -> None:
     g.add_argument("--flash", type=Path, help=f"a simulated device's flash directory: {what} there")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, mpremote: bool = False) -> None:
     p.add_argument(
         "-c",
         "--config",
         type=Path,
         help="TOML file with a [provision] table of defaults (default $ECOIN_PROVISION_CONFIG, if set)",
     )
-    p.add_argument("--mpremote", help="the mpremote executable (default: the venv's)")
+    if mpremote:  # only the commands that talk to a board
+        p.add_argument("--mpremote", help="the mpremote executable (default: the venv's)")
 
 
 def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) -> argparse.ArgumentParser:
@@ -95,7 +97,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
     s.add_argument(
         "--new-claim", action="store_true", help="a new claim URI for a finished bundle (voids the old one)"
     )
-    _bank_flags(s)
+    _bank_flags(s, device=True)
     _common(s)
 
     s = sub.add_parser(
@@ -122,7 +124,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
         help="copy everything but the coin store onto the same device (update firmware or settings)",
     )
     s.add_argument("--out", help="where bundles are (default build/devices)")
-    _common(s)
+    _common(s, mpremote=True)
 
     s = sub.add_parser(
         "deploy-sim",
@@ -151,7 +153,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
     s.add_argument("--check", action="store_true", help="only ask the bank; refund nothing")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     _bank_flags(s)
-    _common(s)
+    _common(s, mpremote=True)
 
     s = sub.add_parser(
         "status",
@@ -162,7 +164,7 @@ def parser(boards: tuple[str, ...], commands: Mapping[str, Callable[..., int]]) 
     s.add_argument("device_id", metavar="DEVICE_ID", help="the device's id at the bank")
     _where(s, "read its coin store")
     s.add_argument("--json", action="store_true", help="print as JSON")
-    _common(s)
+    _common(s, mpremote=True)
     s = sub.add_parser(
         "policy",
         help="set, show or clear the owner's policies at the bank",

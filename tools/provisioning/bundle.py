@@ -214,8 +214,6 @@ def provision_device(
     brk = _as_broker(broker)
     if not 1 <= brk.port <= 65535:
         raise ProvisionError(f"broker port {brk.port}: must be 1 to 65535")
-    if brk.credentials is not None:
-        credentials_table(Path(brk.credentials))
     cfg = device_config(service, brk, config, board)
     bundle = Path(out_dir) / device_id
     meta = load_meta(bundle)
@@ -224,6 +222,7 @@ def provision_device(
         if reconfigure:
             _reconfigure(bundle, device_id, cfg, brk, ca_cert)
         return bundle
+    password = broker_password(device_id, brk)  # a bad credentials file stops us before any coin moves
     steps = Progress(f"provision {device_id}", 5, progress)
     fresh = meta is None
     if meta is None:
@@ -238,7 +237,6 @@ def provision_device(
         steps.step(f"registered; withdrawing {meta['coins']} coins")
         withdrawal = _withdraw(client, bundle, meta)
         steps.step("coins received; writing the flash layout")
-        password = broker_password(device_id, brk)
         _write_flash(bundle, meta, cfg, withdrawal, password, ca_cert, wifi_password, mpy)
         steps.step("flash layout written")
         meta.update(state="complete", completed=int(time.time()))
