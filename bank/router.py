@@ -171,6 +171,10 @@ def accounts(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, s
     return {"accounts": [_account(a) for a in ledger.accounts()]}
 
 
+def services(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    return {"services": ledger.services()}
+
+
 def balance(ledger: Ledger, who: Identity, body: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
     a = ledger.balance(who[0])
     return {"id": a.name, "balance": a.balance}
@@ -246,6 +250,7 @@ ROUTES: list[tuple[str, re.Pattern[str], tuple[str, ...], str, Handler]] = [
         ("POST", rf"/v1/accounts/(?P<id>{names.ID})/fund", ("admin",), "fund", fund),
         ("GET", r"/v1/accounts", ("admin", "auditor"), "accounts", accounts),
         ("GET", r"/v1/balance", ("owner", "analyst"), "balance", balance),
+        ("GET", r"/v1/services", ("owner", "admin", "auditor"), "services", services),
         ("POST", r"/v1/devices", ("owner",), "register_device", register_device),
         ("POST", rf"/v1/devices/(?P<id>{names.ID})/withdraw", ("owner",), "withdraw", withdraw),
         ("POST", r"/v1/claims", ("owner",), "claim", claim),

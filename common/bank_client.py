@@ -282,6 +282,10 @@ class BankClient:
     def balance(self) -> int:
         return int(self.call("GET", "/v1/balance")["balance"])
 
+    def services(self) -> list[str]:
+        """The services analysts offer at this bank: what a device can buy."""
+        return [str(s) for s in self.call("GET", "/v1/services")["services"]]
+
     def register_device(self, device_id: str, device_key: bytes) -> dict[str, Any]:
         return self.call("POST", "/v1/devices", {"device_id": device_id, "device_key": _b64(device_key)})
 

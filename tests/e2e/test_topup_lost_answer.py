@@ -8,6 +8,7 @@ from ecoin.testing.hostile import HostileDirector
 
 def test_a_lost_top_up_answer_is_repeated_not_paid_twice(mosquitto, bank, directed):
     owner = bank.client("owner", "olive")
+    bank.admin.create_account("alice", "analyst", ["average"])  # the service the device buys is sold
     config = {
         "low_coins": 10,
         "topup_count": 20,

@@ -34,6 +34,7 @@ def test_claim_uri_round_trip_and_refusals():
 @pytest.mark.slow
 def test_new_prints_a_sticker_and_owners_claim_transfer_and_decommission(bank_server, tmp_path, provision):
     admin = bank_server.admin
+    admin.create_account("alice", "analyst", ["average"])
     for owner in ("olive", "oscar"):
         admin.create_account(owner, "owner")
         admin.fund(owner, 100)

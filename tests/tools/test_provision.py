@@ -206,6 +206,21 @@ def test_new_withdraws_once_and_reruns_are_safe(bank_server, owner, tmp_path, pr
     assert not (tmp_path / "other" / "dev-1").exists() and balance(bank_server, "olive") == 0
 
 
+def test_a_service_no_analyst_offers_is_refused_before_any_coin_moves(
+    owner, bank_server, tmp_path, provision
+):
+    out = tmp_path / "devices"
+    with pytest.raises(ProvisionError, match=r"offers the service 'nosuch' \(offered: average\)"):
+        provision_device(owner, "dev-7", "nosuch", out_dir=out)
+    assert not (out / "dev-7").exists() and balance(bank_server, "olive") == 5000
+    bank = ("--bank", bank_server.url, "--pki", str(bank_server.pki), "--owner", "olive", "--out", str(out))
+    refused = provision("new", "dev-7", "--service", "nosuch", *bank, check=False)
+    assert (
+        refused.returncode == 1 and "offered: average" in refused.stderr and "Traceback" not in refused.stderr
+    )
+    assert balance(bank_server, "olive") == 5000
+
+
 def test_mpremote_flashes_the_bundle_onto_the_simulated_board(owner, tmp_path, provision):
     out = tmp_path / "devices"
     bundle = provision_device(owner, "dev-2", "average", out_dir=out, broker=Broker(port=1884))

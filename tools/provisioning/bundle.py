@@ -222,17 +222,18 @@ def provision_device(
         if reconfigure:
             _reconfigure(bundle, device_id, cfg, brk, ca_cert)
         return bundle
-    password = broker_password(device_id, brk)  # a bad credentials file stops us before any coin moves
-    steps = Progress(f"provision {device_id}", 5, progress)
-    fresh = meta is None
-    if meta is None:
-        meta = _start(bundle, device_id, service, board, coins)
-    elif renew:
-        meta = _renew(bundle, meta, service, board, coins, yes, confirm)
-    else:
-        _check_same(meta, service, board, coins)
-    steps.step("device key ready; registering at the bank")
     with bank_client(bank) as client:
+        _offered(client, service)
+        password = broker_password(device_id, brk)  # a bad credentials file stops us before any coin moves
+        steps = Progress(f"provision {device_id}", 5, progress)
+        fresh = meta is None
+        if meta is None:
+            meta = _start(bundle, device_id, service, board, coins)
+        elif renew:
+            meta = _renew(bundle, meta, service, board, coins, yes, confirm)
+        else:
+            _check_same(meta, service, board, coins)
+        steps.step("device key ready; registering at the bank")
         _register(client, bundle, meta, fresh)
         steps.step(f"registered; withdrawing {meta['coins']} coins")
         withdrawal = _withdraw(client, bundle, meta)
@@ -247,6 +248,14 @@ def provision_device(
             balance = "?"
     steps.finish(f"{bundle} ({meta['coins']} coins; owner balance now {balance})")
     return bundle
+
+
+def _offered(client: BankClient, service: str) -> None:
+    """Coins for a service nobody sells would sit on the device unspent: refused first."""
+    offered = client.services()
+    if service not in offered:
+        sold = ", ".join(offered) or "none yet"
+        raise ProvisionError(f"no analyst at the bank offers the service {service!r} (offered: {sold})")
 
 
 def _start(bundle: Path, device_id: str, service: str, board: str, coins: int) -> dict[str, Any]:
