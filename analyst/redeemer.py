@@ -17,6 +17,13 @@ The redeemer survives every bank failure, and every operation it took is answere
   retrying: the batch fails at once as ``bank_error:<code>``;
 - a bug (anything else) fails the batch as ``bank_error:internal`` and the thread goes on.
 
+A call whose answer was lost may still have been paid (the bank died after the spend's
+commit). When such a header's deadline passes, its operation fails as above, and the
+header is kept (``recover_s``, under the gateway's grace for late answers); once the bank
+answers again, a redeemer asks for it once more with ``repeat``, which spends nothing: if
+it had been paid, the keys come back and ``late_done`` gets them, so the service can still
+send the RESULT, which the gateway relays late and the device settles its doubt with.
+
 Nothing is ever treated as spent unless the bank answered ``ok`` for it: a refusal, an
 error or an outage leaves the coin unspent and the device's claim can refund it. From the
 first failed call to the next call that works, ``healthy()`` is False; while it is, an
@@ -27,10 +34,12 @@ redeemer thread that died anyway. The log never carries a coin, a key or a heade
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -69,6 +78,10 @@ class Outcome:
 
 
 Done = Callable[[Outcome], None]
+# How long a header whose answer was lost is asked for again: within the gateway's grace for
+# late RESULTs (gateway/router.py LATE_GRACE_S, 120 s after the deadline), which it must reach.
+RECOVER_S = 100.0
+UNSURE_MAX = 1024  # each holds its OPERATION frame (at most wire.FRAME_MAX bytes)
 
 
 @dataclass
@@ -78,6 +91,8 @@ class _Pending:
     deadline: float
     answered: bool = field(default=False)
     late: str = "bank_unreachable"  # the reason when the deadline passes
+    late_done: Done | None = None  # the keys of a payment whose answer was lost, found later
+    unsure: bool = False  # a call carrying it failed without an answer: it may have been paid
 
     def answer(self, outcome: Outcome) -> None:
         """Calls ``done`` once, whatever happens around it (a crash of the caller's code
@@ -85,10 +100,14 @@ class _Pending:
         if self.answered:
             return
         self.answered = True
-        try:
-            self.done(outcome)
-        except Exception:
-            log.exception("redemption_callback_failed")
+        _call(self.done, outcome)
+
+
+def _call(done: Done, outcome: Outcome) -> None:
+    try:
+        done(outcome)
+    except Exception:
+        log.exception("redemption_callback_failed")
 
 
 def retryable(exc: BankError) -> bool:
@@ -120,6 +139,7 @@ class Redeemer:
         wait_max_s: float = 30.0,
         backoff_max_s: float = 2.0,
         backoff_min_s: float = 0.05,
+        recover_s: float = RECOVER_S,
         *,
         metrics: Metrics | None = None,  # the analyst's; a unit test's redeemer gets its own
     ) -> None:
@@ -134,6 +154,7 @@ class Redeemer:
         self.wait_max_s = wait_max_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
+        self.recover_s = recover_s
         self.restarts = 0
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._threads: list[threading.Thread | None] = [None] * len(self.banks)
@@ -142,6 +163,7 @@ class Redeemer:
         self._probe = Backoff(backoff_min_s, backoff_max_s)
         self._next_probe = 0.0
         self._lock = threading.Lock()
+        self._unsure: deque[tuple[_Pending, float]] = deque()  # (header, until when it is asked for)
 
     def start(self) -> Redeemer:
         for i in range(len(self.banks)):
@@ -172,18 +194,22 @@ class Redeemer:
         alive = all(t is not None and t.is_alive() for t in self._threads)
         return alive and self._failing_since is None and not self._stop.is_set()
 
-    def submit(self, item: RedeemItem, done: Done, deadline: float | None = None) -> None:
+    def submit(
+        self, item: RedeemItem, done: Done, deadline: float | None = None, late_done: Done | None = None
+    ) -> None:
         """Queues one header; ``done(outcome)`` is called once, from a redeemer thread.
         ``deadline`` (monotonic) is when its device stops waiting: never redeemed after it,
-        so a coin whose device gave up stays unspent and refundable (``deadline_passed``)."""
+        so a coin whose device gave up stays unspent and refundable (``deadline_passed``).
+        ``late_done(outcome)``, if given, is called at most once after a failed ``done``:
+        with the keys of a payment whose answer had been lost."""
         if self._stop.is_set():
             done(Outcome(None, "shutdown"))
             return
         limit = time.monotonic() + self.wait_max_s
         if deadline is not None and deadline < limit:
-            self._queue.put(_Pending(item, done, deadline, late="deadline_passed"))
+            self._queue.put(_Pending(item, done, deadline, late="deadline_passed", late_done=late_done))
         else:
-            self._queue.put(_Pending(item, done, limit))
+            self._queue.put(_Pending(item, done, limit, late_done=late_done))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stops taking work; headers still queued end as ``shutdown`` (not redeemed)."""
@@ -215,6 +241,8 @@ class Redeemer:
                     self._redeem(bank, batch)
                 elif self._failing_since is not None:
                     self._probe_bank(bank)
+                batch = []
+                self._ask_again(bank)
             except Exception:  # a bug of ours: answer what we hold, then go on
                 log.exception("redeemer_error", extra={"items": len(batch)})
                 self._finish(batch, Outcome(None, "bank_error:internal"))
@@ -272,6 +300,9 @@ class Redeemer:
                 results = bank.redeem([p.item for p in batch])
             except BankError as exc:
                 self._failed(exc, len(batch))
+                if not isinstance(exc, Unauthenticated):  # sent, perhaps paid: the answer is unknown
+                    for p in batch:
+                        p.unsure = True
                 if not retryable(exc):  # forbidden, not_found, malformed...: retrying will not help
                     self._finish(batch, Outcome(None, f"bank_error:{exc.code}"))
                     return
@@ -317,7 +348,45 @@ class Redeemer:
             log.warning("bank_wait_expired", extra={"operations": len(late), "wait_max_s": self.wait_max_s})
             for p in late:
                 p.answer(Outcome(None, p.late))
+                if p.unsure and p.late_done is not None:
+                    self._keep(p, now)
         return [p for p in batch if now < p.deadline]
+
+    # Payments whose answer was lost.
+
+    def _keep(self, p: _Pending, now: float) -> None:
+        with self._lock:
+            self._unsure.append((p, now + self.recover_s))
+            while len(self._unsure) > UNSURE_MAX:  # an outage of many: the oldest first go
+                self._unsure.popleft()
+
+    def _ask_again(self, bank: Bank) -> None:
+        """Asks the bank, spending nothing, for the keys of the kept headers: the bank is
+        answering again, so some of them may turn out paid."""
+        while todo := self._take_unsure():
+            try:
+                results = bank.redeem([dataclasses.replace(p.item, repeat=True) for p, _ in todo])
+            except BankError as exc:
+                self._failed(exc, len(todo))
+                with self._lock:
+                    self._unsure.extendleft(reversed(todo))
+                return
+            paid = 0
+            for (p, _), r in zip(todo, results, strict=False):
+                self.metrics.redemptions.labels("repeat_ok" if r.ok else f"repeat_{r.code}").inc()
+                if r.ok and p.late_done is not None:
+                    paid += 1
+                    _call(p.late_done, Outcome((r.k_enc, r.k_mac, r.iv), coins=r.coins))
+            log.info("lost_answers_asked", extra={"items": len(todo), "paid": paid})
+
+    def _take_unsure(self) -> list[tuple[_Pending, float]]:
+        with self._lock:
+            if self._failing_since is not None or self._stop.is_set() or not self._unsure:
+                return []
+            now = time.monotonic()
+            live = [(p, until) for p, until in self._unsure if until > now]
+            todo, self._unsure = live[: self.batch_max], deque(live[self.batch_max :])
+            return todo
 
     def _recovered(self) -> None:
         with self._lock:

@@ -217,7 +217,12 @@ class Analyst:
         else:  # the bank refuses it too past the deadline: a call stuck on the way pays nothing
             item = RedeemItem(kid, header, op.op_id, service, digest, tag, time.time() + left, price)
             deadline = time.monotonic() + left
-        self.redeemer.submit(item, lambda outcome: self._redeemed(op, outcome), deadline)
+        self.redeemer.submit(
+            item,
+            lambda outcome: self._redeemed(op, outcome),
+            deadline,
+            lambda keys: self._paid_late(op, keys),
+        )
         return None
 
     def _duplicate(self, op: _Op) -> bool:
@@ -278,34 +283,66 @@ class Analyst:
     def _analyse(self, op: _Op, outcome: Outcome) -> None:
         if outcome.keys is None:
             return self._fail(op, outcome.reason, "")
+        frame, reason, detail = self._result(op, outcome)
+        if frame is None:
+            return self._fail(op, reason, detail)
+        self._send(op, frame, "ok")
+        return None
+
+    def _result(self, op: _Op, outcome: Outcome) -> tuple[bytes | None, str, str]:
+        """The sealed RESULT under the outcome's keys, or (None, reason, detail) why none."""
+        assert outcome.keys is not None
         k_enc, k_mac, iv = outcome.keys
         service = op.link.service
         started = time.monotonic()
         try:
             plain = session.open_operation(crypto, op.frame, k_enc, k_mac, iv)
         except session.InvalidTag:
-            return self._fail(op, "bad_tag", "tag or padding check failed")
+            return None, "bad_tag", "tag or padding check failed"
         opened = time.monotonic()
         if len(plain) > self.settings.limits.max_input_bytes:
-            return self._fail(op, "input_too_large", f"{len(plain)} bytes")
+            return None, "input_too_large", f"{len(plain)} bytes"
         try:
             result = self.pool.run(service, plain)
         except InvalidReadings as exc:
-            return self._fail(op, "invalid_readings", str(exc))
+            return None, "invalid_readings", str(exc)
         except AnalysisTimeout as exc:
             self.metrics.workers_replaced.inc()
-            return self._fail(op, "analysis_timeout", str(exc))
+            return None, "analysis_timeout", str(exc)
         except AnalysisFailed as exc:
-            return self._fail(op, "analysis_failed", str(exc))
+            return None, "analysis_failed", str(exc)
         try:
             result = with_paid(result, outcome.coins)
         except InvalidResult as exc:
-            return self._fail(op, "analysis_failed", str(exc))
+            return None, "analysis_failed", str(exc)
         analysed = time.monotonic()
         frame = session.seal_result(crypto, op.op_id, k_enc, k_mac, result)
         self.metrics.crypto_seconds.observe((opened - started) + (time.monotonic() - analysed))
-        self._send(op, frame, "ok")
-        return None
+        return bytes(frame), "ok", ""
+
+    # Later: a payment whose answer the bank lost turned out made (redeemer.py).
+
+    def _paid_late(self, op: _Op, outcome: Outcome) -> None:
+        """The operation was answered FAILED, yet its coin was paid: its RESULT still goes to
+        the reply topic, where the gateway relays it late and the device settles its doubt."""
+        try:
+            self.executor.submit(self._send_late, op, outcome)
+        except RuntimeError:  # stopping: the device's claim shows the coin as redeemed
+            log.warning("late_result_dropped", extra={"service": op.link.service, "op": op.short})
+
+    def _send_late(self, op: _Op, outcome: Outcome) -> None:
+        try:
+            frame, reason, detail = self._result(op, outcome)
+        except Exception as exc:  # a bug of ours: nothing more to answer
+            log.exception("late_result_crashed", extra={"op": op.short, "error": type(exc).__name__})
+            return
+        fields = {"service": op.link.service, "op": op.short}
+        if frame is None or op.reply_to is None:
+            log.warning("late_result_failed", extra={**fields, "reason": reason, "detail": detail[:300]})
+            return
+        log.info("late_result", extra=fields)
+        self.metrics.operations.labels(op.link.service, "late").inc()
+        op.link.reply(op.reply_to, op.correlation, frame, lambda ok: None)
 
     def _fail(self, op: _Op, reason: str, detail: str) -> None:
         log.warning(

@@ -50,6 +50,7 @@ class Item(NamedTuple):
     tag: bytes  # the OPERATION's tag: HMAC(k_mac, OPERATION_LABEL | digest)
     not_after: float | None = None  # unix seconds after which the analyst's device gave up
     price: int = 1  # the analyst's price for the service: the header must hold this many coins
+    repeat: bool = False  # only ask: the keys if this analyst already paid for it; spends nothing
 
 
 class Opened(NamedTuple):

@@ -269,10 +269,13 @@ class Ledger:
         opened = self.opener.open(items)
         results: list[dict[str, Any] | None] = [None] * len(items)
         todo: list[tuple[int, Opened]] = []
+        repeats: list[tuple[int, Opened]] = []
         now = self.clock()  # after the opening, which is where a busy bank makes items wait
         for i, o in enumerate(opened):
             if isinstance(o, Refused):
                 results[i] = _refused(o.code, o.message)
+            elif items[i].repeat:  # spends nothing, so neither its deadline nor a policy applies
+                repeats.append((i, o._replace(hashes=o.hashes[: items[i].price])))
             elif o.not_after is not None and now > o.not_after:
                 results[i] = _refused("deadline_passed", "the analyst's device no longer waits: not spent")
             elif o.service not in account.services:
@@ -286,6 +289,10 @@ class Ledger:
                 todo.append((i, o._replace(hashes=o.hashes[: items[i].price])))
         if todo:
             for i, result in self.store.run(lambda tx: self._spend(tx, account, todo)).items():
+                results[i] = result
+        if repeats:
+            again = self.store.run(lambda tx: spending.repeats(tx, account, repeats), write=False)
+            for i, result in again.items():
                 results[i] = result
         return [r for r in results if r is not None]
 

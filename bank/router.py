@@ -119,9 +119,12 @@ def _item(raw: Any, i: int) -> Item:
         not_after = _not_after(raw.get("not_after"))
         # The analyst states its price; the header must hold that many coins (BANK_API.md).
         price = _int(raw, "price", 1, wire.HEADER_COINS_MAX) if "price" in raw else 1
+        repeat = raw.get("repeat", False)
+        if not isinstance(repeat, bool):
+            raise errors.Malformed("repeat must be true or false")
     except errors.Malformed as exc:
         raise errors.Malformed(f"items[{i}]: {exc.message}") from exc
-    return Item(kid, header, op_id, service, digest, tag, not_after, price)
+    return Item(kid, header, op_id, service, digest, tag, not_after, price, repeat)
 
 
 def _not_after(v: Any) -> float | None:

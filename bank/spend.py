@@ -65,6 +65,28 @@ def spend(
     return out
 
 
+def repeats(tx: Tx, analyst: Account, todo: Todo) -> dict[int, dict[str, Any]]:
+    """Items that only ask (``repeat``): the keys again if this analyst paid for this very
+    operation with every coin of the header, else a refusal; nothing is spent either way.
+    An analyst whose redemption's answer was lost asks this once the bank is back, past the
+    deadline after which it would no longer spend (docs/BANK_API.md)."""
+    prior = tx.spends(list(dict.fromkeys(h for _, o in todo for h in o.hashes)))
+    out: dict[int, dict[str, Any]] = {}
+    for i, o in todo:
+        paid = [
+            h in prior
+            and (prior[h].analyst, prior[h].op_id, prior[h].digest) == (analyst.name, o.op_id, o.digest)
+            for h in o.hashes
+        ]
+        if all(paid):
+            out[i] = ok(o)
+        elif any(h in prior for h in o.hashes):
+            out[i] = refused("already_spent", "the coin was spent for another operation")
+        else:
+            out[i] = refused("not_spent", "nothing was spent for this operation")
+    return out
+
+
 def _mark(
     analyst: Account,
     o: Opened,

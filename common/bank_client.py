@@ -66,6 +66,7 @@ class RedeemItem:
     tag: bytes  # 32 bytes: the frame's tag
     not_after: float | None = None  # unix seconds: past it the bank refuses, spending nothing
     price: int = 1  # the analyst's price for the service: the bank refuses a header with fewer coins
+    repeat: bool = False  # only ask for the keys of a payment already made: the bank spends nothing
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class BankClient:
                     "tag": i.tag.hex(),
                     **({} if i.not_after is None else {"not_after": round(i.not_after, 3)}),
                     "price": i.price,
+                    **({"repeat": True} if i.repeat else {}),
                 }
                 for i in items
             ]

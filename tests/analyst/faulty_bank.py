@@ -3,11 +3,12 @@ from the project PKI (mutual TLS, so the analyst's client accepts it), which eit
 each call to the real bank or fails it in one chosen way.
 
     faulty = FaultyBank(pki, real_bank_url, ("analyst", "alice")).start()
-    faulty.mode = "handshake"   # relay, handshake, 404, 500, 502
+    faulty.mode = "handshake"   # relay, lost, handshake, 404, 500, 502
 
 ``handshake`` shows a certificate of another CA, so the client's handshake fails (what an
 on-path attacker can cause); the HTTP modes answer every request with that status (502 as
-a proxy's HTML page). Changing the mode drops the kept-alive connections.
+a proxy's HTML page). ``lost`` relays the call and drops its answer: a bank killed after
+its commit. Changing the mode drops the kept-alive connections.
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.count(f"{mode} {self.path}")
         if mode == "relay":
             status, ctype, data = self.server.relay(method, self.path, body)
+        elif mode == "lost":  # the bank did the work; its answer never comes back
+            self.server.relay(method, self.path, body)
+            self.close_connection = True
+            return
         elif mode in ANSWERS:
             status, ctype, content = ANSWERS[mode]
             data = content.encode() if isinstance(content, str) else json.dumps(content).encode()

@@ -62,6 +62,46 @@ def test_every_bank_failure_is_answered_and_the_analyst_goes_on(
     assert states == ["redeemed", "outstanding", "outstanding", "outstanding", "outstanding", "redeemed"]
 
 
+def test_a_payment_whose_answer_was_lost_still_sends_its_result(
+    tmp_path, pki, broker, gw, bank_server, faulty
+) -> None:  # type: ignore[no-untyped-def]
+    """The bank spends and its answer is lost (killed after the commit), and it is back only
+    after the operation's deadline: the operation is answered FAILED in time, then, once the
+    bank answers, asked for again with ``repeat`` (spending nothing) and its RESULT sent
+    after all, for the gateway to relay late. An operation that was never paid gets no
+    second answer and its coin stays outstanding."""
+    coins = withdraw(bank_server, 2, ANALYSTS)
+    ops = seal(coins, "average")
+    with analyst(
+        tmp_path, pki, broker.port, faulty, ["average"], bank={"url": faulty.url, "wait_max_s": 2.0}
+    ) as a:
+        faulty.mode = "lost"
+        gw.send("average", ops[0].frame, b"0")
+        assert gw.wait(1)
+        faulty.mode = "500"  # not paid: the bank is failing before it spends
+        gw.send("average", ops[1].frame, b"1")
+        assert gw.wait(2)
+        faulty.mode = "relay"
+        assert gw.wait_arrivals(3), "no late RESULT"
+        wait_until(a.healthy, 20, "healthy again")
+        events = a.events()
+        metrics = a.metrics()
+    assert [wire.decode_error(f)[1] for f in (gw.replies[b"0"][0], gw.replies[b"1"][0])] == [
+        wire.E_FAILED
+    ] * 2
+    late = gw.replies[b"0"][1:]
+    assert len(late) == 1 and ops[0].open(late[0])["result"] == 21.625
+    assert len(gw.replies[b"1"]) == 1  # never paid: FAILED was the whole truth
+    assert {"late_result", "lost_answers_asked"} <= {e["event"] for e in events}
+    assert metrics.get('ecoin_analyst_redemptions_total{result="repeat_ok"}') == 1
+    assert metrics.get('ecoin_analyst_redemptions_total{result="repeat_not_spent"}') == 1
+    with bank_server.client("owner", "olive") as olive:
+        assert [r["state"] for r in olive.claim("dev-a", coins.coins, refund=False)] == [
+            "redeemed",
+            "outstanding",
+        ]
+
+
 def test_healthz_is_unhealthy_while_the_bank_is_unreachable(tmp_path, pki, broker, gw, bank_server) -> None:  # type: ignore[no-untyped-def]
     ops = seal(withdraw(bank_server, 2, ANALYSTS), "average")
     with analyst(tmp_path, pki, broker.port, bank_server, ["average"], bank={"wait_max_s": 1.0}) as a:

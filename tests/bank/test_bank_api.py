@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,45 @@ def test_a_redemption_is_waited_for_until_its_not_after(bank):
             resume.join()
             os.kill(bank.proc.pid, signal.SIGCONT)
     assert result.ok
+
+
+def test_a_repeat_answers_a_payment_already_made_and_spends_nothing(bank):
+    """``repeat`` (an analyst whose answer was lost, asking once the bank is back past the
+    deadline): the keys again for an operation this analyst paid for; ``not_spent`` for one
+    nobody paid for, whose coin stays spendable; ``already_spent`` for a coin paid for
+    another operation; never a spend."""
+    with bank.client("owner", "olive") as olive, bank.client("analyst", "alice") as alice:
+        w = olive.withdraw("dev1", 2, request_id="repeat")
+        paid, unpaid = items_for(w, w.coins)
+        past = time.time() - 60  # a repeat is past its deadline by nature
+        [first] = alice.redeem([paid])
+        again, nothing = alice.redeem(
+            [replace(paid, not_after=past, repeat=True), replace(unpaid, not_after=past, repeat=True)]
+        )
+        assert (
+            first.ok
+            and again.ok
+            and (again.k_enc, again.k_mac, again.iv) == (first.k_enc, first.k_mac, first.iv)
+        )
+        assert (nothing.ok, nothing.code) == (False, "not_spent")
+        balance = alice.balance()
+        other = RedeemItem(*operation_item(w.public_key, w.kid, w.coins[0], "average"), repeat=True)
+        [stolen] = alice.redeem([other])  # the paid coin in another operation's header
+        assert (stolen.ok, stolen.code) == (False, "already_spent")
+        [later] = alice.redeem([unpaid])  # the repeat left it outstanding
+        assert later.ok and alice.balance() == balance + 1
+    status, answer = raw_call(
+        bank, "POST", "/v1/redeem", json.dumps({"items": [{**_wire_item(unpaid), "repeat": 1}]}).encode()
+    )
+    assert (status, answer["error"]["code"]) == (400, "malformed") and "repeat" in answer["error"]["message"]
+
+
+def _wire_item(i: RedeemItem) -> dict[str, object]:
+    return {
+        "kid": i.kid.hex(),
+        "header": base64.b64encode(i.header).decode(),
+        "op_id": i.op_id.hex(),
+        "service": i.service,
+        "digest": i.digest.hex(),
+        "tag": i.tag.hex(),
+    }
