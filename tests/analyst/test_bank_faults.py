@@ -10,9 +10,9 @@ import pytest
 
 from ecoin.protocol import wire
 from ecoin.testing.analyst import seal, withdraw
+from ecoin.testing.faulty_bank import FaultyBank
 from ecoin.testing.servers import wait_until
 
-from .faulty_bank import FaultyBank
 from .helpers import ANALYSTS, analyst, errors, results
 
 

@@ -1,6 +1,7 @@
-"""A faulty bank for the analyst's tests: a real HTTPS server with the bank's certificate
-from the project PKI (mutual TLS, so the analyst's client accepts it), which either relays
-each call to the real bank or fails it in one chosen way.
+"""A faulty bank in front of the real one, for the tests of an analyst and of the system
+around it: a real HTTPS server with the bank's certificate from the project PKI (mutual
+TLS, so the analyst's client accepts it), which either relays each call to the real bank
+or fails it in one chosen way.
 
     faulty = FaultyBank(pki, real_bank_url, ("analyst", "alice")).start()
     faulty.mode = "handshake"   # relay, lost, handshake, 404, 500, 502
@@ -95,7 +96,7 @@ class FaultyBank:
         with self._lock:
             self._conns.add(conn)
         try:
-            _Handler(conn, addr, self)
+            _Handler(conn, addr, self)  # type: ignore[arg-type]  # http.server wants a server: we are it
         except OSError:
             pass
         finally:
