@@ -110,6 +110,13 @@ def _call(done: Done, outcome: Outcome) -> None:
         log.exception("redemption_callback_failed")
 
 
+def _repeat(item: RedeemItem) -> RedeemItem:
+    """The item asked again: ``repeat``, and a ``not_after`` in the past in any case, so that
+    a bank too old to know ``repeat`` refuses it (``deadline_passed``) rather than spend."""
+    not_after = item.not_after if item.not_after is not None else time.time() - 1
+    return dataclasses.replace(item, repeat=True, not_after=not_after)
+
+
 def retryable(exc: BankError) -> bool:
     """True for failures that may pass: the transport, a refused handshake, any 5xx."""
     return isinstance(exc, (Unavailable, Unauthenticated)) or exc.status >= 500
@@ -300,9 +307,8 @@ class Redeemer:
                 results = bank.redeem([p.item for p in batch])
             except BankError as exc:
                 self._failed(exc, len(batch))
-                if not isinstance(exc, Unauthenticated):  # sent, perhaps paid: the answer is unknown
-                    for p in batch:
-                        p.unsure = True
+                for p in batch:  # perhaps sent and paid (a refused handshake may follow a lost answer)
+                    p.unsure = True
                 if not retryable(exc):  # forbidden, not_found, malformed...: retrying will not help
                     self._finish(batch, Outcome(None, f"bank_error:{exc.code}"))
                     return
@@ -349,32 +355,45 @@ class Redeemer:
             for p in late:
                 p.answer(Outcome(None, p.late))
                 if p.unsure and p.late_done is not None:
-                    self._keep(p, now)
+                    self._keep(p)
         return [p for p in batch if now < p.deadline]
 
     # Payments whose answer was lost.
 
-    def _keep(self, p: _Pending, now: float) -> None:
+    def _keep(self, p: _Pending) -> None:
+        """Kept until ``recover_s`` past its deadline (the gateway's grace counts from there)."""
         with self._lock:
-            self._unsure.append((p, now + self.recover_s))
-            while len(self._unsure) > UNSURE_MAX:  # an outage of many: the oldest first go
+            self._unsure.append((p, p.deadline + self.recover_s))
+            if len(self._unsure) > UNSURE_MAX:  # an outage of many: the oldest go first
                 self._unsure.popleft()
+                self._dropped(1, "cap")
 
     def _ask_again(self, bank: Bank) -> None:
         """Asks the bank, spending nothing, for the keys of the kept headers: the bank is
         answering again, so some of them may turn out paid."""
         while todo := self._take_unsure():
             try:
-                results = bank.redeem([dataclasses.replace(p.item, repeat=True) for p, _ in todo])
+                results = bank.redeem([_repeat(p.item) for p, _ in todo])
             except BankError as exc:
                 self._failed(exc, len(todo))
+                if not retryable(exc):  # the same call would be refused again
+                    self._dropped(len(todo), f"bank_error:{exc.code}")
+                    return
                 with self._lock:
                     self._unsure.extendleft(reversed(todo))
                 return
+            except Exception:  # a bug of ours: they are dropped, and said so
+                log.exception("redeemer_error", extra={"items": len(todo)})
+                self._dropped(len(todo), "internal")
+                return
+            if len(results) != len(todo):
+                self._dropped(len(todo), "bank_error:mismatch")
+                return
             paid = 0
-            for (p, _), r in zip(todo, results, strict=False):
+            now = time.monotonic()
+            for (p, until), r in zip(todo, results, strict=True):
                 self.metrics.redemptions.labels("repeat_ok" if r.ok else f"repeat_{r.code}").inc()
-                if r.ok and p.late_done is not None:
+                if r.ok and p.late_done is not None and now < until:
                     paid += 1
                     _call(p.late_done, Outcome((r.k_enc, r.k_mac, r.iv), coins=r.coins))
             log.info("lost_answers_asked", extra={"items": len(todo), "paid": paid})
@@ -385,8 +404,15 @@ class Redeemer:
                 return []
             now = time.monotonic()
             live = [(p, until) for p, until in self._unsure if until > now]
+            if len(live) < len(self._unsure):
+                self._dropped(len(self._unsure) - len(live), "window")
             todo, self._unsure = live[: self.batch_max], deque(live[self.batch_max :])
             return todo
+
+    def _dropped(self, items: int, why: str) -> None:
+        """Kept headers never asked again: each may be a coin paid without a result."""
+        self.metrics.redemptions.labels("repeat_dropped").inc(items)
+        log.warning("lost_answers_dropped", extra={"items": items, "why": why})
 
     def _recovered(self) -> None:
         with self._lock:

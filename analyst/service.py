@@ -331,18 +331,23 @@ class Analyst:
             log.warning("late_result_dropped", extra={"service": op.link.service, "op": op.short})
 
     def _send_late(self, op: _Op, outcome: Outcome) -> None:
+        fields = {"service": op.link.service, "op": op.short}
         try:
             frame, reason, detail = self._result(op, outcome)
+            if frame is None or op.reply_to is None:
+                log.warning("late_result_failed", extra={**fields, "reason": reason, "detail": detail[:300]})
+                return
+            op.link.reply(op.reply_to, op.correlation, frame, lambda ok: self._sent_late(op, ok))
         except Exception as exc:  # a bug of ours: nothing more to answer
-            log.exception("late_result_crashed", extra={"op": op.short, "error": type(exc).__name__})
-            return
+            log.exception("late_result_crashed", extra={**fields, "error": type(exc).__name__})
+
+    def _sent_late(self, op: _Op, ok: bool) -> None:
         fields = {"service": op.link.service, "op": op.short}
-        if frame is None or op.reply_to is None:
-            log.warning("late_result_failed", extra={**fields, "reason": reason, "detail": detail[:300]})
+        if not ok:
+            log.error("reply_refused", extra=fields)
             return
         log.info("late_result", extra=fields)
         self.metrics.operations.labels(op.link.service, "late").inc()
-        op.link.reply(op.reply_to, op.correlation, frame, lambda ok: None)
 
     def _fail(self, op: _Op, reason: str, detail: str) -> None:
         log.warning(

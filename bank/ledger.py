@@ -274,10 +274,10 @@ class Ledger:
         for i, o in enumerate(opened):
             if isinstance(o, Refused):
                 results[i] = _refused(o.code, o.message)
-            elif items[i].repeat:  # spends nothing, so neither its deadline nor a policy applies
+            elif items[i].repeat or (o.not_after is not None and now > o.not_after):
+                # Spends nothing, so neither a deadline nor a policy applies; past its deadline
+                # an item is still answered its keys if it had been paid (a retry, late).
                 repeats.append((i, o._replace(hashes=o.hashes[: items[i].price])))
-            elif o.not_after is not None and now > o.not_after:
-                results[i] = _refused("deadline_passed", "the analyst's device no longer waits: not spent")
             elif o.service not in account.services:
                 results[i] = _refused("not_authorised", f"{analyst} does not offer {o.service}")
             elif len(o.hashes) < items[i].price:  # the device agreed to less: nothing is spent
@@ -293,6 +293,8 @@ class Ledger:
         if repeats:
             again = self.store.run(lambda tx: spending.repeats(tx, account, repeats), write=False)
             for i, result in again.items():
+                if result["status"] != "ok" and not items[i].repeat:
+                    result = _refused("deadline_passed", "the analyst's device no longer waits: not spent")
                 results[i] = result
         return [r for r in results if r is not None]
 

@@ -81,7 +81,7 @@ def repeats(tx: Tx, analyst: Account, todo: Todo) -> dict[int, dict[str, Any]]:
         if all(paid):
             out[i] = ok(o)
         elif any(h in prior for h in o.hashes):
-            out[i] = refused("already_spent", "the coin was spent for another operation")
+            out[i] = refused("already_spent", "a coin of the header was not spent for this operation")
         else:
             out[i] = refused("not_spent", "nothing was spent for this operation")
     return out

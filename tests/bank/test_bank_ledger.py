@@ -77,14 +77,21 @@ def test_a_modified_operation_spends_nothing_and_is_refunded(ledger, make_item):
 
 def test_an_item_past_its_not_after_spends_nothing_and_is_refunded(ledger, make_item):
     """A call that reached the bank after the analyst's device gave up (a stalled bank, a
-    slow path) pays nothing; one still in time is paid as usual."""
+    slow path) pays nothing; one still in time is paid as usual, and its retry past the
+    deadline answers its keys again."""
     late, timely = ledger.withdraw("olive", "dev1", 2, "w1").coins
     now = ledger.clock()
     items = [
         make_item(late)._replace(not_after=now - 0.5),
         make_item(timely)._replace(not_after=now + 60),
     ]
-    assert [r.get("code") for r in ledger.redeem("alice", items)] == ["deadline_passed", None]
+    first = ledger.redeem("alice", items)
+    assert [r.get("code") for r in first] == ["deadline_passed", None]
+    assert ledger.balance("alice").balance == 1
+    # A retry of both past their deadline (the first answer lost, the bank slow to restart):
+    # the paid one gets its keys again, the other still nothing.
+    retry = ledger.redeem("alice", [i._replace(not_after=now - 0.5) for i in items])
+    assert [r.get("code") for r in retry] == ["deadline_passed", None] and retry[1] == first[1]
     assert ledger.balance("alice").balance == 1
     [claimed] = ledger.claim("olive", "dev1", [late])
     assert claimed["state"] == "refunded"

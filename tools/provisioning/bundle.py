@@ -214,6 +214,8 @@ def provision_device(
     brk = _as_broker(broker)
     if not 1 <= brk.port <= 65535:
         raise ProvisionError(f"broker port {brk.port}: must be 1 to 65535")
+    if brk.credentials is not None:  # read again when used: the file may change meanwhile
+        credentials_table(Path(brk.credentials))
     cfg = device_config(service, brk, config, board)
     bundle = Path(out_dir) / device_id
     meta = load_meta(bundle)
@@ -224,7 +226,6 @@ def provision_device(
         return bundle
     with bank_client(bank) as client:
         _offered(client, service)
-        password = broker_password(device_id, brk)  # a bad credentials file stops us before any coin moves
         steps = Progress(f"provision {device_id}", 5, progress)
         fresh = meta is None
         if meta is None:
@@ -238,6 +239,7 @@ def provision_device(
         steps.step(f"registered; withdrawing {meta['coins']} coins")
         withdrawal = _withdraw(client, bundle, meta)
         steps.step("coins received; writing the flash layout")
+        password = broker_password(device_id, brk)  # added to the file only for a device that has coins
         _write_flash(bundle, meta, cfg, withdrawal, password, ca_cert, wifi_password, mpy)
         steps.step("flash layout written")
         meta.update(state="complete", completed=int(time.time()))
@@ -292,10 +294,11 @@ def _reconfigure(
     bundle: Path, device_id: str, cfg: dict[str, Any], brk: Broker, ca_cert: str | Path | None
 ) -> None:
     """Settings only: coins and keys are never touched, so this is always safe."""
+    password = broker_password(device_id, brk) if brk.password or brk.credentials else None
     text = json.dumps({**cfg, "device_id": device_id}, indent=1) + "\n"
     write_file(bundle / "config.json", text.encode())
-    if brk.password or brk.credentials:
-        write_file(bundle / "broker.pass", broker_password(device_id, brk).encode(), 0o600)
+    if password is not None:
+        write_file(bundle / "broker.pass", password.encode(), 0o600)
     if ca_cert:
         write_file(bundle / "ca.crt", Path(ca_cert).read_bytes())
 
