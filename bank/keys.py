@@ -14,6 +14,7 @@ its hash and the session keys only.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -72,6 +73,13 @@ class Refused:
     message: str
 
 
+@functools.lru_cache(maxsize=256)
+def _service_tag(service: str) -> bytes:
+    """An analyst names the same few services in every item: their tags are hashed once
+    (bounded, so a caller naming a new service each time only costs itself the hash)."""
+    return session.service_tag(crypto, service)
+
+
 class CoinKeys:
     def __init__(self, keys: dict[bytes, rsa.RSAPrivateKey], current: bytes) -> None:
         if current not in keys:
@@ -105,7 +113,7 @@ class CoinKeys:
         if not crypto.equal(op_id, item.op_id):
             return Refused("malformed", "the header's op_id does not match the item's")
         try:
-            want = session.service_tag(crypto, item.service)
+            want = _service_tag(item.service)
         except (TypeError, ValueError) as exc:
             return Refused("malformed", f"bad service name: {exc}")
         if not crypto.equal(tag, want):
