@@ -91,3 +91,32 @@ def test_device_builds_an_operation_from_mpy_within_a_64k_heap(tmp_path):
     )
     out = run_mp(str(script), heap="64K", path=tmp_path)
     assert out.split() == [str(18 + 8 + 1 + 7 + 2 + 256 + 2 + 1040 + 32), "average"]
+
+
+@pytest.mark.slow
+def test_vectors_of_the_device_side_verify_on_the_devices_trimmed_copy(tmp_path):
+    """The modules as deployed (service side blanked, .mpy) pass every vector that uses only
+    the device side; the others fail only for want of a service-side function."""
+    from ecoin.tools.provisioning import trim
+
+    mpy_cross = Path(micropython()).with_name("mpy-cross")
+    for name in trim.SHARED:
+        (tmp_path / f"{name}.py").write_text(trim.trimmed(name))
+        subprocess.run(
+            [str(mpy_cross), "-o", str(tmp_path / f"{name}.mpy"), str(tmp_path / f"{name}.py")], check=True
+        )
+        (tmp_path / f"{name}.py").unlink()
+    out = run_mp(str(HERE / "mp_vectors.py"), "check", str(VECTORS), path=tmp_path)
+    service = {f"{mod}.{fn}" for mod, fns in trim.service_side() for fn in fns}
+    bare = {fn for mod, fns in trim.service_side() for fn in fns}
+    fails = re.findall(r"^FAIL (.+?) (\w+Error) (.*)$", out, re.M)
+    for what, exc, msg in fails:
+        missing = re.search(r"has no attribute '(\w+)'", msg)
+        assert exc == "AttributeError" and missing and missing.group(1) in bare, (what, exc, msg)
+    msgs = json.loads((VECTORS / "messages.json").read_text())["vectors"]
+    calls = [([v["make"]] if "make" in v else []) + [v["read"]] + v["checks"] for v in msgs]
+    needs = [c for c in calls if any(call["fn"] in service for call in c)]
+    kinds = {v["kind"] for v in msgs}
+    assert sum(what in kinds for what, _, _ in fails) == len(needs) < len(msgs)
+    m = re.search(r"^(\d+) passed, (\d+) failed$", out, re.M)
+    assert m and int(m.group(2)) == len(fails) and int(m.group(1)) > len(msgs) - len(needs)

@@ -71,9 +71,9 @@ def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = Non
     for src in manifest(board):
         stem = src.stem
         source = src
-        if src.name == "start.py":  # its trim list, derived from the sources now (trim.py)
+        if src.parent.name == "protocol" and stem in trim.SHARED:  # without the service side
             source = flash_dir / src.name
-            source.write_text(trim.with_list(src.read_text()))
+            source.write_text(trim.trimmed(stem))
         if mpy and src.name not in ("main.py", "boot.py"):  # what a board runs at boot is source
             out = flash_dir / f"{stem}.mpy"
             # -s: the name tracebacks give; the default, the host's path, would be interned
