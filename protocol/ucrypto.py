@@ -3,6 +3,7 @@
 # The same function names as common/crypto.py (the CPython backend on the `cryptography`
 # package); session.py is written against either. Only what a device needs is here: it
 # encrypts to the bank's key, it never decrypts RSA.
+import gc
 import hashlib
 import os
 
@@ -10,6 +11,7 @@ import cryptolib
 
 _CBC = 2  # cryptolib mode number; the named constants are missing on some ports
 _H = 32  # SHA-256 output size
+room = None  # heap held for the RSA step by whoever seals (the collector): let go just before it
 
 
 def random(n):
@@ -117,8 +119,14 @@ def _mgf1_xor(out, start, length, seed):
 
 
 def modulus_len(n):
-    """Byte length of an RSA modulus (MicroPython ints have no bit_length)."""
-    return (len("%x" % n) + 1) // 2
+    """Byte length of an RSA modulus (MicroPython ints have no bit_length), found by halving
+    rather than by formatting it: its hex string (515 bytes for 2048 bits) wants a piece of
+    heap that a fragmented one may not have; a shift wants at most half of that."""
+    k = 0  # n >> 8k is not zero
+    for step in (512, 256, 128, 64, 32, 16, 8, 4, 2, 1):
+        if n >> (8 * (k + step)):
+            k += step
+    return k + 1
 
 
 def oaep_encrypt(public, message, label, seed=None):
@@ -138,5 +146,9 @@ def oaep_encrypt(public, message, label, seed=None):
     em[k - m_len :] = message
     _mgf1_xor(em, db, k - db, seed)
     _mgf1_xor(em, 1, _H, bytes(memoryview(em)[db:]))
+    global room
+    if room is not None:  # let go, with the MGF1 temporaries: pow's integers get it whole
+        room = None
+        gc.collect()
     c = pow(int.from_bytes(em, "big"), e, n)
     return c.to_bytes(k, "big")
