@@ -118,15 +118,16 @@ def _mgf1_xor(out, start, length, seed):
         counter += 1
 
 
+_known = [0, 1]  # the last modulus measured and its length: the bank's, at every operation
+
+
 def modulus_len(n):
-    """Byte length of an RSA modulus (MicroPython ints have no bit_length), found by halving
-    rather than by formatting it: its hex string (515 bytes for 2048 bits) wants a piece of
-    heap that a fragmented one may not have; a shift wants at most half of that."""
-    k = 0  # n >> 8k is not zero
-    for step in (512, 256, 128, 64, 32, 16, 8, 4, 2, 1):
-        if n >> (8 * (k + step)):
-            k += step
-    return k + 1
+    """Byte length of an RSA modulus (MicroPython ints have no bit_length), remembered for
+    the last modulus: its hex string (515 bytes for 2048 bits) is made once, at boot, while
+    the heap has such a piece, not at every operation."""
+    if n != _known[0]:
+        _known[0], _known[1] = n, (len("%x" % n) + 1) // 2
+    return _known[1]
 
 
 def oaep_encrypt(public, message, label, seed=None):
