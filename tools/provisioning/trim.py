@@ -6,7 +6,7 @@ The source of truth is the code itself: the names the firmware modules use from 
 modules (``wire.x``, ``session.x``, ``cr.x``/``ucrypto.x``), closed over what every kept
 function uses in turn. Installing the firmware (``deploy.install_firmware``) compiles
 ``trimmed(module)`` instead of the module: the same text with each service-side function's
-lines blanked, line for line, so a device's tracebacks give the source's line numbers. The
+lines blanked, line for line (compiled with line numbers, it gives the source's). The
 one source stays protocol/*.py (CPython runs it whole), and a function added there changes
 no firmware file. ``python -m ecoin.tools.provisioning.trim`` prints the list.
 """
