@@ -26,6 +26,7 @@ import wire
 
 _PER_VALUE = 8  # room per value in the JSON buffer: "-123.45," (values that do not fit wait)
 _LONGEST = 13  # the longest value, with its comma: "-21474836.48,"
+ROOM = 3072  # the contiguous room sealing needs: pow's integers (2 KiB were too few)
 
 
 def layout(cfg):
@@ -89,10 +90,11 @@ class Collector:
         frame[27 : 27 + len(self.service)] = self.service
         struct.pack_into(">H", frame, 27 + len(self.service), self._at - 31 - len(self.service))
         self.json = memoryview(frame)[self._at : self._at + room]
-        # Sealing needs a little contiguous room (the RSA integers). A heap this small
-        # fragments, so that room is held here and let go just before sealing.
-        self._room = 2048
-        self._reserve = None
+        # Sealing needs some contiguous room (the RSA integers). A heap this small fragments,
+        # so that room is held, here and as ucrypto.room: oaep_encrypt lets it go just before
+        # its RSA step, once the header's other temporaries are placed.
+        self._room = ROOM
+        self._reserve = cr.room = cfg.pop("room", None)  # launch.py's, from before boot
         self._start = 0
         self._next = self._batch_at = self.topup_at = time.ticks_ms()
         self._want = 0  # the frame type awaited, for op_id _op, opened with the keys _k
@@ -101,7 +103,8 @@ class Collector:
         net.on_message = self._on_message
         net.idle = self.idle
         net.subscribe(("ecoin/dev/%s/down" % cfg["device_id"]).encode())
-        self._keep_room()  # last: the attributes above are set before the room is taken
+        if self._reserve is None:
+            self._keep_room()  # last: the attributes above are set before the room is taken
 
     # Sampling.
 
@@ -187,7 +190,7 @@ class Collector:
 
     def _late(self, msg, op_id):
         held = self._reserve is not None
-        self._reserve = None  # the room kept for sealing: loading and decrypting need some
+        self._reserve = cr.room = None  # the room kept for sealing: loading and decrypting need some
         gc.collect()
         try:
             import late  # rare: loaded for the occasion, then dropped
@@ -251,10 +254,10 @@ class Collector:
         return k_enc, k_mac, memoryview(frame)[: end + wire.TAG_LEN]
 
     def _keep_room(self):
-        self._reserve = None
+        self._reserve = cr.room = None
         gc.collect()
         try:
-            self._reserve = bytearray(self._room)
+            self._reserve = cr.room = bytearray(self._room)
         except MemoryError:
             pass  # fragmented for now: try again after the next operation
 
@@ -287,7 +290,7 @@ class Collector:
         n, used = self.build()
         op_id = cr.random(16)
         began = time.ticks_ms()  # the latency the owner sees: seal to verified result
-        self._reserve = None  # the room kept free for this moment
+        self._reserve = None  # the room kept for this moment: ucrypto.room lets it go inside
         gc.collect()
         try:
             k_enc, k_mac, frame = self.seal(store.peek(price), op_id, n)

@@ -1,8 +1,9 @@
-# The boot's phases, in the order that keeps the heap unfragmented: the TLS context (if
-# config.json asks for TLS) first, while the heap is empty; then start.py (configuration)
-# and repair.py (coin store repair, watchdog, network, clock), each loaded, used and dropped
-# in turn; then the transport's code and the buffers. Run once by app.py, which drops this
-# module too: none of this code occupies the heap while the device runs (about 1 KB).
+# The boot's phases, in the order that keeps the heap unfragmented: the room kept for
+# sealing (collector.ROOM) and the TLS context (if config.json asks for TLS) first, while the
+# heap is empty; then start.py (configuration) and repair.py (coin store repair, watchdog,
+# network, clock), each loaded, used and dropped in turn; then the buffers, then the
+# transport's code. Run once by app.py, which drops this module too: none of this code
+# occupies the heap while the device runs (about 1 KB).
 import array
 import gc
 import json
@@ -34,6 +35,7 @@ def _tls(board):
 
 def device(board):
     """The collector, booted: settings checked, store repaired, transport made."""
+    room = bytearray(collector.ROOM)  # the room kept for sealing, at the bottom: in one piece
     ssl = _before_boot(board)
     # Boot code, one half at a time, each given back before the next (the local name too:
     # it would keep the module's code alive).
@@ -54,9 +56,12 @@ def device(board):
         sys.modules.pop("repair", None)
     gc.collect()
     cfg["ssl"] = (ssl or _tls(board)) if cfg["tls"] else None  # never plain MQTT when TLS is asked
-    # The collector's two big buffers, while the room boot code left is in its largest pieces.
+    # The big buffers (the collector's two, MQTT's receive buffer) while the room boot code
+    # left is in its largest pieces: before the transport's code.
     cfg["frame"] = bytearray(collector.layout(cfg)[2])
     cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
+    cfg["room"] = room
+    rx = bytearray(cfg["rx_size"]) if cfg["transport"] == "mqtt" else None
     wdt = cfg["wdt"]
     if cfg["transport"] == "serial":
         import serial_link
@@ -67,7 +72,7 @@ def device(board):
         import mqtt
 
         net = mqtt.Client(cfg["device_id"], cfg["broker_host"], cfg["broker_port"], cfg["username"],
-                          cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], cfg["rx_size"],
+                          cfg["password"], cfg["keepalive"], cfg["ssl"], cfg["io_timeout"], rx,
                           nodelay=board.NODELAY)
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
         if hasattr(board, "wifi_board"):

@@ -59,7 +59,8 @@ class Client:
         self._addr = None  # the broker's address, resolved once (rp2's DNS has no timeout)
         self.subs = []
         self.sock = self._io = self._poller = None
-        self._rx = bytearray(rx_size)
+        # rx_size: the receive buffer's size, or the buffer (launch.py allocates it early)
+        self._rx = rx_size if type(rx_size) is bytearray else bytearray(rx_size)
         self._hdr = bytearray(100)  # fixed headers, topics, acks
         self._one = memoryview(self._hdr)[99:]  # packet headers are read byte by byte
         self._n = 0  # length of the packet in _rx; -1: it did not fit

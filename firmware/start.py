@@ -124,28 +124,12 @@ def rx_size(cfg):
     return max(result, topup) + 68
 
 
-# The service side of the shared protocol modules: the device never runs it, and on a small
-# heap every function counts (about 1.7 KiB on the unix port), so it is dropped at boot.
-# Empty here: installing the firmware writes in the list ecoin.tools.provisioning.trim
-# derives from the sources, so a new protocol function changes no firmware file.
-_SERVICE_SIDE = ()
-
-
-def _trim():
-    for name, attrs in _SERVICE_SIDE:
-        mod = sys.modules[name]
-        for attr in attrs:
-            if hasattr(mod, attr):
-                delattr(mod, attr)
-
-
 def configure(board):
     """Returns the settings, checked (raises ConfigError); the board is set up, every random
     byte conditioned. The store, the watchdog and the network come next (repair.ready)."""
     import session
     import ucrypto
 
-    _trim()
     if hasattr(board, "random"):  # a board's raw source (not the kind sim board's host one)
         import entropy
 

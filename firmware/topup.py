@@ -56,7 +56,7 @@ def run(dev):
     key = cfg["device_key"]
     op_id = cr.hmac_sha256(session.topup_auth_key(cr, key), _OP_LABEL, counter.to_bytes(4, "big"))[:16]
     op_id, frame = session.seal_topup_request(cr, key, cfg["device_id"], counter, cfg["topup_count"], op_id)
-    dev._reserve = None  # the answer (up to 3.3 KB) is opened in the room kept for sealing
+    dev._reserve = cr.room = None  # the answer (up to 3.3 KB) is opened in the room kept for sealing
     gc.collect()
     try:
         what, value = dev.exchange(frame, wire.T_TOPUP_RESPONSE, op_id, cfg["op_timeout"], (key, counter))

@@ -3,6 +3,7 @@
 # The same function names as common/crypto.py (the CPython backend on the `cryptography`
 # package); session.py is written against either. Only what a device needs is here: it
 # encrypts to the bank's key, it never decrypts RSA.
+import gc
 import hashlib
 import os
 
@@ -10,6 +11,7 @@ import cryptolib
 
 _CBC = 2  # cryptolib mode number; the named constants are missing on some ports
 _H = 32  # SHA-256 output size
+room = None  # heap held for the RSA step by whoever seals (the collector): let go just before it
 
 
 def random(n):
@@ -116,9 +118,16 @@ def _mgf1_xor(out, start, length, seed):
         counter += 1
 
 
+_known = [0, 1]  # the last modulus measured and its length: the bank's, at every operation
+
+
 def modulus_len(n):
-    """Byte length of an RSA modulus (MicroPython ints have no bit_length)."""
-    return (len("%x" % n) + 1) // 2
+    """Byte length of an RSA modulus (MicroPython ints have no bit_length), remembered for
+    the last modulus: its hex string (515 bytes for 2048 bits) is made once, at boot, while
+    the heap has such a piece, not at every operation."""
+    if n != _known[0]:
+        _known[0], _known[1] = n, (len("%x" % n) + 1) // 2
+    return _known[1]
 
 
 def oaep_encrypt(public, message, label, seed=None):
@@ -138,5 +147,9 @@ def oaep_encrypt(public, message, label, seed=None):
     em[k - m_len :] = message
     _mgf1_xor(em, db, k - db, seed)
     _mgf1_xor(em, 1, _H, bytes(memoryview(em)[db:]))
+    global room
+    if room is not None:  # let go, with the MGF1 temporaries: pow's integers get it whole
+        room = None
+        gc.collect()
     c = pow(int.from_bytes(em, "big"), e, n)
     return c.to_bytes(k, "big")

@@ -1,21 +1,36 @@
-"""The trim list firmware/start.py runs with is what the sources say the device never calls:
-installing the firmware writes it in, the tree's copy is empty."""
+"""The device's copy of the shared protocol modules is the source without what the sources
+say the device never calls: installing the firmware writes it, line for line."""
 
+import ast
 from pathlib import Path
 
 from ecoin.tools.provisioning import trim
 from ecoin.tools.provisioning.deploy import install_firmware
 
+PROTOCOL = Path(__file__).resolve().parents[2] / "protocol"
 
-def test_installed_start_py_has_the_trim_list_derived_from_the_sources(tmp_path: Path) -> None:
+
+def _functions(text: str) -> set[str]:
+    return {n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)}
+
+
+def test_installed_protocol_modules_lack_the_service_side_line_for_line(tmp_path: Path) -> None:
     install_firmware(tmp_path, "sim", mpy=False)
-    installed = trim.start_py_list((tmp_path / "start.py").read_text())
-    assert installed == trim.service_side() and any(names for _, names in installed)
-    tree = Path(__file__).resolve().parents[2] / "firmware" / "start.py"
-    assert trim.start_py_list(tree.read_text()) == ()  # nothing to keep in step by hand
-    # the rest of the file is the tree's, line for line
-    rest = (tmp_path / "start.py").read_text().replace(trim.render(), "_SERVICE_SIDE = ()")
-    assert rest == tree.read_text()
+    dropped = dict(trim.service_side())
+    assert any(dropped.values())
+    for mod in trim.SHARED:
+        source = (PROTOCOL / f"{mod}.py").read_text()
+        installed = (tmp_path / f"{mod}.py").read_text()
+        assert installed == trim.trimmed(mod)
+        assert _functions(installed) == _functions(source) - set(dropped[mod])
+        src_lines, got = source.splitlines(), installed.splitlines()
+        assert len(got) == len(src_lines)  # a traceback's line numbers are the source's
+        assert all(g in ("", s) for g, s in zip(got, src_lines, strict=True))
+
+
+def test_firmware_deletes_nothing_at_boot():
+    start = (Path(__file__).resolve().parents[2] / "firmware" / "start.py").read_text()
+    assert "delattr" not in start and "_SERVICE_SIDE" not in start
 
 
 def test_what_the_device_calls_is_kept():

@@ -91,3 +91,54 @@ def test_device_builds_an_operation_from_mpy_within_a_64k_heap(tmp_path):
     )
     out = run_mp(str(script), heap="64K", path=tmp_path)
     assert out.split() == [str(18 + 8 + 1 + 7 + 2 + 256 + 2 + 1040 + 32), "average"]
+
+
+@pytest.mark.slow
+def test_vectors_of_the_device_side_verify_on_the_devices_trimmed_copy(tmp_path):
+    """The modules as deployed (service side blanked, .mpy) pass every vector that uses only
+    the device side; the others fail only for want of a service-side function."""
+    from ecoin.tools.provisioning import trim
+
+    mpy_cross = Path(micropython()).with_name("mpy-cross")
+    for name in trim.SHARED:
+        (tmp_path / f"{name}.py").write_text(trim.trimmed(name))
+        subprocess.run(
+            [str(mpy_cross), "-o", str(tmp_path / f"{name}.mpy"), str(tmp_path / f"{name}.py")], check=True
+        )
+        (tmp_path / f"{name}.py").unlink()
+    out = run_mp(str(HERE / "mp_vectors.py"), "check", str(VECTORS), path=tmp_path)
+    service = {f"{mod}.{fn}" for mod, fns in trim.service_side() for fn in fns}
+    bare = {fn for mod, fns in trim.service_side() for fn in fns}
+    fails = re.findall(r"^FAIL (.+?) (\w+Error) (.*)$", out, re.M)
+    for what, exc, msg in fails:
+        missing = re.search(r"has no attribute '(\w+)'", msg)
+        assert exc == "AttributeError" and missing and missing.group(1) in bare, (what, exc, msg)
+    msgs = json.loads((VECTORS / "messages.json").read_text())["vectors"]
+    calls = [([v["make"]] if "make" in v else []) + [v["read"]] + v["checks"] for v in msgs]
+    needs = [c for c in calls if any(call["fn"] in service for call in c)]
+    kinds = {v["kind"] for v in msgs}
+    assert sum(what in kinds for what, _, _ in fails) == len(needs) < len(msgs)
+    m = re.search(r"^(\d+) passed, (\d+) failed$", out, re.M)
+    assert m and int(m.group(2)) == len(fails) and int(m.group(1)) > len(msgs) - len(needs)
+
+
+def test_modulus_length_and_the_room_let_go_for_the_rsa_step(tmp_path):
+    """ucrypto.modulus_len, remembered for the last modulus, is right for every one in turn;
+    oaep_encrypt lets go of the room a sealer holds for it (ucrypto.room) and still encrypts
+    as before."""
+    n = private_key(2048).public_key().public_numbers().n
+    script = tmp_path / "room.py"
+    script.write_text(
+        "import ucrypto as cr\n"
+        "got = [cr.modulus_len(1 << (b - 1)) for b in (1, 8, 9, 2047, 2048, 2049, 3072, 4096, 8184)]\n"
+        "got += [cr.modulus_len((1 << b) - 1) for b in (8, 2048, 2048, 3072)]\n"
+        "print(' '.join(str(k) for k in got))\n"
+        f"n = {n}\n"
+        "seed = bytes(range(32))\n"
+        "plain = cr.oaep_encrypt((n, 65537), b'm', b'l', seed)\n"
+        "cr.room = bytearray(3072)\n"
+        "print(cr.oaep_encrypt((n, 65537), b'm', b'l', seed) == plain, cr.room)\n"
+    )
+    out = run_mp(str(script), heap="256K").split("\n")
+    assert out[0].split() == [str(k) for k in (1, 1, 2, 256, 256, 257, 384, 512, 1023, 1, 256, 256, 384)]
+    assert out[1] == "True None"

@@ -71,14 +71,16 @@ def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = Non
     for src in manifest(board):
         stem = src.stem
         source = src
-        if src.name == "start.py":  # its trim list, derived from the sources now (trim.py)
+        if src.parent.name == "protocol" and stem in trim.SHARED:  # without the service side
             source = flash_dir / src.name
-            source.write_text(trim.with_list(src.read_text()))
+            source.write_text(trim.trimmed(stem))
         if mpy and src.name not in ("main.py", "boot.py"):  # what a board runs at boot is source
             out = flash_dir / f"{stem}.mpy"
             # -s: the name tracebacks give; the default, the host's path, would be interned
             # on the device as a qstr of its own, never freed (tens of bytes per module).
-            cmd = [str(cross), "-s", src.name, "-o", str(out), str(source)]
+            # No line-number tables: about 1 KB of heap for good, 2 KiB off the smallest
+            # heap with TLS; a traceback still names every file and function (at "line 1").
+            cmd = [str(cross), "-X", "no-source-lines", "-s", src.name, "-o", str(out), str(source)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 raise DeployError(f"mpy-cross failed on {src}: {proc.stderr.strip()}")

@@ -1,13 +1,14 @@
 """The firmware's trim list, derived from the sources: which functions of the shared protocol
-modules (protocol/wire.py, session.py, ucrypto.py) the device never calls, so that
-firmware/start.py can delete them at boot and give their heap back.
+modules (protocol/wire.py, session.py, ucrypto.py) the device never calls, and the copy of
+those modules that a board gets without them.
 
 The source of truth is the code itself: the names the firmware modules use from those
 modules (``wire.x``, ``session.x``, ``cr.x``/``ucrypto.x``), closed over what every kept
-function uses in turn. The tree's start.py holds an empty ``_SERVICE_SIDE``; installing the
-firmware (``deploy.install_firmware``) writes this list in its place, so a function added to
-the protocol modules changes no firmware file. ``python -m ecoin.tools.provisioning.trim``
-prints it.
+function uses in turn. Installing the firmware (``deploy.install_firmware``) compiles
+``trimmed(module)`` instead of the module: the same text with each service-side function's
+lines blanked, line for line (compiled with line numbers, it gives the source's). The
+one source stays protocol/*.py (CPython runs it whole), and a function added there changes
+no firmware file. ``python -m ecoin.tools.provisioning.trim`` prints the list.
 """
 
 from __future__ import annotations
@@ -67,30 +68,24 @@ def service_side() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
-def _assignment(tree: ast.Module) -> ast.Assign:
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_SERVICE_SIDE":
-            return node
-    raise LookupError("start.py has no _SERVICE_SIDE")
-
-
-def start_py_list(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The list as a start.py's text has it."""
-    return tuple(ast.literal_eval(_assignment(ast.parse(text)).value))
+def trimmed(module: str) -> str:
+    """protocol/<module>.py as a board gets it: the service side's lines blanked."""
+    path = Path(str(resources.files("ecoin.protocol").joinpath(f"{module}.py")))
+    text = path.read_text()
+    drop = set(dict(service_side())[module])
+    lines = text.splitlines(keepends=True)
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef) and node.name in drop:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            for i in range(first - 1, node.end_lineno or node.lineno):
+                lines[i] = "\n"
+    return "".join(lines)
 
 
 def render() -> str:
-    lines = ["_SERVICE_SIDE = ("]
-    lines += [f"    ({mod!r}, {names!r})," for mod, names in service_side()]
-    return "\n".join([*lines, ")"])
-
-
-def with_list(text: str) -> str:
-    """start.py's text with the derived list in place of its ``_SERVICE_SIDE``."""
-    node = _assignment(ast.parse(text))
-    lines = text.splitlines(keepends=True)
-    end = node.end_lineno or node.lineno
-    return "".join([*lines[: node.lineno - 1], render() + "\n", *lines[end:]])
+    lines = ["service side, blanked in the device's copy:"]
+    lines += [f"  {mod}: {', '.join(names)}" for mod, names in service_side()]
+    return "\n".join(lines)
 
 
 def main() -> None:
