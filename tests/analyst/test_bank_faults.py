@@ -84,6 +84,8 @@ def test_a_payment_whose_answer_was_lost_still_sends_its_result(
         faulty.mode = "relay"
         assert gw.wait_arrivals(3), "no late RESULT"
         wait_until(a.healthy, 20, "healthy again")
+        # logged once the broker acknowledged it, which may come after it reached us
+        wait_until(lambda: any(e["event"] == "late_result" for e in a.events()), 10, "late_result logged")
         events = a.events()
         metrics = a.metrics()
     assert [wire.decode_error(f)[1] for f in (gw.replies[b"0"][0], gw.replies[b"1"][0])] == [
