@@ -141,8 +141,7 @@ class Ledger:
 
     def services(self) -> list[str]:
         """Every service some analyst account offers, sorted."""
-        accounts = self.store.run(lambda tx: tx.accounts(), write=False)
-        return sorted({s for a in accounts if a.kind == "analyst" for s in a.services})
+        return sorted({s for a in self.accounts() if a.kind == "analyst" for s in a.services})
 
     def balance(self, name: str) -> Account:
         return self.store.run(lambda tx: self._account(tx, name), write=False)

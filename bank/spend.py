@@ -73,12 +73,7 @@ def repeats(tx: Tx, analyst: Account, todo: Todo) -> dict[int, dict[str, Any]]:
     prior = tx.spends(list(dict.fromkeys(h for _, o in todo for h in o.hashes)))
     out: dict[int, dict[str, Any]] = {}
     for i, o in todo:
-        paid = [
-            h in prior
-            and (prior[h].analyst, prior[h].op_id, prior[h].digest) == (analyst.name, o.op_id, o.digest)
-            for h in o.hashes
-        ]
-        if all(paid):
+        if all(h in prior and _paid_for(prior[h], analyst, o) for h in o.hashes):
             out[i] = ok(o)
         elif any(h in prior for h in o.hashes):
             out[i] = refused("already_spent", "a coin of the header was not spent for this operation")
@@ -103,11 +98,15 @@ def _mark(
         first = todo[owner[h]][1]
         return (first.op_id, first.digest) == (o.op_id, o.digest)
     if h in prior:
-        p = prior[h]
-        return (p.analyst, p.op_id, p.digest) == (analyst.name, o.op_id, o.digest)
+        return _paid_for(prior[h], analyst, o)
     if h in loose:
         return None
     return _unspendable(states.get(h))
+
+
+def _paid_for(p: Spend, analyst: Account, o: Opened) -> bool:
+    """Whether an earlier spend paid for this very operation, by this analyst."""
+    return (p.analyst, p.op_id, p.digest) == (analyst.name, o.op_id, o.digest)
 
 
 def _answer(o: Opened, marks: list[Any]) -> dict[str, Any]:

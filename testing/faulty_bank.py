@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from ecoin.common import tls
+from ecoin.common.bank_client import split_url
 from ecoin.tools import pki as pki_tool
 
 ANSWERS = {
@@ -41,8 +42,7 @@ class FaultyBank:
         self.impostor = tls.server_context(other / "bank/bank.crt", other / "bank/bank.key", pki / "ca.crt")
         base = pki / role / name
         self.relay_ctx = tls.client_context(f"{base}.crt", f"{base}.key", pki / "ca.crt")
-        host_port = upstream.split("://", 1)[-1]
-        self.upstream = (host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1]))
+        self.upstream = split_url(upstream)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.calls: dict[str, int] = {}
