@@ -79,7 +79,7 @@ class Outcome:
 
 Done = Callable[[Outcome], None]
 # How long a header whose answer was lost is asked for again: within the gateway's grace for
-# late RESULTs (gateway/router.py LATE_GRACE_S, 120 s after the deadline), which it must reach.
+# late RESULTs (gateway/awaiting.py LATE_GRACE_S, 120 s after the deadline), which it must reach.
 RECOVER_S = 100.0
 UNSURE_MAX = 1024  # each holds its OPERATION frame (at most wire.FRAME_MAX bytes)
 
