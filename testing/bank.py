@@ -107,16 +107,20 @@ class BankProcess:
     def start(self, timeout: float = 30.0) -> BankProcess:
         if not (self.workdir / "master.key").exists():
             self.cli("init")
-        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
-        cmd = [sys.executable, "-m", "ecoin.bank.cli", "-c", str(self.config), "serve"]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
-        log.close()
         deadline = time.monotonic() + timeout
+        offset = self._spawn()
         with self.client("admin", "admin", timeout=2.0) as probe:
             while True:
+                assert self.proc is not None
                 if self.proc.poll() is not None:
-                    tail = self.log.read_text()[-3000:]
-                    raise RuntimeError(f"the bank exited ({self.proc.returncode}): {tail}")
+                    tail = self.log.read_bytes()[offset:].decode(errors="replace")
+                    if "address already in use" in tail and time.monotonic() < deadline:
+                        # A restart on the same port: for a moment it may still be taken (an
+                        # outgoing connection's ephemeral port, the old process's last child).
+                        time.sleep(0.5)
+                        offset = self._spawn()
+                        continue
+                    raise RuntimeError(f"the bank exited ({self.proc.returncode}): {tail[-3000:]}")
                 try:
                     probe.healthz()
                     return self
@@ -125,6 +129,15 @@ class BankProcess:
                         self.stop()
                         raise TimeoutError(f"the bank did not answer in {timeout}s") from None
                     time.sleep(0.1)
+
+    def _spawn(self) -> int:
+        """Starts ``serve``; returns where its lines begin in the log."""
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        cmd = [sys.executable, "-m", "ecoin.bank.cli", "-c", str(self.config), "serve"]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
+        log.close()
+        return offset
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, like a power cut of the process."""
