@@ -140,8 +140,10 @@ def _device(workdir: Path, coins: int) -> tuple[Path, int]:
     n = key.public_key().public_numbers().n
     minted = [os.urandom(32) for _ in range(coins)]
     cfg = {"service": "average", "batch_max": VALUES, "low_coins": 0}
+    public = (session.key_id(cr, n), (n, 65537))
+    names = SCRIPT.format(rlen=0, values=VALUES, cycles=CYCLES)  # what it reaches into stays
     flash = deploy_device(
-        workdir / "flash", "bench", cfg, minted, os.urandom(32), (session.key_id(cr, n), (n, 65537)), mpy=True
+        workdir / "flash", "bench", cfg, minted, os.urandom(32), public, mpy=True, keep=[names]
     )
     plain = json.dumps({"service": "average", "result": {"n": VALUES, "mean": 20.48}}).encode()
     frames = []

@@ -29,7 +29,7 @@ EXPECTED = {"coinstore": 15, "serial": 6, "mqtt": 11, "collector": 6, "session":
 @pytest.fixture(scope="module")
 def firmware(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fw")
-    install_firmware(path, "sim", mpy=True)
+    install_firmware(path, "sim", mpy=True, keep=[(HERE / "mp_unit.py").read_text()])  # what it reaches into
     full = path / "full"  # the protocol modules whole, for the groups that need the service side
     full.mkdir()
     for name in ("wire", "session", "ucrypto"):

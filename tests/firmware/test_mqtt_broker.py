@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 
 def test_qos1_round_trip_and_keepalive_under_micropython(broker: Mosquitto, tmp_path: Path):
     fw = tmp_path / "fw"
-    install_firmware(fw, "sim", mpy=True)
+    install_firmware(fw, "sim", mpy=True, keep=[(HERE / "mp_mqtt.py").read_text()])
     proc = subprocess.Popen(
         [micropython(), "-X", "heapsize=64K", str(HERE / "mp_mqtt.py"), str(broker.port)],
         stdout=subprocess.PIPE,

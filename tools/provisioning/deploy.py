@@ -11,6 +11,7 @@ docs/FIRMWARE.md for the layout).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ecoin.common import files
-from ecoin.tools.provisioning import flash, trim
+from ecoin.tools.provisioning import flash, shrink, trim
 
 COIN = 32
 
@@ -58,8 +59,31 @@ def manifest(board: str) -> list[Path]:
     return [_room_file(line) for line in lines if line]
 
 
-def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = None) -> list[Path]:
-    """Copies (or compiles) the board's firmware into flash_dir; returns the files written."""
+_BOOT_FILES = ("main.py", "boot.py")  # what a board runs at boot is source
+
+
+def compiled_sources(board: str) -> dict[str, str]:
+    """The texts of the board's modules that are compiled (all but the boot files), the
+    shared protocol modules without their service side."""
+    out = {}
+    for src in manifest(board):
+        if src.name not in _BOOT_FILES:
+            shared = src.parent.name == "protocol" and src.stem in trim.SHARED
+            out[src.stem] = trim.trimmed(src.stem) if shared else src.read_text()
+    return out
+
+
+def boot_sources(board: str) -> list[str]:
+    """The texts of the boot files (source on the board: their names are kept)."""
+    return [src.read_text() for src in manifest(board) if src.name in _BOOT_FILES]
+
+
+def install_firmware(
+    flash_dir: Path, board: str = "sim", mpy: bool | None = None, keep: Iterable[str] = ()
+) -> list[Path]:
+    """Copies (or compiles) the board's firmware into flash_dir; returns the files written.
+    Compiled, its private names are shortened (``shrink``) except those named in the texts
+    of ``keep`` (test and bench scripts that reach into the modules)."""
     flash_dir = Path(flash_dir)
     flash_dir.mkdir(parents=True, exist_ok=True)
     cross = find_tool("mpy-cross")
@@ -67,28 +91,32 @@ def install_firmware(flash_dir: Path, board: str = "sim", mpy: bool | None = Non
         mpy = cross is not None and find_tool("micropython") is not None
     if mpy and cross is None:
         raise DeployError("mpy-cross not found; deploy with mpy=False (source files)")
+    sources = compiled_sources(board)
+    if mpy:
+        sources = shrink.shrink(sources, [*boot_sources(board), *keep])[0]
     written = []
     for src in manifest(board):
         stem = src.stem
-        source = src
-        if src.parent.name == "protocol" and stem in trim.SHARED:  # without the service side
+        if mpy and src.name not in _BOOT_FILES:
             source = flash_dir / src.name
-            source.write_text(trim.trimmed(stem))
-        if mpy and src.name not in ("main.py", "boot.py"):  # what a board runs at boot is source
+            source.write_text(sources[stem])
             out = flash_dir / f"{stem}.mpy"
-            # -s: the name tracebacks give; the default, the host's path, would be interned
-            # on the device as a qstr of its own, never freed (tens of bytes per module).
-            # No line-number tables: about 1 KB of heap for good, 2 KiB off the smallest
-            # heap with TLS; a traceback still names every file and function (at "line 1").
-            cmd = [str(cross), "-X", "no-source-lines", "-s", src.name, "-o", str(out), str(source)]
+            # -s: the name tracebacks give, the same as the module's __file__ ("x.mpy"): the
+            # default, the host's path, would be interned on the device as a qstr of its own,
+            # never freed (tens of bytes per module). No line-number tables: about 1 KB of
+            # heap for good, 2 KiB off the smallest heap with TLS; a traceback still names
+            # every file and function (at "line 1").
+            cmd = [str(cross), "-X", "no-source-lines", "-s", out.name, "-o", str(out), str(source)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 raise DeployError(f"mpy-cross failed on {src}: {proc.stderr.strip()}")
-            (flash_dir / f"{stem}.py").unlink(missing_ok=True)
+            source.unlink()
         else:
             out = flash_dir / src.name
-            if source != out:
-                shutil.copyfile(source, out)
+            if stem in sources:
+                out.write_text(sources[stem])
+            else:
+                shutil.copyfile(src, out)
             (flash_dir / f"{stem}.mpy").unlink(missing_ok=True)
         written.append(out)
     return written
@@ -121,6 +149,7 @@ def deploy_device(
     broker_password: str | None = None,
     wifi_password: str | None = None,
     ca_cert: Path | None = None,
+    keep: Iterable[str] = (),
 ) -> Path:
     """Writes a complete flash directory for one device and returns it.
 
@@ -140,7 +169,7 @@ def deploy_device(
     cfg = {"clock_floor": int(time.time()), **dict(config), "device_id": device_id}
     if not cfg.get("service"):
         raise DeployError("config needs a service")
-    install_firmware(flash_dir, board, mpy)
+    install_firmware(flash_dir, board, mpy, keep)
     (flash_dir / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     (flash_dir / "bank.json").write_text(json.dumps(_bank_json(bank_public)) + "\n")
     _secret(flash_dir / "device.key", device_key)
@@ -168,3 +197,20 @@ def firmware_bytes(board: str = "sim", mpy: bool = True, workdir: Path | None = 
     if workdir is None:
         raise DeployError("firmware_bytes(mpy=True) needs a workdir to compile into")
     return sum(p.stat().st_size for p in install_firmware(workdir, board, mpy=True))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ecoin.tools.provisioning.deploy",
+        description="Print the names that installing the compiled firmware on BOARD shortens "
+        "(module[.Class]: old -> new; parameters are not listed), to read a device's traceback.",
+    )
+    parser.add_argument(
+        "board", nargs="?", default="esp32", choices=boards(), help="the board (default esp32)"
+    )
+    args = parser.parse_args(argv)
+    print("\n".join(shrink.shrink(compiled_sources(args.board), boot_sources(args.board))[1]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""Shorter names in the device's copy of the firmware, for a smaller heap.
+
+Loading a .mpy interns every name it holds (parameter, function, attribute and global
+names) as a qstr, in the heap, for good: 11 bytes of pool entry each on a 64-bit port plus
+the text, in pools that grow by doubling. Most of the firmware's names are private to one
+scope, so installing the firmware (``deploy.install_firmware``) renames those, and only
+those, to a few short names that every scope reuses:
+
+- parameters, per function: ``def f(self, deadline)`` becomes ``def f(self, a)``;
+- private module-level names (``_secret``), per module;
+- private attributes (``self._rx``), per class.
+
+A name is left alone wherever it could be seen from outside its scope: used as a keyword
+argument, as an attribute of anything but ``self`` (another module's ``mod._x``, a
+collaborator's ``obj._x``), bound in a class body (a method), written in a string
+(``getattr``, a dict key), or named anywhere in ``keep`` (the scripts of tests and benches
+that reach into the firmware). Public names stay: other modules, C code and the ports'
+own APIs know them. The new names appear nowhere else in the firmware, so no rename can
+capture or shadow another name; the source of truth stays the readable source.
+``python -m ecoin.tools.provisioning.deploy BOARD`` prints what is renamed, for reading a
+device traceback.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import itertools
+import keyword
+import re
+import string
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+_KEEP_PARAMS = {"self", "cls"}  # no gain (known to every port) and tracebacks read better
+
+Scope = ast.FunctionDef | ast.Lambda
+
+
+@dataclass
+class _Facts:
+    """What the whole program (and the keep scripts) do with each name."""
+
+    used: set[str] = field(default_factory=set)  # every identifier and string
+    strings: set[str] = field(default_factory=set)
+    keywords: set[str] = field(default_factory=set)
+    attrs: set[str] = field(default_factory=set)  # any attribute use
+    foreign_attrs: set[str] = field(default_factory=set)  # on something other than self
+    class_bound: set[str] = field(default_factory=set)  # bound directly in a class body
+    protected: set[str] = field(default_factory=set)  # named in a keep script
+
+    def fixed(self, name: str) -> bool:
+        return name in self.protected or name in self.strings or name in self.keywords
+
+
+def _identifiers(tree: ast.AST) -> Iterator[str]:
+    for n in ast.walk(tree):
+        name = _ident(n)
+        if name is not None:
+            yield name
+        elif isinstance(n, ast.keyword) and n.arg:
+            yield n.arg
+        elif isinstance(n, ast.alias):
+            yield from (n.name.split(".")[0], n.asname or "")
+        elif isinstance(n, ast.Global | ast.Nonlocal):
+            yield from n.names
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            yield n.value
+
+
+def _facts(trees: Iterable[ast.Module], keep: Iterable[ast.Module]) -> _Facts:
+    f = _Facts()
+    for tree in trees:
+        f.used.update(_identifiers(tree))
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str):
+                f.strings.add(n.value)
+            elif isinstance(n, ast.keyword) and n.arg:
+                f.keywords.add(n.arg)
+            elif isinstance(n, ast.Attribute):
+                f.attrs.add(n.attr)
+                if not (isinstance(n.value, ast.Name) and n.value.id == "self"):
+                    f.foreign_attrs.add(n.attr)
+            elif isinstance(n, ast.ClassDef):
+                for stmt in n.body:
+                    f.class_bound.update(_bound_here(stmt))
+            elif isinstance(n, ast.ImportFrom | ast.Import):
+                f.protected.update(a.asname or a.name.split(".")[0] for a in n.names)
+    for tree in keep:
+        f.protected.update(_identifiers(tree))
+    f.used |= f.protected
+    return f
+
+
+def _bound_here(stmt: ast.stmt) -> set[str]:
+    """Names a statement binds in the scope it is in (not inside nested functions)."""
+    if isinstance(stmt, ast.FunctionDef | ast.ClassDef):
+        return {stmt.name}
+    out = set()
+    for n in _walk_scope(stmt):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
+            out.add(n.id)
+        elif isinstance(n, ast.FunctionDef | ast.ClassDef):
+            out.add(n.name)
+    return out
+
+
+def _walk_scope(node: ast.AST) -> Iterator[ast.AST]:
+    """ast.walk that does not enter nested functions, lambdas or classes (it yields them)."""
+    todo = list(ast.iter_child_nodes(node))
+    while todo:
+        n = todo.pop()
+        yield n
+        if not isinstance(n, ast.FunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(n))
+
+
+def _fresh(used: set[str]) -> list[str]:
+    """Short names the program uses nowhere: the pool every scope draws from."""
+    reserved = used | set(dir(builtins)) | set(keyword.kwlist)
+    first = string.ascii_letters
+    rest = string.ascii_letters + string.digits
+    names = itertools.chain(first, (a + b for a in first for b in rest))
+    return [n for n in itertools.islice(names, 2000) if n not in reserved]
+
+
+class _Renamer:
+    def __init__(self, trees: dict[str, ast.Module], facts: _Facts) -> None:
+        self.trees = trees
+        self.facts = facts
+        self.pool = _fresh(facts.used)
+        self.names: dict[int, str] = {}  # id(node) -> new identifier
+        self.report: list[str] = []
+
+    def new(self, node: ast.AST, old: str) -> str:
+        return self.names.get(id(node), old)
+
+    # module-level names no other module uses, per module
+    def module_privates(self, mod: str, tree: ast.Module) -> None:
+        bound: set[str] = set()
+        for stmt in tree.body:  # classes keep their names: the console prints exceptions
+            if not (isinstance(stmt, ast.Assign) and _is_const(stmt.value) or isinstance(stmt, ast.ClassDef)):
+                bound |= _bound_here(stmt)
+        f = self.facts
+        # a module name no other module reaches (never an attribute anywhere) is as
+        # private as one with an underscore, whatever it is called
+        todo = sorted(
+            n
+            for n in bound
+            if not n.startswith("__") and not f.fixed(n) and n not in f.attrs and n not in f.class_bound
+        )
+        mapping = dict(zip(todo, self.pool, strict=False))
+        for n in ast.walk(tree):
+            name = _ident(n)
+            if name in mapping and not isinstance(n, ast.Attribute | ast.keyword | ast.alias):
+                self.names[id(n)] = mapping[name]
+        self.report += [f"{mod}: {old} -> {new}" for old, new in mapping.items()]
+
+    # private attributes, per class (with its subclasses in the module)
+    def class_privates(self, mod: str, cls: ast.ClassDef) -> None:
+        f = self.facts
+        attrs = {
+            n.attr
+            for n in ast.walk(cls)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+        }
+        body = {name for stmt in cls.body for name in _bound_here(stmt)}
+        todo = sorted(
+            a
+            for a in attrs | body
+            if _private(a)
+            and not f.fixed(a)
+            and a not in f.foreign_attrs
+            and a not in self._elsewhere(cls, a)
+        )
+        mapping = dict(zip(todo, self.pool, strict=False))
+        for n in ast.walk(cls):
+            if isinstance(n, ast.Attribute) and n.attr in mapping and isinstance(n.value, ast.Name):
+                self.names[id(n)] = mapping[n.attr]
+        for stmt in cls.body:
+            for n in [stmt, *(_walk_scope(stmt) if not isinstance(stmt, ast.FunctionDef) else ())]:
+                name = _ident(n)
+                if name in mapping and isinstance(n, ast.FunctionDef | ast.ClassDef | ast.Name):
+                    self.names[id(n)] = mapping[name]
+        self.report += [f"{mod}.{cls.name}: {old} -> {new}" for old, new in mapping.items()]
+
+    def _elsewhere(self, cls: ast.ClassDef, attr: str) -> set[str]:
+        """{attr} if another class shares it with cls through inheritance, or self.attr is
+        used outside any class (a function whose first parameter is called self)."""
+        for tree in self.trees.values():
+            classes = [c for c in ast.walk(tree) if isinstance(c, ast.ClassDef)]
+            inside = {id(n) for c in classes for n in ast.walk(c)}
+            for n in ast.walk(tree):
+                if isinstance(n, ast.Attribute) and n.attr == attr and id(n) not in inside:
+                    return {attr}
+            for c in classes:
+                related = c is not cls and (_base_names(c) & {cls.name} or _base_names(cls) & {c.name})
+                if related and attr in {_ident(n) for n in ast.walk(c)}:
+                    return {attr}
+        return set()
+
+    # parameters, per function
+    def params(self, fn: Scope) -> None:
+        f = self.facts
+        args = fn.args
+        every = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+        every += [a for a in (args.vararg, args.kwarg) if a]
+        inner = _inner_bindings(fn)
+        taken = {self.new(n, name) for n in _body_nodes(fn) if (name := _ident(n))}
+        free = (p for p in self.pool if p not in taken)
+        for a in every:
+            old = a.arg
+            if old in _KEEP_PARAMS or f.fixed(old) or old in inner or id(a) in self.names:
+                continue
+            new = next(free)
+            self.names[id(a)] = new
+            for n in _body_nodes(fn):
+                if isinstance(n, ast.Name) and n.id == old and id(n) not in self.names:
+                    self.names[id(n)] = new
+
+    def run(self) -> None:
+        for mod, tree in self.trees.items():
+            self.module_privates(mod, tree)
+            for n in ast.walk(tree):
+                if isinstance(n, ast.ClassDef):
+                    self.class_privates(mod, n)
+            for n in ast.walk(tree):  # outer functions first: inner ones see their names
+                if isinstance(n, ast.FunctionDef | ast.Lambda):
+                    self.params(n)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _is_const(value: ast.expr) -> bool:
+    """x = const(...): a private one costs nothing already (the compiler drops it)."""
+    return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "const"
+
+
+def _base_names(cls: ast.ClassDef) -> set[str]:
+    return {b.id for b in cls.bases if isinstance(b, ast.Name)}
+
+
+def _ident(n: ast.AST) -> str | None:
+    if isinstance(n, ast.Name):
+        return n.id
+    if isinstance(n, ast.arg):
+        return n.arg
+    if isinstance(n, ast.FunctionDef | ast.ClassDef):
+        return n.name
+    if isinstance(n, ast.Attribute):
+        return n.attr
+    return None
+
+
+def _body_nodes(fn: Scope) -> Iterator[ast.AST]:
+    """Everything inside a function's body, nested scopes included (not its defaults or
+    decorators: those belong to the enclosing scope)."""
+    body = fn.body if isinstance(fn, ast.FunctionDef) else [fn.body]
+    for stmt in body:
+        yield from ast.walk(stmt)
+
+
+def _inner_bindings(fn: Scope) -> set[str]:
+    """Names that a nested scope of fn binds or declares again (those stay as they are)."""
+    out: set[str] = set()
+    for n in _body_nodes(fn):
+        if isinstance(n, ast.FunctionDef | ast.Lambda):
+            a = n.args
+            out.update(x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x)
+            body = n.body if isinstance(n, ast.FunctionDef) else [n.body]
+            for stmt in body:
+                for m in ast.walk(stmt):
+                    if isinstance(m, ast.Name) and isinstance(m.ctx, ast.Store):
+                        out.add(m.id)
+        elif isinstance(n, ast.comprehension):
+            out.update(m.id for m in ast.walk(n.target) if isinstance(m, ast.Name))
+        elif isinstance(n, ast.ClassDef):
+            out.update(_ident(m) or "" for m in ast.walk(n) if isinstance(m, ast.Name | ast.ClassDef))
+        elif isinstance(n, ast.Global | ast.Nonlocal):
+            out.update(n.names)
+    return out
+
+
+def _edits(text: str, tree: ast.Module, names: dict[int, str]) -> str:
+    """The source with each renamed identifier replaced where it stands (layout kept)."""
+    lines = [line.encode() for line in text.splitlines(keepends=True)]
+    todo: list[tuple[int, int, int, str]] = []  # line, start, end (bytes), new
+    for n in ast.walk(tree):
+        new = names.get(id(n))
+        old = _ident(n)
+        if new is None or old is None:
+            continue
+        if isinstance(n, ast.Attribute):
+            line, end = n.end_lineno or n.lineno, n.end_col_offset or 0
+            todo.append((line, end - len(old), end, new))
+        elif isinstance(n, ast.FunctionDef | ast.ClassDef):
+            m = re.compile(rb"(def|class)\s+" + old.encode() + rb"\b").search(
+                lines[n.lineno - 1], n.col_offset
+            )
+            if not m:
+                raise ValueError(f"cannot find the name of {old} on line {n.lineno}")
+            todo.append((n.lineno, m.end() - len(old), m.end(), new))
+        elif isinstance(n, ast.Name | ast.arg):
+            todo.append((n.lineno, n.col_offset, n.col_offset + len(old), new))
+    for line, start, end, new in sorted(todo, reverse=True):
+        raw = lines[line - 1]
+        lines[line - 1] = raw[:start] + new.encode() + raw[end:]
+    return b"".join(lines).decode()
+
+
+def shrink(sources: dict[str, str], keep: Iterable[str] = ()) -> tuple[dict[str, str], list[str]]:
+    """sources: module name -> source text, the modules compiled for one board. keep: texts
+    whose names must stay (tests, benches, the boot files). Returns the renamed texts and
+    the list of renames ("module[.Class]: old -> new"; parameters are not listed)."""
+    trees = {mod: ast.parse(text) for mod, text in sources.items()}
+    facts = _facts(trees.values(), [ast.parse(text) for text in keep])
+    _refuse_declarations(trees, facts)
+    renamer = _Renamer(trees, facts)
+    renamer.run()
+    out = {mod: _edits(sources[mod], trees[mod], renamer.names) for mod in sources}
+    for mod, text in out.items():
+        _check(trees[mod], ast.parse(text), renamer.names, mod)
+    return out, renamer.report
+
+
+def _check(before: ast.Module, after: ast.Module, names: dict[int, str], mod: str) -> None:
+    """The renamed text parses to the same tree with exactly the intended names."""
+    pairs = itertools.zip_longest(ast.walk(before), ast.walk(after))
+    for old, new in pairs:
+        if type(old) is not type(new) or names.get(id(old), _ident(old)) != _ident(new):
+            raise ValueError(
+                f"renaming {mod} changed more than its names (near line {getattr(old, 'lineno', '?')})"
+            )
+
+
+def _refuse_declarations(trees: dict[str, ast.Module], facts: _Facts) -> None:
+    """global and nonlocal names are kept as written (their statements carry no positions
+    per name): marking them fixed keeps every rename away from them."""
+    for tree in trees.values():
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Global | ast.Nonlocal):
+                facts.protected.update(n.names)
