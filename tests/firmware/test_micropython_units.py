@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,25 +21,23 @@ from ecoin.tools.provisioning.deploy import install_firmware
 from .conftest import micropython
 
 HERE = Path(__file__).resolve().parent
-PROTOCOL = HERE.parents[1] / "protocol"
 EXPECTED = {"coinstore": 15, "serial": 6, "mqtt": 11, "collector": 6, "session": 1}
 
 
 @pytest.fixture(scope="module")
 def firmware(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fw")
-    install_firmware(path, "sim", mpy=True, keep=[(HERE / "mp_unit.py").read_text()])  # what it reaches into
-    full = path / "full"  # the protocol modules whole, for the groups that need the service side
-    full.mkdir()
-    for name in ("wire", "session", "ucrypto"):
-        shutil.copyfile(PROTOCOL / f"{name}.py", full / f"{name}.py")
+    keep = [(HERE / "mp_unit.py").read_text()]  # what it reaches into
+    install_firmware(path, "sim", mpy=True, keep=keep)
+    # the protocol modules whole, for the groups that need the service side (named alike)
+    install_firmware(path / "full", "sim", mpy=True, keep=keep, service_side=True)
     return path
 
 
 def run_group(firmware: Path, group: str, workdir: Path, *extra: str, service_side: bool = False) -> str:
     """Runs a group of mp_unit.py on the firmware as deployed (its protocol modules without
     the service side), or with service_side on the whole protocol modules."""
-    path = f"{firmware / 'full'}:{firmware}" if service_side else str(firmware)
+    path = str(firmware / "full" if service_side else firmware)
     proc = subprocess.run(
         [micropython(), "-X", "heapsize=1M", str(HERE / "mp_unit.py"), group, str(workdir), *extra],
         capture_output=True,

@@ -104,7 +104,7 @@ def test_vectors_of_the_device_side_verify_on_the_devices_trimmed_copy(tmp_path)
     # the runner and the functions the vectors name keep their names; shortening the rest
     # changes nothing else (shrink checks it)
     texts = [f.read_text() for f in VECTORS.glob("*.json")]
-    called = {fn.split(".")[-1] for t in texts for fn in re.findall(r'"fn": "([\w.]+)"', t)}
+    called = {fn for t in texts for fn in re.findall(r'"(?:wire|session)\.(\w+)"', t)}
     keep = [(HERE / "mp_vectors.py").read_text(), "\n".join(sorted(called))]
     install_firmware(tmp_path, "sim", mpy=True, keep=keep)
     out = run_mp(str(HERE / "mp_vectors.py"), "check", str(VECTORS), path=tmp_path)

@@ -62,13 +62,13 @@ def manifest(board: str) -> list[Path]:
 _BOOT_FILES = ("main.py", "boot.py")  # what a board runs at boot is source
 
 
-def compiled_sources(board: str) -> dict[str, str]:
+def compiled_sources(board: str, service_side: bool = False) -> dict[str, str]:
     """The texts of the board's modules that are compiled (all but the boot files), the
-    shared protocol modules without their service side."""
+    shared protocol modules without their service side unless asked."""
     out = {}
     for src in manifest(board):
         if src.name not in _BOOT_FILES:
-            shared = src.parent.name == "protocol" and src.stem in trim.SHARED
+            shared = not service_side and src.parent.name == "protocol" and src.stem in trim.SHARED
             out[src.stem] = trim.trimmed(src.stem) if shared else src.read_text()
     return out
 
@@ -79,11 +79,16 @@ def boot_sources(board: str) -> list[str]:
 
 
 def install_firmware(
-    flash_dir: Path, board: str = "sim", mpy: bool | None = None, keep: Iterable[str] = ()
+    flash_dir: Path,
+    board: str = "sim",
+    mpy: bool | None = None,
+    keep: Iterable[str] = (),
+    service_side: bool = False,
 ) -> list[Path]:
     """Copies (or compiles) the board's firmware into flash_dir; returns the files written.
     Compiled, its private names are shortened (``shrink``) except those named in the texts
-    of ``keep`` (test and bench scripts that reach into the modules)."""
+    of ``keep`` (test and bench scripts that reach into the modules). service_side: the
+    shared protocol modules whole, for tests that check the device against the services."""
     flash_dir = Path(flash_dir)
     flash_dir.mkdir(parents=True, exist_ok=True)
     cross = find_tool("mpy-cross")
@@ -91,7 +96,7 @@ def install_firmware(
         mpy = cross is not None and find_tool("micropython") is not None
     if mpy and cross is None:
         raise DeployError("mpy-cross not found; deploy with mpy=False (source files)")
-    sources = compiled_sources(board)
+    sources = compiled_sources(board, service_side)
     if mpy:
         sources = shrink.shrink(sources, [*boot_sources(board), *keep])[0]
     written = []

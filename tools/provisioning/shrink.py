@@ -45,6 +45,9 @@ class _Facts:
     strings: set[str] = field(default_factory=set)
     keywords: set[str] = field(default_factory=set)
     attrs: set[str] = field(default_factory=set)  # any attribute use
+    # attribute uses on one of the program's modules (wire.X, cr.X): name -> those modules;
+    # "" stands for anything else (an object, a port's module)
+    owners: dict[str, set[str]] = field(default_factory=dict)
     foreign_attrs: set[str] = field(default_factory=set)  # on something other than self
     class_bound: set[str] = field(default_factory=set)  # bound directly in a class body
     protected: set[str] = field(default_factory=set)  # named in a keep script
@@ -68,9 +71,26 @@ def _identifiers(tree: ast.AST) -> Iterator[str]:
             yield n.value
 
 
-def _facts(trees: Iterable[ast.Module], keep: Iterable[ast.Module]) -> _Facts:
+def _aliases(tree: ast.Module, modules: Iterable[str]) -> dict[str, str]:
+    """The names a module gives the program's modules it imports (import ucrypto as cr)."""
+    ours = set(modules)
+    return {
+        a.asname or a.name: a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import)
+        for a in n.names
+        if a.name in ours
+    }
+
+
+def _owner(n: ast.Attribute, aliases: dict[str, str]) -> str:
+    return aliases.get(n.value.id, "") if isinstance(n.value, ast.Name) else ""
+
+
+def _facts(trees: dict[str, ast.Module], keep: Iterable[ast.Module]) -> _Facts:
     f = _Facts()
-    for tree in trees:
+    for tree in trees.values():
+        aliases = _aliases(tree, trees)
         f.used.update(_identifiers(tree))
         for n in ast.walk(tree):
             if isinstance(n, ast.Constant) and isinstance(n.value, str):
@@ -79,6 +99,7 @@ def _facts(trees: Iterable[ast.Module], keep: Iterable[ast.Module]) -> _Facts:
                 f.keywords.add(n.arg)
             elif isinstance(n, ast.Attribute):
                 f.attrs.add(n.attr)
+                f.owners.setdefault(n.attr, set()).add(_owner(n, aliases))
                 if not (isinstance(n.value, ast.Name) and n.value.id == "self"):
                     f.foreign_attrs.add(n.attr)
             elif isinstance(n, ast.ClassDef):
@@ -142,18 +163,26 @@ class _Renamer:
             if not (isinstance(stmt, ast.Assign) and _is_const(stmt.value) or isinstance(stmt, ast.ClassDef)):
                 bound |= _bound_here(stmt)
         f = self.facts
-        # a module name no other module reaches (never an attribute anywhere) is as
-        # private as one with an underscore, whatever it is called
+        # a module-level name that is an attribute of nothing but this module (mod.X in the
+        # other modules) is renamed here and there alike
         todo = sorted(
             n
             for n in bound
-            if not n.startswith("__") and not f.fixed(n) and n not in f.attrs and n not in f.class_bound
+            if not n.startswith("__")
+            and not f.fixed(n)
+            and f.owners.get(n, set()) <= {mod}
+            and n not in f.class_bound
         )
         mapping = dict(zip(todo, self.pool, strict=False))
         for n in ast.walk(tree):
             name = _ident(n)
             if name in mapping and not isinstance(n, ast.Attribute | ast.keyword | ast.alias):
                 self.names[id(n)] = mapping[name]
+        for other in self.trees.values():
+            aliases = _aliases(other, self.trees)
+            for n in ast.walk(other):
+                if isinstance(n, ast.Attribute) and n.attr in mapping and _owner(n, aliases) == mod:
+                    self.names[id(n)] = mapping[n.attr]
         self.report += [f"{mod}: {old} -> {new}" for old, new in mapping.items()]
 
     # private attributes, per class (with its subclasses in the module)
@@ -315,7 +344,7 @@ def shrink(sources: dict[str, str], keep: Iterable[str] = ()) -> tuple[dict[str,
     whose names must stay (tests, benches, the boot files). Returns the renamed texts and
     the list of renames ("module[.Class]: old -> new"; parameters are not listed)."""
     trees = {mod: ast.parse(text) for mod, text in sources.items()}
-    facts = _facts(trees.values(), [ast.parse(text) for text in keep])
+    facts = _facts(trees, [ast.parse(text) for text in keep])
     _refuse_declarations(trees, facts)
     renamer = _Renamer(trees, facts)
     renamer.run()
