@@ -21,8 +21,12 @@ def run():
     try:
         import launch
 
-        dev = launch.device(board)
+        cfg, net, store = launch.device(board)
         launch = None
+        sys.modules.pop("launch", None)
+        gc.collect()  # the collector's attribute table fits where boot code was
+        wdt = cfg["wdt"]
+        dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     except KeyboardInterrupt:
         return
     except Exception as exc:  # noqa: BLE001 - a board that cannot start says why

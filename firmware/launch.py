@@ -34,7 +34,8 @@ def _tls(board):
 
 
 def device(board):
-    """The collector, booted: settings checked, store repaired, transport made."""
+    """Boots: settings checked, store repaired, transport made; returns (cfg, net, store)
+    for the collector, which app.py makes once this module's code is gone."""
     room = bytearray(collector.ROOM)  # the room kept for sealing, at the bottom: in one piece
     ssl = _before_boot(board)
     # Boot code, one half at a time, each given back before the next (the local name too:
@@ -62,7 +63,6 @@ def device(board):
     cfg["values"] = array.array("i", bytes(4 * cfg["batch_max"]))
     cfg["room"] = room
     rx = bytearray(cfg["rx_size"]) if cfg["transport"] == "mqtt" else None
-    wdt = cfg["wdt"]
     if cfg["transport"] == "serial":
         import serial_link
 
@@ -77,7 +77,6 @@ def device(board):
         where = "mqtt %s:%d%s" % (cfg["broker_host"], cfg["broker_port"], " (tls)" if cfg["tls"] else "")
         if hasattr(board, "wifi_board"):
             net.link = lambda: board.connect_network(cfg, None, 0)  # rejoins WiFi after an outage
-    dev = collector.Collector(cfg, board, net, store, None, feed=wdt.feed if wdt else None)
     print("collector %s: service %s via %s; %d coins left, %d in doubt"
           % (cfg["device_id"], cfg["service"], where, store.left(), store.doubt_count()))
-    return dev
+    return cfg, net, store
