@@ -146,7 +146,7 @@ def oaep_encrypt(public, message, label, seed=None):
     em[k - m_len - 1] = 1
     em[k - m_len :] = message
     _mgf1_xor(em, db, k - db, seed)
-    _mgf1_xor(em, 1, _H, bytes(memoryview(em)[db:]))
+    _mgf1_xor(em, 1, _H, memoryview(em)[db:])  # the masked DB read in place: no 223-byte copy
     global room
     if room is not None:  # let go, with the MGF1 temporaries: pow's integers get it whole
         room = None
