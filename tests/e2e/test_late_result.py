@@ -39,6 +39,10 @@ class LateResult(FaultRun):
         dev = self.fleet[0]
         assert self.wait_results({0}, timeout=60), dev.sim.output()[-2000:]
         assert bank.proc is not None
+        # The policy device's one operation out of the way: the operation forwarded below
+        # must be this device's (a run once froze the gateway on the other's).
+        refused = self.refused
+        assert refused is None or refused.sim.wait_for("collector done", 60), refused.sim.output()[-2000:]
         # The bank frozen first, so no answer can come before the gateway is frozen too.
         os.kill(bank.proc.pid, signal.SIGSTOP)
         try:
