@@ -47,6 +47,35 @@ def _helper(value, width):
 
 def make(first, second):
     return Store(first, second), _helper(first, second), _LIMIT, getattr(Store, "add").__name__
+
+
+def fails(err, x):  # the handler's name rebinds the parameter's
+    try:
+        raise ValueError("boom")
+    except ValueError as err:
+        return str(err) + x
+
+
+class Base:
+    def __init__(self):
+        self._v = 1
+
+
+class Child(Base):  # one instance holds both classes' private attributes
+    def __init__(self):
+        Base.__init__(self)
+        self._w = 2
+
+    def both(self):
+        return self._v, self._w
+
+
+class Sized:  # a class body reads its own names before the module's
+    _a = 1
+    _b = _scale
+
+    def get(self):
+        return self._a, self._b
 """
 
 USER = """\
@@ -57,7 +86,7 @@ def run(seed):
     store, got, limit, name = lib.make(seed, 2)
     other = lib.Other()
     return (store.add(4), store.add(1, twice=True), store._label, other._n, got, limit, name,
-            lib.TABLE, store.public)
+            lib.TABLE, store.public, lib.fails("param", "!"), lib.Child().both(), lib.Sized().get())
 """
 
 
@@ -108,6 +137,15 @@ def test_a_renamed_program_behaves_as_its_source(tmp_path: Path) -> None:
     assert "lib: _helper -> " in "\n".join(report) and "lib.Store: _bump -> " in "\n".join(report)
 
 
+def test_a_rename_that_merges_two_bindings_is_refused() -> None:
+    """The check behind every install: a class-body name renamed onto a module name it
+    reads (or a parameter onto an except clause's name) changes the scopes' bindings."""
+    src = "SIZE = 100\n\n\nclass K:\n    _a = 1\n    _b = SIZE\n"
+    captured = "a = 100\n\n\nclass K:\n    a = 1\n    b = a\n"
+    assert shrink._bindings(src, "m") != shrink._bindings(captured, "m")
+    assert shrink._bindings(src, "m") == shrink._bindings(src.replace("_b", "c"), "m")
+
+
 def test_names_in_keep_stay(tmp_path: Path) -> None:
     out, _ = shrink.shrink({"lib": LIB, "user": USER}, keep=["lib._helper\nstore._bump(by=1)\n"])
     lib = _names(out["lib"])
@@ -143,6 +181,7 @@ def test_the_ports_own_names_are_never_renamed(board: str) -> None:
 
     for mod in sources:
         assert outside(out[mod]) == outside(sources[mod]), mod
+    assert "def open_store(" in out["start"]  # maintenance over mpremote (shrink.ENTRY_POINTS)
     before = set().union(*(_names(t) for t in sources.values()))
     after = set().union(*(_names(t) for t in out.values()))
     assert len(report) > 50 and len(after) < len(before) - 100, (len(before), len(after))

@@ -2,23 +2,26 @@
 
 Loading a .mpy interns every name it holds (parameter, function, attribute and global
 names) as a qstr, in the heap, for good: 11 bytes of pool entry each on a 64-bit port plus
-the text, in pools that grow by doubling. Most of the firmware's names are private to one
-scope, so installing the firmware (``deploy.install_firmware``) renames those, and only
-those, to a few short names that every scope reuses:
+the text, in pools that grow by doubling. Most of the firmware's names are seen from one
+scope only, so installing the firmware (``deploy.install_firmware``) renames those, and
+only those, to a few short names that every scope reuses:
 
 - parameters, per function: ``def f(self, deadline)`` becomes ``def f(self, a)``;
-- private module-level names (``_secret``), per module;
-- private attributes (``self._rx``), per class.
+- module-level names that are an attribute of nothing but their own module, per module:
+  ``_secret``, and ``wire.T_QUERY``, renamed in wire.py and in every ``wire.T_QUERY`` alike;
+- private attributes (``self._rx``) that only ``self`` uses, per class, for classes that
+  share their instances with no other class of ours (no inheritance between them).
 
-A name is left alone wherever it could be seen from outside its scope: used as a keyword
-argument, as an attribute of anything but ``self`` (another module's ``mod._x``, a
-collaborator's ``obj._x``), bound in a class body (a method), written in a string
-(``getattr``, a dict key), or named anywhere in ``keep`` (the scripts of tests and benches
-that reach into the firmware). Public names stay: other modules, C code and the ports'
-own APIs know them. The new names appear nowhere else in the firmware, so no rename can
-capture or shadow another name; the source of truth stays the readable source.
-``python -m ecoin.tools.provisioning.deploy BOARD`` prints what is renamed, for reading a
-device traceback.
+A name is left alone wherever it could be seen from outside: used as a keyword argument,
+as an attribute of anything but ``self`` or the module that defines it (a collaborator's
+``obj.x``, the ports' ``wdt.feed``), bound by ``except ... as``, ``global`` or an import,
+a class, written in a string (``getattr``, a dict key), an entry point for maintenance
+over mpremote (``ENTRY_POINTS``), or named anywhere in ``keep`` (the boot files, the
+scripts of tests and benches that reach into the firmware). The new names appear nowhere
+else in the firmware, and the renamed text must parse to the same tree with only the
+intended names changed and the same bindings in every scope, or installing fails. The
+source of truth stays the readable source. ``python -m ecoin.tools.provisioning.deploy
+BOARD`` prints what is renamed, for reading a device traceback.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ import itertools
 import keyword
 import re
 import string
+import symtable
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 _KEEP_PARAMS = {"self", "cls"}  # no gain (known to every port) and tracebacks read better
+# What an owner or a test types over mpremote (`import start; start.open_store()`).
+ENTRY_POINTS = {"open_store"}
 
 Scope = ast.FunctionDef | ast.Lambda
 
@@ -109,6 +115,7 @@ def _facts(trees: dict[str, ast.Module], keep: Iterable[ast.Module]) -> _Facts:
                 f.protected.update(a.asname or a.name.split(".")[0] for a in n.names)
     for tree in keep:
         f.protected.update(_identifiers(tree))
+    f.protected |= ENTRY_POINTS
     f.used |= f.protected
     return f
 
@@ -151,6 +158,7 @@ class _Renamer:
         self.facts = facts
         self.pool = _fresh(facts.used)
         self.names: dict[int, str] = {}  # id(node) -> new identifier
+        self.module_names: dict[str, set[str]] = {}  # module -> the new names of its globals
         self.report: list[str] = []
 
     def new(self, node: ast.AST, old: str) -> str:
@@ -174,6 +182,7 @@ class _Renamer:
             and n not in f.class_bound
         )
         mapping = dict(zip(todo, self.pool, strict=False))
+        self.module_names[mod] = set(mapping.values())
         for n in ast.walk(tree):
             name = _ident(n)
             if name in mapping and not isinstance(n, ast.Attribute | ast.keyword | ast.alias):
@@ -187,6 +196,9 @@ class _Renamer:
 
     # private attributes, per class (with its subclasses in the module)
     def class_privates(self, mod: str, cls: ast.ClassDef) -> None:
+        nested = any(isinstance(n, ast.ClassDef) for n in ast.walk(cls) if n is not cls)
+        if nested or not self._alone(cls):
+            return
         f = self.facts
         attrs = {
             n.attr
@@ -202,7 +214,9 @@ class _Renamer:
             and a not in f.foreign_attrs
             and a not in self._elsewhere(cls, a)
         )
-        mapping = dict(zip(todo, self.pool, strict=False))
+        # not the module's new names: a class body reads its own names before the module's
+        pool = [p for p in self.pool if p not in self.module_names.get(mod, ())]
+        mapping = dict(zip(todo, pool, strict=False))
         for n in ast.walk(cls):
             if isinstance(n, ast.Attribute) and n.attr in mapping and isinstance(n.value, ast.Name):
                 self.names[id(n)] = mapping[n.attr]
@@ -213,18 +227,27 @@ class _Renamer:
                     self.names[id(n)] = mapping[name]
         self.report += [f"{mod}.{cls.name}: {old} -> {new}" for old, new in mapping.items()]
 
+    def _alone(self, cls: ast.ClassDef) -> bool:
+        """cls shares its instances with no other class of ours: its bases are builtins
+        (Exception, object) and no class names it as a base. Classes that inherit from one
+        another keep their private attributes as written (their pools would meet in one
+        instance)."""
+        if not all(isinstance(b, ast.Name) and b.id in dir(builtins) for b in cls.bases):
+            return False
+        for tree in self.trees.values():
+            for c in ast.walk(tree):
+                if isinstance(c, ast.ClassDef) and any(_ident(b) == cls.name for b in c.bases):
+                    return False
+        return True
+
     def _elsewhere(self, cls: ast.ClassDef, attr: str) -> set[str]:
-        """{attr} if another class shares it with cls through inheritance, or self.attr is
-        used outside any class (a function whose first parameter is called self)."""
+        """{attr} if self.attr is used outside any class (a function whose first parameter
+        is called self)."""
         for tree in self.trees.values():
             classes = [c for c in ast.walk(tree) if isinstance(c, ast.ClassDef)]
             inside = {id(n) for c in classes for n in ast.walk(c)}
             for n in ast.walk(tree):
                 if isinstance(n, ast.Attribute) and n.attr == attr and id(n) not in inside:
-                    return {attr}
-            for c in classes:
-                related = c is not cls and (_base_names(c) & {cls.name} or _base_names(cls) & {c.name})
-                if related and attr in {_ident(n) for n in ast.walk(c)}:
                     return {attr}
         return set()
 
@@ -265,10 +288,6 @@ def _private(name: str) -> bool:
 def _is_const(value: ast.expr) -> bool:
     """x = const(...): a private one costs nothing already (the compiler drops it)."""
     return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "const"
-
-
-def _base_names(cls: ast.ClassDef) -> set[str]:
-    return {b.id for b in cls.bases if isinstance(b, ast.Name)}
 
 
 def _ident(n: ast.AST) -> str | None:
@@ -355,19 +374,41 @@ def shrink(sources: dict[str, str], keep: Iterable[str] = ()) -> tuple[dict[str,
 
 
 def _check(before: ast.Module, after: ast.Module, names: dict[int, str], mod: str) -> None:
-    """The renamed text parses to the same tree with exactly the intended names."""
+    """The renamed text parses to the same tree with exactly the intended names, and each
+    of its scopes has the same bindings (no two names merged into one, none captured)."""
     pairs = itertools.zip_longest(ast.walk(before), ast.walk(after))
     for old, new in pairs:
         if type(old) is not type(new) or names.get(id(old), _ident(old)) != _ident(new):
             raise ValueError(
                 f"renaming {mod} changed more than its names (near line {getattr(old, 'lineno', '?')})"
             )
+    if _bindings(ast.unparse(before), mod) != _bindings(ast.unparse(after), mod):
+        raise ValueError(f"renaming {mod} changed what a name refers to in some scope")
+
+
+def _bindings(text: str, mod: str) -> list[tuple[str, list[tuple[bool, ...]]]]:
+    """Per scope (in order), the kinds of its symbols: parameter, local, global, free..."""
+    out: list[tuple[str, list[tuple[bool, ...]]]] = []
+    todo = [symtable.symtable(text, mod, "exec")]
+    while todo:
+        t = todo.pop(0)
+        kinds: list[tuple[bool, ...]] = sorted(
+            (s.is_parameter(), s.is_local(), s.is_global(), s.is_declared_global(), s.is_free(),
+             s.is_imported(), s.is_assigned(), s.is_referenced(), s.is_namespace())
+            for s in t.get_symbols()
+        )  # fmt: skip
+        out.append((str(t.get_type()), kinds))
+        todo.extend(t.get_children())
+    return out
 
 
 def _refuse_declarations(trees: dict[str, ast.Module], facts: _Facts) -> None:
-    """global and nonlocal names are kept as written (their statements carry no positions
-    per name): marking them fixed keeps every rename away from them."""
+    """Names of global and nonlocal statements and of ``except ... as`` are kept as written
+    (those carry no position per name, so they could not be renamed with their uses):
+    marking them fixed keeps every rename away from them."""
     for tree in trees.values():
         for n in ast.walk(tree):
             if isinstance(n, ast.Global | ast.Nonlocal):
                 facts.protected.update(n.names)
+            elif isinstance(n, ast.ExceptHandler) and n.name:
+                facts.protected.add(n.name)
