@@ -37,7 +37,7 @@ from ecoin.common.bank_client import BankError, Withdrawal
 from ecoin.protocol import session
 from ecoin.testing import metrics
 from ecoin.testing.broker import generated_broker, password, password_file
-from ecoin.testing.servers import Mosquitto, free_port, stop
+from ecoin.testing.servers import Mosquitto, free_port, stop, stop_paho
 
 READINGS = json.dumps(
     {"sensor": "temp0", "unit": "C", "start": 1795000000, "interval": 1.0, "values": [21.5, 21.6, 21.4, 22.0]}
@@ -194,8 +194,7 @@ class Requester:
             return got[0] if got else None
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_paho(self.client)
 
 
 # The analyst itself, as a real process.

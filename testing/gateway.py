@@ -29,7 +29,7 @@ from ecoin.gateway import config as gwconfig
 from ecoin.gateway import framing
 from ecoin.protocol import wire
 from ecoin.testing.broker import password, password_file
-from ecoin.testing.servers import wait_until
+from ecoin.testing.servers import stop_paho, wait_until
 
 __all__ = ["wait_until"]  # tests take it from here with the gateway's other helpers
 
@@ -146,8 +146,7 @@ class EchoAnalyst:
             )
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_paho(self.client)
 
 
 class Device:
@@ -199,8 +198,7 @@ class Device:
         return self.wait(frame[2:18], timeout)
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_paho(self.client)
 
 
 # The TLS broker of the generated configuration (the ``broker`` fixture in conftest.py).
@@ -247,8 +245,7 @@ class Client:
         self.client.publish(topic, payload, 1, retain=retain).wait_for_publish(5)
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_paho(self.client)
 
 
 def device_tls(pki: Path) -> ssl.SSLContext:

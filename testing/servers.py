@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -50,6 +51,18 @@ def wait_until(cond: Callable[[], object], timeout: float = 15.0, what: str = "c
     """Polls ``cond`` until it is true; AssertionError naming ``what`` after ``timeout`` s."""
     if not eventually(cond, timeout):
         raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop_paho(client: Any) -> None:
+    """disconnect() then loop_stop() of a paho client started with loop_start(). paho 2.2's
+    loop_stop checks its network thread, then joins it; a thread that ends by itself in
+    between (the disconnect makes it end) has set it to None by then, and the join raises
+    AttributeError. That thread is over, which is all loop_stop waits for."""
+    client.disconnect()
+    try:
+        client.loop_stop()
+    except AttributeError:
+        pass
 
 
 def find_program(name: str, *extra_dirs: str) -> str:

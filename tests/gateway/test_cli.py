@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ecoin.gateway import config as gwconfig
 from ecoin.testing.gateway import Device, EchoAnalyst, operation, wait_until
-from ecoin.testing.servers import Mosquitto, free_port
+from ecoin.testing.servers import Mosquitto, free_port, stop_paho
 
 CLI = [sys.executable, "-m", "ecoin.gateway.cli"]
 
@@ -116,8 +116,7 @@ class StatusWatcher:
             assert self.changed.wait_for(lambda: self.states and self.states[-1] == state, 15), self.states
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_paho(self.client)
 
 
 def _serve(tmp_path: Path, port: int, health: int) -> subprocess.Popen[bytes]:

@@ -37,7 +37,7 @@ from ecoin.testing.gateway import (
     wait_until,
 )
 from ecoin.testing.metrics import metric
-from ecoin.testing.servers import Mosquitto
+from ecoin.testing.servers import Mosquitto, stop_paho
 
 DIRECT = 90_000
 BROKER = 6_000
@@ -245,7 +245,6 @@ def test_fuzz_through_real_broker_and_pty(tmp_path: Path, mosquitto: Mosquitto, 
         assert metric(gw, 'ecoin_gateway_malformed_total{source="mqtt"}') > BROKER // 4
         assert metric(gw, 'ecoin_gateway_malformed_total{source="serial"}') > SERIAL // 10
     finally:
-        raw.disconnect()
-        raw.loop_stop()
+        stop_paho(raw)
         gw.stop()
         pty.close()
