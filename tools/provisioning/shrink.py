@@ -50,11 +50,11 @@ class _Facts:
     used: set[str] = field(default_factory=set)  # every identifier and string
     strings: set[str] = field(default_factory=set)
     keywords: set[str] = field(default_factory=set)
-    attrs: set[str] = field(default_factory=set)  # any attribute use
     # attribute uses on one of the program's modules (wire.X, cr.X): name -> those modules;
     # "" stands for anything else (an object, a port's module)
     owners: dict[str, set[str]] = field(default_factory=dict)
-    foreign_attrs: set[str] = field(default_factory=set)  # on something other than self
+    # attributes of something other than self, or of self outside any class
+    foreign_attrs: set[str] = field(default_factory=set)
     class_bound: set[str] = field(default_factory=set)  # bound directly in a class body
     protected: set[str] = field(default_factory=set)  # named in a keep script
 
@@ -93,20 +93,22 @@ def _owner(n: ast.Attribute, aliases: dict[str, str]) -> str:
     return aliases.get(n.value.id, "") if isinstance(n.value, ast.Name) else ""
 
 
-def _facts(trees: dict[str, ast.Module], keep: Iterable[ast.Module]) -> _Facts:
+def _facts(
+    trees: dict[str, ast.Module], aliases: dict[str, dict[str, str]], keep: Iterable[ast.Module]
+) -> _Facts:
     f = _Facts()
-    for tree in trees.values():
-        aliases = _aliases(tree, trees)
+    for mod, tree in trees.items():
         f.used.update(_identifiers(tree))
+        in_class = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for n in ast.walk(c)}
         for n in ast.walk(tree):
             if isinstance(n, ast.Constant) and isinstance(n.value, str):
                 f.strings.add(n.value)
             elif isinstance(n, ast.keyword) and n.arg:
                 f.keywords.add(n.arg)
             elif isinstance(n, ast.Attribute):
-                f.attrs.add(n.attr)
-                f.owners.setdefault(n.attr, set()).add(_owner(n, aliases))
-                if not (isinstance(n.value, ast.Name) and n.value.id == "self"):
+                f.owners.setdefault(n.attr, set()).add(_owner(n, aliases[mod]))
+                on_self = isinstance(n.value, ast.Name) and n.value.id == "self"
+                if not on_self or id(n) not in in_class:  # self outside a class: unknown
                     f.foreign_attrs.add(n.attr)
             elif isinstance(n, ast.ClassDef):
                 for stmt in n.body:
@@ -153,8 +155,11 @@ def _fresh(used: set[str]) -> list[str]:
 
 
 class _Renamer:
-    def __init__(self, trees: dict[str, ast.Module], facts: _Facts) -> None:
+    def __init__(
+        self, trees: dict[str, ast.Module], aliases: dict[str, dict[str, str]], facts: _Facts
+    ) -> None:
         self.trees = trees
+        self.aliases = aliases
         self.facts = facts
         self.pool = _fresh(facts.used)
         self.names: dict[int, str] = {}  # id(node) -> new identifier
@@ -164,7 +169,7 @@ class _Renamer:
     def new(self, node: ast.AST, old: str) -> str:
         return self.names.get(id(node), old)
 
-    # module-level names no other module uses, per module
+    # module-level names that are an attribute of nothing but their module, per module
     def module_privates(self, mod: str, tree: ast.Module) -> None:
         bound: set[str] = set()
         for stmt in tree.body:  # classes keep their names: the console prints exceptions
@@ -187,14 +192,17 @@ class _Renamer:
             name = _ident(n)
             if name in mapping and not isinstance(n, ast.Attribute | ast.keyword | ast.alias):
                 self.names[id(n)] = mapping[name]
-        for other in self.trees.values():
-            aliases = _aliases(other, self.trees)
+        for name, other in self.trees.items():
             for n in ast.walk(other):
-                if isinstance(n, ast.Attribute) and n.attr in mapping and _owner(n, aliases) == mod:
+                if (
+                    isinstance(n, ast.Attribute)
+                    and n.attr in mapping
+                    and _owner(n, self.aliases[name]) == mod
+                ):
                     self.names[id(n)] = mapping[n.attr]
         self.report += [f"{mod}: {old} -> {new}" for old, new in mapping.items()]
 
-    # private attributes, per class (with its subclasses in the module)
+    # private attributes that only self uses, per class sharing its instances with no other
     def class_privates(self, mod: str, cls: ast.ClassDef) -> None:
         nested = any(isinstance(n, ast.ClassDef) for n in ast.walk(cls) if n is not cls)
         if nested or not self._alone(cls):
@@ -206,14 +214,7 @@ class _Renamer:
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
         }
         body = {name for stmt in cls.body for name in _bound_here(stmt)}
-        todo = sorted(
-            a
-            for a in attrs | body
-            if _private(a)
-            and not f.fixed(a)
-            and a not in f.foreign_attrs
-            and a not in self._elsewhere(cls, a)
-        )
+        todo = sorted(a for a in attrs | body if _private(a) and not f.fixed(a) and a not in f.foreign_attrs)
         # not the module's new names: a class body reads its own names before the module's
         pool = [p for p in self.pool if p not in self.module_names.get(mod, ())]
         mapping = dict(zip(todo, pool, strict=False))
@@ -239,17 +240,6 @@ class _Renamer:
                 if isinstance(c, ast.ClassDef) and any(_ident(b) == cls.name for b in c.bases):
                     return False
         return True
-
-    def _elsewhere(self, cls: ast.ClassDef, attr: str) -> set[str]:
-        """{attr} if self.attr is used outside any class (a function whose first parameter
-        is called self)."""
-        for tree in self.trees.values():
-            classes = [c for c in ast.walk(tree) if isinstance(c, ast.ClassDef)]
-            inside = {id(n) for c in classes for n in ast.walk(c)}
-            for n in ast.walk(tree):
-                if isinstance(n, ast.Attribute) and n.attr == attr and id(n) not in inside:
-                    return {attr}
-        return set()
 
     # parameters, per function
     def params(self, fn: Scope) -> None:
@@ -286,7 +276,8 @@ def _private(name: str) -> bool:
 
 
 def _is_const(value: ast.expr) -> bool:
-    """x = const(...): a private one costs nothing already (the compiler drops it)."""
+    """x = const(...), which keeps its name: a private one costs nothing already (the
+    compiler drops it)."""
     return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "const"
 
 
@@ -363,9 +354,10 @@ def shrink(sources: dict[str, str], keep: Iterable[str] = ()) -> tuple[dict[str,
     whose names must stay (tests, benches, the boot files). Returns the renamed texts and
     the list of renames ("module[.Class]: old -> new"; parameters are not listed)."""
     trees = {mod: ast.parse(text) for mod, text in sources.items()}
-    facts = _facts(trees, [ast.parse(text) for text in keep])
+    aliases = {mod: _aliases(tree, trees) for mod, tree in trees.items()}
+    facts = _facts(trees, aliases, [ast.parse(text) for text in keep])
     _refuse_declarations(trees, facts)
-    renamer = _Renamer(trees, facts)
+    renamer = _Renamer(trees, aliases, facts)
     renamer.run()
     out = {mod: _edits(sources[mod], trees[mod], renamer.names) for mod in sources}
     for mod, text in out.items():
