@@ -95,3 +95,22 @@ def directed(tmp_path: Path, mosquitto: Mosquitto, bank: BankProcess) -> Callabl
         return device
 
     return run
+
+
+# The late-result scenarios (test_late_result.py, test_lost_answer.py): the device's and the
+# gateway's op_timeout, long enough that a loaded machine reads the forwarded operation as
+# still pending before its device gives up.
+LATE_OP_TIMEOUT = 8.0
+
+
+def run_late_scenario(run_class: type[Any], tmp_path: Path) -> dict[str, Any]:
+    """The demo's stack with one device, run_class's watch() as the scenario; the run's
+    summary, once its audit passed and the scenario saw its late result."""
+    run = run_class(
+        tmp_path, devices=1, ops=100_000, heap="72K", runtime="auto", quiet=True, batch_seconds=1.0,
+        op_timeout=LATE_OP_TIMEOUT, kinds=(),
+    )  # fmt: skip
+    summary: dict[str, Any] = run.run()
+    assert summary["audit_ok"], summary
+    assert "late" in summary
+    return summary

@@ -23,8 +23,7 @@ from ecoin.testing.metrics import parse
 from ecoin.testing.servers import wait_until
 from ecoin.tools.provisioning.refund import claim_refunds
 
-OP_TIMEOUT = 8.0  # the device's and the gateway's: long enough that a loaded machine reads the
-# forwarded operation as still pending before its device gives up
+from .conftest import LATE_OP_TIMEOUT, run_late_scenario
 
 
 class LateResult(FaultRun):
@@ -47,7 +46,7 @@ class LateResult(FaultRun):
         os.kill(bank.proc.pid, signal.SIGSTOP)
         try:
             before = self.forwarded()
-            wait_until(lambda: self.forwarded() > before, 3 * OP_TIMEOUT, "an operation forwarded")
+            wait_until(lambda: self.forwarded() > before, 3 * LATE_OP_TIMEOUT, "an operation forwarded")
             os.kill(self.gateway.pid, signal.SIGSTOP)
             frozen = time.monotonic()
         finally:
@@ -57,8 +56,10 @@ class LateResult(FaultRun):
             assert op_id is not None, "the forwarded operation is the one the device waits for"
             short = op_id[:4].hex()
             gave_up = f"collector: op {short} failed (timeout)"
-            assert dev.sim.wait_for(gave_up, 2 * OP_TIMEOUT), dev.sim.output()[-3000:]
-            wait_until(lambda: time.monotonic() - frozen > OP_TIMEOUT + 3, 30, "a freeze past the deadline")
+            assert dev.sim.wait_for(gave_up, 2 * LATE_OP_TIMEOUT), dev.sim.output()[-3000:]
+            wait_until(
+                lambda: time.monotonic() - frozen > LATE_OP_TIMEOUT + 3, 30, "a freeze past the deadline"
+            )
         finally:
             os.kill(self.gateway.pid, signal.SIGCONT)
         assert dev.sim.wait_for(f"collector: op {short} late result {{", 15), dev.sim.output()[-3000:]
@@ -73,10 +74,4 @@ class LateResult(FaultRun):
 
 
 def test_a_result_delayed_by_a_frozen_gateway_settles_the_devices_doubt(tmp_path: Path) -> None:
-    run = LateResult(
-        tmp_path, devices=1, ops=100_000, heap="72K", runtime="auto", quiet=True, batch_seconds=1.0,
-        op_timeout=OP_TIMEOUT, kinds=(),
-    )  # fmt: skip
-    summary = run.run()
-    assert summary["audit_ok"], summary
-    assert "late" in summary
+    run_late_scenario(LateResult, tmp_path)

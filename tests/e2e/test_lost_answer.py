@@ -21,7 +21,8 @@ from ecoin.testing.faulty_bank import FaultyBank
 from ecoin.testing.servers import wait_until
 from ecoin.tools.provisioning.refund import claim_refunds
 
-OP_TIMEOUT = 8.0
+from .conftest import LATE_OP_TIMEOUT, run_late_scenario
+
 FAILED = re.compile(r"collector: op ([0-9a-f]{8}) failed \(error \d+\)")
 
 
@@ -42,7 +43,9 @@ class LostAnswer(FaultRun):
         assert faulty is not None
         assert self.wait_results({0}, timeout=60), dev.sim.output()[-2000:]
         faulty.mode = "lost"
-        wait_until(lambda: FAILED.search(dev.sim.output()), 3 * OP_TIMEOUT, "an operation answered FAILED")
+        wait_until(
+            lambda: FAILED.search(dev.sim.output()), 3 * LATE_OP_TIMEOUT, "an operation answered FAILED"
+        )
         faulty.mode = "relay"
         failed = FAILED.findall(dev.sim.output())
         for short in failed:
@@ -60,10 +63,4 @@ class LostAnswer(FaultRun):
 
 
 def test_a_payment_whose_answer_was_lost_still_reaches_its_device(tmp_path: Path) -> None:
-    run = LostAnswer(
-        tmp_path, devices=1, ops=100_000, heap="72K", runtime="auto", quiet=True, batch_seconds=1.0,
-        op_timeout=OP_TIMEOUT, kinds=(),
-    )  # fmt: skip
-    summary = run.run()
-    assert summary["audit_ok"], summary
-    assert "late" in summary
+    run_late_scenario(LostAnswer, tmp_path)
