@@ -8,7 +8,8 @@ only those, to a few short names that every scope reuses:
 
 - parameters, per function: ``def f(self, deadline)`` becomes ``def f(self, a)``;
 - module-level names that are an attribute of nothing but their own module, per module:
-  ``_secret``, and ``wire.T_QUERY``, renamed in wire.py and in every ``wire.T_QUERY`` alike;
+  ``_secret``, and ``wire.encode_query``, renamed in wire.py and in every call alike
+  (``X = const(...)`` names stay as written);
 - private attributes (``self._rx``) that only ``self`` uses, per class, for classes that
   share their instances with no other class of ours (no inheritance between them).
 
